@@ -1,0 +1,43 @@
+// tunnel-in: accepts plaintext legacy connections and carries them to tunnel-out over TLS.
+#include <iostream>
+
+#include "config/cli.hpp"
+#include "config/duration.hpp"
+#include "net/listener.hpp"
+#include "ops/log.hpp"
+#include "ops/runtime.hpp"
+#include "relay.hpp"
+#include "tls/context.hpp"
+#include "tls/credentials.hpp"
+
+using namespace tunnel;
+
+int main(int argc, char** argv) {
+  auto cli = config::parse_command_line(tls::role::client, argc, argv);
+  if (!cli.svc) return cli.exit_code;
+  const config::service svc = std::move(*cli.svc);
+  std::shared_ptr<const tls::tls_context> context;
+  std::unique_ptr<ops::runtime> rt;
+  try {
+    ops::init_logging("tunnel-in", svc.log_level, svc.log_format);
+    tls::init_library();
+    context = std::make_shared<tls::tls_context>(svc.tls, tls::credentials::load(svc.files));
+    rt = std::make_unique<ops::runtime>(svc.threads, svc.limits.shutdown);
+    auto acceptor = net::listen_on(rt->main_context(), svc.listen);
+    ops::info("listening")
+        .kv("listen", net::bound_address(acceptor))
+        .kv("connect", svc.target.to_string())
+        .kv("server_name", svc.tls.server_name.value_or("(pinned key only)"))
+        .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
+        .kv("threads", static_cast<std::uint64_t>(svc.threads))
+        .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
+        .kv("idle_timeout", config::format_duration(svc.limits.idle));
+    rt->serve(std::move(acceptor), svc.max_conns, [&svc, context](net::generic_socket s) {
+      return client::relay_connection(svc, context, std::move(s));
+    });
+  } catch (const std::exception& e) {
+    std::cerr << "tunnel-in: error: " << e.what() << "\n";
+    return 2;
+  }
+  return rt->run();
+}

@@ -1,0 +1,227 @@
+#include "config/cli.hpp"
+
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <mbedtls/version.h>
+#include <stdexcept>
+#include <thread>
+
+#include "config/duration.hpp"
+
+namespace tunnel::config {
+namespace {
+
+struct raw_flags {
+  std::string listen, target, cert, key, ca, server_name, tls_min = "1.3";
+  std::vector<std::string> allow_cn, allow_dns, allow_uri, allow_ip, allow_spki, pins;
+  std::string connect_timeout = "10s", handshake_timeout = "10s", idle_timeout = "1h",
+              close_timeout = "60s", shutdown_timeout = "30s";
+  long long max_conns = -1;
+  long long threads = -1;
+  std::string log_level = "info", log_format = "text";
+};
+
+class usage_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::chrono::milliseconds duration_flag(const char* flag, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d) throw usage_error(std::string(flag) + " " + text + ": not a duration (use e.g. 250ms, 10s, 5m, 1h)");
+  return *d;
+}
+
+net::address address_flag(const char* flag, const std::string& text, bool listening) {
+  std::string why;
+  auto a = net::parse_address(text, why, listening);
+  if (!a) throw usage_error(std::string(flag) + " " + text + ": " + why);
+  return *a;
+}
+
+std::string version_text(const char* program) {
+  char lib[18] = {};
+  mbedtls_version_get_string(lib);
+  return std::string(program) + " " TUNNEL_VERSION " (mbedTLS " + lib + ")";
+}
+
+const char* server_footer = R"(
+Examples:
+  tunnel-out --listen 0.0.0.0:8443 --target 127.0.0.1:5432 \
+             --cert server.crt --key server.key --ca ca.crt --allow-cn app-client
+
+Every client must present a certificate that chains to --ca. With no --allow-* flag every
+such certificate is admitted (the start-up log says so); with any, the client must match
+at least one entry. ADDR: host:port, [v6]:port or unix:/path. DUR: 250ms, 10s, 5m, 1h.
+Exit codes: 0 after a clean shutdown, 2 for a configuration mistake.)";
+
+const char* client_footer = R"(
+Examples:
+  tunnel-in --listen 127.0.0.1:5432 --connect db.example.net:8443 \
+            --cert client.crt --key client.key --ca ca.crt
+
+The server certificate must chain to --ca and carry --server-name (default: the host of
+--connect) as a DNS or IP SAN; with --pin-spki-sha256 the key pin replaces the name check.
+ADDR: host:port, [v6]:port or unix:/path. DUR: 250ms, 10s, 5m, 1h.
+Exit codes: 0 after a clean shutdown, 2 for a configuration mistake.)";
+
+void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
+  const bool server = side == tls::role::server;
+  app.add_option("--listen", f.listen, server ? "ADDR to accept TLS connections on"
+                                              : "ADDR to accept legacy plaintext connections on")
+      ->required();
+  if (server) {
+    app.add_option("--target", f.target, "ADDR of the legacy server to relay to")->required();
+  } else {
+    app.add_option("--connect", f.target, "ADDR of tunnel-out (host:port)")->required();
+  }
+  app.add_option("--cert", f.cert, "FILE: our certificate chain (PEM, leaf first)")->required();
+  app.add_option("--key", f.key, "FILE: our private key (PEM/DER, unencrypted)")->required();
+  app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to")->required();
+  if (server) {
+    app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
+    app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
+    app.add_option("--allow-uri", f.allow_uri, "admit clients with this URI SAN, e.g. a SPIFFE ID (repeatable)");
+    app.add_option("--allow-ip", f.allow_ip, "admit clients with this IP SAN (repeatable)");
+    app.add_option("--allow-spki-sha256", f.allow_spki, "admit clients whose public key has this SHA-256 (hex, repeatable)");
+  } else {
+    app.add_option("--server-name", f.server_name, "NAME the server certificate must carry (default: host of --connect)");
+    app.add_option("--pin-spki-sha256", f.pins, "accept only a server key with this SHA-256 (hex, repeatable)");
+  }
+  app.add_option("--tls-min", f.tls_min, "lowest TLS version accepted: 1.2 or 1.3 (default 1.3)");
+  app.add_option("--connect-timeout", f.connect_timeout, "DUR to dial the next hop (default 10s)");
+  app.add_option("--handshake-timeout", f.handshake_timeout, "DUR for the TLS handshake (default 10s)");
+  app.add_option("--idle-timeout", f.idle_timeout, "DUR with no byte either way before closing (default 1h, 0: never)");
+  app.add_option("--close-timeout", f.close_timeout, "DUR the other direction may run after a half-close (default 60s, 0: no limit)");
+  app.add_option("--shutdown-timeout", f.shutdown_timeout, "DUR live connections get after SIGTERM (default 30s)");
+  app.add_option("--max-conns", f.max_conns, "N connections at once; more are closed at once (default: from the open-file limit)");
+  app.add_option("--threads", f.threads, "N worker threads (default: number of cores)");
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (default info)");
+  app.add_option("--log-format", f.log_format, "text|json (default text)");
+}
+
+service validate(tls::role side, const raw_flags& f) {
+  service s;
+  s.side = side;
+  s.tls.side = side;
+  const bool server = side == tls::role::server;
+  s.listen = address_flag("--listen", f.listen, true);
+  s.target = address_flag(server ? "--target" : "--connect", f.target, false);
+  if (!server && s.target.is_unix())
+    throw usage_error("--connect " + f.target + ": tunnel-out is reached over TCP (host:port)");
+  if (server && s.listen.is_unix())
+    throw usage_error("--listen " + f.listen + ": the TLS port must be TCP (host:port)");
+  s.files = {f.cert, f.key, f.ca};
+  if (f.tls_min == "1.3") s.tls.min_version = tls::version::tls1_3;
+  else if (f.tls_min == "1.2") s.tls.min_version = tls::version::tls1_2;
+  else throw usage_error("--tls-min " + f.tls_min + ": must be 1.2 or 1.3");
+
+  for (const auto& cn : f.allow_cn) {
+    if (cn.empty()) throw usage_error("--allow-cn: empty name");
+    s.tls.allow.cn.push_back(cn);
+  }
+  for (const auto& d : f.allow_dns) {
+    if (d.empty()) throw usage_error("--allow-dns: empty name");
+    s.tls.allow.dns.push_back(d);
+  }
+  for (const auto& u : f.allow_uri) {
+    if (u.empty()) throw usage_error("--allow-uri: empty URI");
+    s.tls.allow.uri.push_back(u);
+  }
+  for (const auto& ip : f.allow_ip) {
+    auto c = policy::canonical_ip(ip);
+    if (!c) throw usage_error("--allow-ip " + ip + ": not an IP address");
+    s.tls.allow.ip.push_back(*c);
+  }
+  for (const auto& h : f.allow_spki) {
+    auto d = policy::parse_spki_hex(h);
+    if (!d) throw usage_error("--allow-spki-sha256 " + h + ": expected 64 hex digits");
+    s.tls.allow.spki.push_back(*d);
+  }
+  for (const auto& h : f.pins) {
+    auto d = policy::parse_spki_hex(h);
+    if (!d) throw usage_error("--pin-spki-sha256 " + h + ": expected 64 hex digits");
+    s.tls.pins.push_back(*d);
+  }
+  if (!server) {
+    if (!f.server_name.empty()) s.tls.server_name = f.server_name;
+    else if (s.tls.pins.empty()) s.tls.server_name = s.target.host;
+    // With pins and no explicit name, the pin replaces the name check.
+  }
+
+  s.limits.connect = duration_flag("--connect-timeout", f.connect_timeout);
+  s.limits.handshake = duration_flag("--handshake-timeout", f.handshake_timeout);
+  s.limits.idle = duration_flag("--idle-timeout", f.idle_timeout);
+  s.limits.close = duration_flag("--close-timeout", f.close_timeout);
+  s.limits.shutdown = duration_flag("--shutdown-timeout", f.shutdown_timeout);
+  if (s.limits.connect.count() == 0) throw usage_error("--connect-timeout: must be greater than 0");
+  if (s.limits.handshake.count() == 0) throw usage_error("--handshake-timeout: must be greater than 0");
+
+  if (f.max_conns == 0 || f.max_conns < -1 || f.max_conns > 1'000'000)
+    throw usage_error("--max-conns " + std::to_string(f.max_conns) + ": must be 1..1000000");
+  s.max_conns = f.max_conns > 0 ? static_cast<std::size_t>(f.max_conns) : default_max_conns();
+  if (f.threads == 0 || f.threads < -1 || f.threads > 256)
+    throw usage_error("--threads " + std::to_string(f.threads) + ": must be 1..256");
+  s.threads = f.threads > 0 ? static_cast<unsigned>(f.threads)
+                            : std::max(1u, std::thread::hardware_concurrency());
+
+  static const std::pair<const char*, spdlog::level::level_enum> levels[] = {
+      {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug}, {"info", spdlog::level::info},
+      {"warn", spdlog::level::warn},   {"error", spdlog::level::err}};
+  bool level_ok = false;
+  for (auto [name, level] : levels)
+    if (f.log_level == name) s.log_level = level, level_ok = true;
+  if (!level_ok) throw usage_error("--log-level " + f.log_level + ": must be trace, debug, info, warn or error");
+  if (f.log_format == "text") s.log_format = ops::log_format::text;
+  else if (f.log_format == "json") s.log_format = ops::log_format::json;
+  else throw usage_error("--log-format " + f.log_format + ": must be text or json");
+  return s;
+}
+
+std::string first_line(const std::string& text) {
+  auto nl = text.find('\n');
+  return nl == std::string::npos ? text : text.substr(0, nl);
+}
+
+}  // namespace
+
+std::size_t default_max_conns() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 10000;
+  const auto fds = static_cast<std::size_t>(lim.rlim_cur);
+  return fds > 128 ? (fds - 64) / 2 : 32;
+}
+
+cli_outcome parse_command_line(tls::role side, int argc, char** argv) {
+  const char* program = side == tls::role::server ? "tunnel-out" : "tunnel-in";
+  CLI::App app(side == tls::role::server
+                   ? "tunnel-out: accept mutually authenticated TLS 1.3 and relay to a plaintext legacy server"
+                   : "tunnel-in: accept plaintext legacy connections and carry them over mutually authenticated TLS 1.3",
+               program);
+  app.footer(side == tls::role::server ? server_footer : client_footer);
+  app.set_version_flag("--version", version_text(program));
+  raw_flags flags;
+  add_flags(app, flags, side);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return {std::nullopt, 0};
+  } catch (const CLI::CallForVersion&) {
+    std::cout << version_text(program) << "\n";
+    return {std::nullopt, 0};
+  } catch (const CLI::ParseError& e) {
+    std::cerr << program << ": error: " << first_line(e.what()) << " (see --help)\n";
+    return {std::nullopt, 2};
+  }
+  try {
+    return {validate(side, flags), 0};
+  } catch (const usage_error& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return {std::nullopt, 2};
+  }
+}
+
+}  // namespace tunnel::config

@@ -1,0 +1,37 @@
+#pragma once
+// The validated settings of one tunnel service, whatever they were written in.
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "net/address.hpp"
+#include "ops/log.hpp"
+#include "tls/context.hpp"
+#include "tls/credentials.hpp"
+
+namespace tunnel::config {
+
+using namespace std::chrono_literals;
+
+struct timeouts {
+  std::chrono::milliseconds connect = 10s;    // dialling the next hop
+  std::chrono::milliseconds handshake = 10s;  // TLS handshake, either role
+  std::chrono::milliseconds idle = 1h;        // no byte either way (0: none)
+  std::chrono::milliseconds close = 60s;      // after the first half-close (0: none)
+  std::chrono::milliseconds shutdown = 30s;   // drain on SIGTERM
+};
+
+struct service {
+  tls::role side = tls::role::server;  // server: tunnel-out, client: tunnel-in
+  net::address listen;
+  net::address target;                 // tunnel-out --target / tunnel-in --connect
+  tls::credential_files files;
+  tls::tls_options tls;
+  timeouts limits;
+  std::size_t max_conns = 0;           // resolved at start-up when not given
+  unsigned threads = 0;                // resolved at start-up when not given
+  spdlog::level::level_enum log_level = spdlog::level::info;
+  ops::log_format log_format = ops::log_format::text;
+};
+
+}  // namespace tunnel::config

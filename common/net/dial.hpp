@@ -1,0 +1,21 @@
+#pragma once
+// Outgoing connections on either leg: resolve (for names), connect, bounded by a timeout.
+#include <asio/awaitable.hpp>
+#include <chrono>
+#include <system_error>
+
+#include "net/address.hpp"
+#include "net/endpoint.hpp"
+
+namespace tunnel::net {
+
+struct dial_result {
+  std::error_code ec;      // asio::error::timed_out when the timeout passed
+  generic_socket socket;   // connected on success; on failure closed
+};
+
+// Connects to `to` on the current executor, trying each resolved address in turn, all
+// within `timeout` (zero: no limit beyond the kernel's). Sets TCP_NODELAY on inet sockets.
+asio::awaitable<dial_result> dial(const address& to, std::chrono::milliseconds timeout);
+
+}  // namespace tunnel::net

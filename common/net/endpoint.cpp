@@ -1,0 +1,58 @@
+#include "net/endpoint.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <asio/local/stream_protocol.hpp>
+#include <cstring>
+
+namespace tunnel::net {
+
+generic_endpoint to_generic(const asio::ip::tcp::endpoint& ep) {
+  return generic_endpoint(ep.data(), ep.size(), IPPROTO_TCP);
+}
+
+generic_endpoint unix_endpoint(const std::string& path) {
+  asio::local::stream_protocol::endpoint ep(path);
+  return generic_endpoint(ep.data(), ep.size(), 0);
+}
+
+bool is_inet(const generic_endpoint& ep) {
+  const int family = ep.data()->sa_family;
+  return family == AF_INET || family == AF_INET6;
+}
+
+std::string describe(const generic_endpoint& ep) {
+  const sockaddr* sa = ep.data();
+  char text[INET6_ADDRSTRLEN] = {};
+  if (sa->sa_family == AF_INET && ep.size() >= sizeof(sockaddr_in)) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+    return std::string(text) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (sa->sa_family == AF_INET6 && ep.size() >= sizeof(sockaddr_in6)) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    return "[" + std::string(text) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  if (sa->sa_family == AF_UNIX) {
+    const auto* un = reinterpret_cast<const sockaddr_un*>(sa);
+    const std::size_t offset = offsetof(sockaddr_un, sun_path);
+    if (ep.size() <= offset || un->sun_path[0] == '\0') return "unix";
+    return "unix:" + std::string(un->sun_path, strnlen(un->sun_path, ep.size() - offset));
+  }
+  return "unknown";
+}
+
+void set_low_latency(generic_socket& s) {
+  std::error_code ec;
+  const auto local = s.local_endpoint(ec);
+  if (ec || !is_inet(local)) return;
+  int one = 1;
+  ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+}  // namespace tunnel::net

@@ -1,0 +1,28 @@
+#pragma once
+// Conversions between our address model and Asio's protocol-independent endpoints, so one
+// socket type carries TCP and Unix streams alike on the plain legs.
+#include <asio/generic/stream_protocol.hpp>
+#include <asio/ip/tcp.hpp>
+#include <string>
+
+#include "net/address.hpp"
+
+namespace tunnel::net {
+
+using generic_endpoint = asio::generic::stream_protocol::endpoint;
+using generic_socket = asio::generic::stream_protocol::socket;
+
+generic_endpoint to_generic(const asio::ip::tcp::endpoint& ep);
+generic_endpoint unix_endpoint(const std::string& path);
+
+// "127.0.0.1:5000", "[::1]:5000", "unix:/run/x.sock" or "unix" for an unnamed peer.
+std::string describe(const generic_endpoint& ep);
+
+// True for AF_INET / AF_INET6 endpoints (where TCP options apply).
+bool is_inet(const generic_endpoint& ep);
+
+// Best-effort TCP_NODELAY on inet sockets: the tunnel forwards what it reads at once, so
+// Nagle would only add latency to request/response protocols.
+void set_low_latency(generic_socket& s);
+
+}  // namespace tunnel::net

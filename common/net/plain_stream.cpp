@@ -1,0 +1,38 @@
+#include "net/plain_stream.hpp"
+
+#include <asio/buffer.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+namespace tunnel::net {
+
+namespace {
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+asio::awaitable<io_result> plain_stream::read_some(std::span<std::byte> buffer) {
+  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer.data(), buffer.size()),
+                                                  as_result);
+  co_return io_result{ec, n};
+}
+
+asio::awaitable<std::error_code> plain_stream::write_all(std::span<const std::byte> data) {
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(data.data(), data.size()),
+                                            as_result);
+  (void)n;
+  co_return ec;
+}
+
+asio::awaitable<std::error_code> plain_stream::shutdown_send() {
+  std::error_code ec;
+  socket_.shutdown(generic_socket::shutdown_send, ec);
+  co_return ec;
+}
+
+void plain_stream::close() {
+  std::error_code ignored;
+  socket_.close(ignored);
+}
+
+}  // namespace tunnel::net

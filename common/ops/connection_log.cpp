@@ -1,0 +1,31 @@
+#include "ops/connection_log.hpp"
+
+#include "ops/log.hpp"
+
+namespace tunnel::ops {
+
+void log_authorized(const connection_record& rec, const std::string& tls_version,
+                    const std::string& ciphersuite) {
+  info("connection authorized")
+      .kv("peer", rec.peer)
+      .kv("identity", rec.identity)
+      .kv("tls", tls_version)
+      .kv("cipher", ciphersuite);
+}
+
+void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint64_t bytes_down,
+                const std::string& reason, bool clean) {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count();
+  (void)clean;
+  info("connection closed")
+      .kv("peer", rec.peer)
+      .kv("identity", rec.identity)
+      .kv("target", rec.target)
+      .kv("bytes_up", bytes_up)
+      .kv("bytes_down", bytes_down)
+      .kv("duration_s", seconds)
+      .kv("reason", reason);
+}
+
+}  // namespace tunnel::ops

@@ -1,0 +1,157 @@
+#include "ops/runtime.hpp"
+
+#include <csignal>
+#include <thread>
+
+#include <asio/co_spawn.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "net/endpoint.hpp"
+#include "ops/log.hpp"
+
+namespace tunnel::ops {
+namespace {
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+}  // namespace
+
+runtime::runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout)
+    : shutdown_timeout_(shutdown_timeout) {
+  if (threads == 0) threads = 1;
+  for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<worker>());
+  // A peer that resets while we write must surface as EPIPE, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  asio::co_spawn(main_context(), watch_signals(), asio::detached);
+}
+
+runtime::~runtime() = default;
+
+void runtime::serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection) {
+  acceptors_.push_back(std::move(acceptor));
+  asio::co_spawn(main_context(), accept_loop(acceptors_.back(), max_conns, std::move(on_connection)),
+                 asio::detached);
+}
+
+asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
+                                           handler on_connection) {
+  asio::steady_timer backoff(co_await asio::this_coro::executor);
+  bool resource_warning_logged = false;
+  while (!stopping_) {
+    worker& w = *workers_[next_worker_];
+    next_worker_ = (next_worker_ + 1) % workers_.size();
+    auto [ec, accepted] = co_await acceptor.async_accept(w.io, as_result);
+    net::generic_socket socket(std::move(accepted));
+    if (stopping_ || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // Out of descriptors or memory: back off instead of spinning, and say so once.
+      if (!resource_warning_logged) {
+        warn("accept failed; backing off").kv("error", ec.message());
+        resource_warning_logged = true;
+      }
+      backoff.expires_after(100ms);
+      co_await backoff.async_wait(as_result);
+      continue;
+    }
+    resource_warning_logged = false;
+    if (active_.load(std::memory_order_relaxed) >= max_conns) {
+      std::error_code ignored;
+      warn("connection refused: limit reached")
+          .kv("peer", net::describe(socket.remote_endpoint(ignored)))
+          .kv("max_conns", static_cast<std::uint64_t>(max_conns));
+      socket.close(ignored);
+      continue;
+    }
+    active_.fetch_add(1, std::memory_order_relaxed);
+    spawn(w, std::move(socket), on_connection);
+  }
+}
+
+void runtime::spawn(worker& w, net::generic_socket socket, const handler& on_connection) {
+  asio::post(w.io, [this, &w, socket = std::move(socket), on_connection]() mutable {
+    auto it = w.live.emplace(w.live.end());
+    asio::co_spawn(w.io, on_connection(std::move(socket)),
+                   asio::bind_cancellation_slot(it->slot(), [this, &w, it](std::exception_ptr e) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         error("connection failed unexpectedly").kv("error", ex.what());
+                       }
+                     }
+                     // The signal is erased after this handler returns, not inside it.
+                     asio::post(w.io, [&w, it] { w.live.erase(it); });
+                     active_.fetch_sub(1, std::memory_order_relaxed);
+                   }));
+  });
+}
+
+asio::awaitable<void> runtime::watch_signals() {
+  asio::signal_set signals(co_await asio::this_coro::executor, SIGINT, SIGTERM, SIGHUP);
+  for (;;) {
+    auto [ec, sig] = co_await signals.async_wait(as_result);
+    if (ec) co_return;
+    if (sig == SIGHUP) {
+      info("SIGHUP received; nothing to reload in this version");
+      continue;
+    }
+    info("shutting down: no longer accepting")
+        .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+        .kv("active", static_cast<std::uint64_t>(active_connections()))
+        .kv("shutdown_timeout_ms", static_cast<std::int64_t>(shutdown_timeout_.count()));
+    stopping_ = true;
+    for (auto& a : acceptors_) {
+      std::error_code ignored;
+      a.close(ignored);
+    }
+    co_await drain();
+    co_return;
+  }
+}
+
+asio::awaitable<void> runtime::drain() {
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  const auto deadline = std::chrono::steady_clock::now() + shutdown_timeout_;
+  while (active_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+    tick.expires_after(20ms);
+    co_await tick.async_wait(as_result);
+  }
+  if (active_connections() > 0) {
+    warn("shutdown timeout passed; closing remaining connections")
+        .kv("active", static_cast<std::uint64_t>(active_connections()));
+    cancel_all();
+    const auto hard_deadline = std::chrono::steady_clock::now() + 2s;
+    while (active_connections() > 0 && std::chrono::steady_clock::now() < hard_deadline) {
+      tick.expires_after(10ms);
+      co_await tick.async_wait(as_result);
+    }
+  }
+  info("stopped");
+  for (auto& w : workers_) w->guard.reset();
+  for (auto& w : workers_) w->io.stop();
+}
+
+void runtime::cancel_all() {
+  for (auto& w : workers_) {
+    asio::post(w->io, [&w = *w] {
+      for (auto& signal : w.live) signal.emit(asio::cancellation_type::terminal);
+    });
+  }
+}
+
+int runtime::run() {
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < workers_.size(); ++i)
+    threads.emplace_back([&w = *workers_[i]] { w.io.run(); });
+  workers_.front()->io.run();
+  for (auto& t : threads) t.join();
+  return 0;
+}
+
+}  // namespace tunnel::ops

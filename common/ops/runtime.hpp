@@ -1,0 +1,64 @@
+#pragma once
+// The process runtime: worker threads with one io_context each, the accept loop that hands
+// each connection to one worker for its whole life, the connection limit, and the
+// SIGTERM/SIGINT drain (stop accepting, wait up to the shutdown timeout, then cancel).
+#include <asio/awaitable.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net/endpoint.hpp"
+#include "net/listener.hpp"
+
+namespace tunnel::ops {
+
+class runtime {
+ public:
+  // A connection handler owns the socket and returns when the connection has ended.
+  using handler = std::function<asio::awaitable<void>(net::generic_socket)>;
+
+  runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout);
+  ~runtime();
+
+  // The context where listeners and signals live (worker 0's).
+  asio::io_context& main_context() { return workers_.front()->io; }
+
+  // Starts accepting on `acceptor` (which must belong to main_context()); at most
+  // `max_conns` connections live at once, the rest are closed at once with a warning.
+  void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
+
+  // Runs the workers until shutdown completes. Returns the process exit code.
+  int run();
+
+  std::size_t active_connections() const { return active_.load(std::memory_order_relaxed); }
+
+ private:
+  struct worker {
+    asio::io_context io{1};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+    std::list<asio::cancellation_signal> live;  // touched only on this worker's thread
+  };
+
+  asio::awaitable<void> accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
+                                    handler on_connection);
+  void spawn(worker& w, net::generic_socket socket, const handler& on_connection);
+  asio::awaitable<void> watch_signals();
+  asio::awaitable<void> drain();
+  void cancel_all();
+
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::list<net::generic_acceptor> acceptors_;
+  std::atomic<std::size_t> active_{0};
+  std::size_t next_worker_ = 0;
+  std::chrono::milliseconds shutdown_timeout_;
+  bool stopping_ = false;
+};
+
+}  // namespace tunnel::ops

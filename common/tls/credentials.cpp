@@ -1,0 +1,68 @@
+#include "tls/credentials.hpp"
+
+#include <mbedtls/error.h>
+// psa_util.h lacks extern "C" guards in mbedTLS 3.6.
+extern "C" {
+#include <mbedtls/psa_util.h>
+}
+#include <psa/crypto.h>
+#include <unistd.h>
+
+namespace tunnel::tls {
+namespace {
+
+std::string mbedtls_text(int code) {
+  char text[160];
+  mbedtls_strerror(code, text, sizeof text);
+  return text;
+}
+
+void check_readable(const char* flag, const std::string& path) {
+  if (path.empty()) throw credential_error(std::string(flag) + " is required");
+  if (::access(path.c_str(), R_OK) != 0)
+    throw credential_error(std::string(flag) + " " + path + ": cannot read file");
+}
+
+}  // namespace
+
+credentials::credentials() {
+  mbedtls_x509_crt_init(&chain_);
+  mbedtls_pk_init(&key_);
+  mbedtls_x509_crt_init(&ca_);
+}
+
+credentials::~credentials() {
+  mbedtls_x509_crt_free(&chain_);
+  mbedtls_pk_free(&key_);
+  mbedtls_x509_crt_free(&ca_);
+}
+
+std::shared_ptr<credentials> credentials::load(const credential_files& files) {
+  check_readable("--cert", files.cert);
+  check_readable("--key", files.key);
+  check_readable("--ca", files.ca);
+  std::shared_ptr<credentials> c(new credentials());
+  if (int rc = mbedtls_x509_crt_parse_file(&c->chain_, files.cert.c_str()); rc != 0)
+    throw credential_error("--cert " + files.cert + ": not a valid certificate (" +
+                           (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+  if (int rc = mbedtls_pk_parse_keyfile(&c->key_, files.key.c_str(), nullptr,
+                                        mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+      rc != 0)
+    throw credential_error("--key " + files.key + ": not a valid unencrypted private key (" +
+                           mbedtls_text(rc) + ")");
+  if (int rc = mbedtls_pk_check_pair(&c->chain_.pk, &c->key_, mbedtls_psa_get_random,
+                                     MBEDTLS_PSA_RANDOM_STATE);
+      rc != 0)
+    throw credential_error("--key " + files.key + " does not match the certificate in --cert " +
+                           files.cert);
+  if (int rc = mbedtls_x509_crt_parse_file(&c->ca_, files.ca.c_str()); rc != 0)
+    throw credential_error("--ca " + files.ca + ": not a valid certificate bundle (" +
+                           (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+  return c;
+}
+
+void init_library() {
+  if (psa_crypto_init() != PSA_SUCCESS) throw std::runtime_error("cannot initialise PSA crypto");
+}
+
+}  // namespace tunnel::tls

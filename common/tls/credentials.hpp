@@ -1,0 +1,52 @@
+#pragma once
+// Our certificate chain, private key and trust anchors, loaded from files and checked
+// before any connection uses them. Immutable once loaded; shared by every connection.
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace tunnel::tls {
+
+struct credential_files {
+  std::string cert;  // PEM chain, leaf first
+  std::string key;   // PEM or DER private key, unencrypted
+  std::string ca;    // PEM bundle of trust anchors for the peer's chain
+};
+
+// Thrown with a one-line reason naming the flag and the file.
+class credential_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class credentials {
+ public:
+  // Loads and cross-checks the files: the key must match the leaf certificate.
+  // Throws credential_error on any failure.
+  static std::shared_ptr<credentials> load(const credential_files& files);
+
+  ~credentials();
+  credentials(const credentials&) = delete;
+  credentials& operator=(const credentials&) = delete;
+
+  // mbedTLS takes non-const pointers but never modifies these after parsing.
+  mbedtls_x509_crt* chain() { return &chain_; }
+  mbedtls_pk_context* key() { return &key_; }
+  mbedtls_x509_crt* ca() { return &ca_; }
+  const mbedtls_x509_crt& leaf() const { return chain_; }
+
+ private:
+  credentials();
+  mbedtls_x509_crt chain_;
+  mbedtls_pk_context key_;
+  mbedtls_x509_crt ca_;
+};
+
+// Once per process, before threads: initialises PSA crypto (and with it the RNG).
+// Throws std::runtime_error if the library cannot start.
+void init_library();
+
+}  // namespace tunnel::tls

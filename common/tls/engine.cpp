@@ -1,0 +1,117 @@
+#include "tls/engine.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace tunnel::tls {
+namespace {
+// Socket reads land here before mbedTLS copies them into its record buffer; 16 KiB takes a
+// full record in one read without holding much memory per connection.
+constexpr std::size_t input_capacity = 16 * 1024;
+}  // namespace
+
+engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(context)) {
+  mbedtls_ssl_init(&ssl_);
+  if (mbedtls_ssl_setup(&ssl_, context_->config()) != 0) {
+    mbedtls_ssl_free(&ssl_);
+    throw std::runtime_error("cannot set up TLS context");
+  }
+  mbedtls_ssl_set_bio(&ssl_, this, send_cb, recv_cb, nullptr);
+  mbedtls_ssl_set_verify(&ssl_, verify_cb, this);
+  const auto& opts = context_->options();
+  if (opts.side == role::client) {
+    // NULL explicitly where a pin replaces the name check (mbedTLS >= 3.6.3 otherwise
+    // refuses a verifying client without a host name).
+    const int rc = mbedtls_ssl_set_hostname(&ssl_, opts.server_name ? opts.server_name->c_str() : nullptr);
+    if (rc != 0) {
+      mbedtls_ssl_free(&ssl_);
+      throw std::runtime_error("invalid server name");
+    }
+  }
+  in_.resize(input_capacity);
+}
+
+engine::~engine() { mbedtls_ssl_free(&ssl_); }
+
+std::span<std::byte> engine::input_space() {
+  if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+  if (in_end_ == in_.size() && in_begin_ > 0) {
+    std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+    in_end_ -= in_begin_;
+    in_begin_ = 0;
+  }
+  return {in_.data() + in_end_, in_.size() - in_end_};
+}
+
+void engine::commit_input(std::size_t n) { in_end_ += std::min(n, in_.size() - in_end_); }
+
+int engine::send_cb(void* self, const unsigned char* data, std::size_t len) {
+  // Never WANT_WRITE: after WANT_WRITE mbedTLS has already encrypted the record and a retry
+  // must repeat the same arguments; queueing here avoids that trap entirely.
+  auto* e = static_cast<engine*>(self);
+  e->out_.insert(e->out_.end(), data, data + len);
+  return static_cast<int>(len);
+}
+
+int engine::recv_cb(void* self, unsigned char* data, std::size_t len) {
+  auto* e = static_cast<engine*>(self);
+  const std::size_t available = e->in_end_ - e->in_begin_;
+  if (available == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+  const std::size_t n = std::min(len, available);
+  std::memcpy(data, e->in_.data() + e->in_begin_, n);
+  e->in_begin_ += n;
+  return static_cast<int>(n);
+}
+
+int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags) {
+  // Runs from the root down to the leaf; the leaf (depth 0) carries the identity.
+  if (depth != 0) return 0;
+  auto* e = static_cast<engine*>(self);
+  e->peer_ = policy::identity_of(*crt);
+  if (!e->context_->admits(*e->peer_)) {
+    e->refused_by_policy_ = true;
+    *flags |= MBEDTLS_X509_BADCERT_OTHER;  // reject: the handshake fails with an alert
+  }
+  return 0;
+}
+
+int engine::handshake() { return mbedtls_ssl_handshake(&ssl_); }
+
+int engine::read(std::span<std::byte> plaintext) {
+  return mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(plaintext.data()), plaintext.size());
+}
+
+int engine::write(std::span<const std::byte> plaintext) {
+  const std::size_t n = std::min(plaintext.size(), max_record_payload());
+  return mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(plaintext.data()), n);
+}
+
+int engine::close_notify() { return mbedtls_ssl_close_notify(&ssl_); }
+
+bool engine::handshake_done() const { return mbedtls_ssl_is_handshake_over(const_cast<mbedtls_ssl_context*>(&ssl_)); }
+
+std::size_t engine::max_record_payload() const {
+  const int n = mbedtls_ssl_get_max_out_record_payload(&ssl_);
+  return n > 0 ? static_cast<std::size_t>(n) : 16384;
+}
+
+std::string engine::verify_failure() const {
+  if (refused_by_policy_)
+    return context_->options().side == role::server ? "peer certificate not on the allow-list"
+                                                    : "server key does not match any pin";
+  const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_);
+  if (flags == 0 || flags == static_cast<std::uint32_t>(-1)) return {};
+  char text[512];
+  const int n = mbedtls_x509_crt_verify_info(text, sizeof text, "", flags & ~MBEDTLS_X509_BADCERT_OTHER);
+  std::string out = n > 0 ? std::string(text, static_cast<std::size_t>(n)) : std::string();
+  for (auto& c : out)
+    if (c == '\n') c = ';';
+  while (!out.empty() && (out.back() == ';' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+std::string engine::version() const { return mbedtls_ssl_get_version(&ssl_); }
+
+std::string engine::ciphersuite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+
+}  // namespace tunnel::tls

@@ -1,0 +1,44 @@
+#include "tls/error.hpp"
+
+#include <mbedtls/error.h>
+
+#include <string>
+
+namespace tunnel::tls {
+namespace {
+
+class mbedtls_error_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "mbedtls"; }
+  std::string message(int value) const override {
+    char text[160];
+    mbedtls_strerror(-value, text, sizeof text);
+    return text;
+  }
+};
+
+class tls_error_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tls"; }
+  std::string message(int value) const override {
+    switch (static_cast<tls_errc>(value)) {
+      case tls_errc::truncated: return "connection ended without TLS close_notify";
+      case tls_errc::peer_refused: return "peer certificate refused";
+    }
+    return "unknown tls error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& mbedtls_category() {
+  static const mbedtls_error_category category;
+  return category;
+}
+
+std::error_code make_error_code(tls_errc e) {
+  static const tls_error_category category;
+  return {static_cast<int>(e), category};
+}
+
+}  // namespace tunnel::tls

@@ -1,0 +1,24 @@
+#pragma once
+// mbedTLS error codes (negative ints) as std::error_code.
+#include <system_error>
+
+namespace tunnel::tls {
+
+const std::error_category& mbedtls_category();
+
+// `code` is an mbedTLS return value (negative); the error_code holds its magnitude.
+inline std::error_code make_mbedtls_error(int code) {
+  return {code < 0 ? -code : code, mbedtls_category()};
+}
+
+// Our own TLS-layer conditions that have no mbedTLS code.
+enum class tls_errc {
+  truncated = 1,      // the transport ended without close_notify
+  peer_refused,       // the peer's certificate failed verification or policy
+};
+std::error_code make_error_code(tls_errc e);
+
+}  // namespace tunnel::tls
+
+template <>
+struct std::is_error_code_enum<tunnel::tls::tls_errc> : std::true_type {};

@@ -1,0 +1,22 @@
+#pragma once
+// Running a handshake under a deadline and saying why it failed, in one place for both roles.
+#include <asio/awaitable.hpp>
+#include <chrono>
+#include <string>
+
+#include "tls/tls_stream.hpp"
+
+namespace tunnel::tls {
+
+struct handshake_outcome {
+  bool ok = false;
+  // A peer that connected and left (or reset) without sending a byte: a load-balancer or
+  // Kubernetes TCP probe. Logged at debug, not as a failure.
+  bool probe = false;
+  std::string reason;  // why it failed, for the log line
+};
+
+// Never throws for network or TLS errors. Cancels the handshake when `limit` passes.
+asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono::milliseconds limit);
+
+}  // namespace tunnel::tls

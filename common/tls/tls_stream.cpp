@@ -1,0 +1,106 @@
+#include "tls/tls_stream.hpp"
+
+#include <asio/buffer.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "tls/error.hpp"
+
+namespace tunnel::tls {
+namespace {
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+tls_stream::tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context)
+    : socket_(std::move(socket)),
+      engine_(std::move(context)),
+      flush_done_(socket_.get_executor(), asio::steady_timer::time_point::max()) {}
+
+asio::awaitable<std::error_code> tls_stream::flush() {
+  // Reads and writes run in two coroutines and both may produce output; only one may write
+  // to the socket at a time, and whoever flushes sends everything queued meanwhile.
+  for (;;) {
+    if (flushing_) {
+      co_await flush_done_.async_wait(as_result);
+      continue;
+    }
+    if (engine_.output().empty()) co_return std::error_code{};
+    flushing_ = true;
+    sending_.swap(engine_.output());
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), as_result);
+    (void)n;
+    sending_.clear();
+    flushing_ = false;
+    flush_done_.cancel();
+    if (ec) co_return ec;
+  }
+}
+
+asio::awaitable<std::error_code> tls_stream::fill() {
+  auto space = engine_.input_space();
+  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), as_result);
+  if (ec) co_return ec;
+  raw_in_ += n;
+  engine_.commit_input(n);
+  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> tls_stream::handshake() {
+  for (;;) {
+    const int rc = engine_.handshake();
+    // Send whatever the step produced, including a fatal alert that tells the peer why.
+    const auto fec = co_await flush();
+    if (rc == 0) co_return fec;
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ) co_return make_mbedtls_error(rc);
+    if (fec) co_return fec;
+    if (auto ec = co_await fill()) co_return ec;
+  }
+}
+
+asio::awaitable<net::io_result> tls_stream::read_some(std::span<std::byte> buffer) {
+  for (;;) {
+    const int rc = engine_.read(buffer);
+    if (!engine_.output().empty()) {
+      if (auto ec = co_await flush()) co_return net::io_result{ec, 0};
+    }
+    if (rc > 0) co_return net::io_result{{}, static_cast<std::size_t>(rc)};
+    if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) co_return net::io_result{asio::error::eof, 0};
+    // A TLS 1.3 NewSessionTicket (from a non-tunnel server) is not data: read on.
+    if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != 0) co_return net::io_result{make_mbedtls_error(rc), 0};
+    if (rc == 0) co_return net::io_result{make_error_code(tls_errc::truncated), 0};
+    if (auto ec = co_await fill()) {
+      // The transport ended with no close_notify: a truncation, not a clean end.
+      if (ec == asio::error::eof) ec = make_error_code(tls_errc::truncated);
+      co_return net::io_result{ec, 0};
+    }
+  }
+}
+
+asio::awaitable<std::error_code> tls_stream::write_all(std::span<const std::byte> data) {
+  while (!data.empty()) {
+    const int rc = engine_.write(data);
+    if (rc < 0) co_return make_mbedtls_error(rc);
+    data = data.subspan(static_cast<std::size_t>(rc));
+    if (auto ec = co_await flush()) co_return ec;
+  }
+  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> tls_stream::shutdown_send() {
+  const int rc = engine_.close_notify();
+  if (rc != 0) co_return make_mbedtls_error(rc);
+  if (auto ec = co_await flush()) co_return ec;
+  std::error_code ec;
+  socket_.shutdown(net::generic_socket::shutdown_send, ec);
+  co_return ec;
+}
+
+void tls_stream::close() {
+  std::error_code ignored;
+  socket_.close(ignored);
+  flush_done_.cancel();
+}
+
+}  // namespace tunnel::tls

@@ -1,0 +1,49 @@
+#pragma once
+// A TLS connection over a stream socket in the byte_stream shape: the engine does the TLS,
+// this class moves its ciphertext to and from the socket with coroutines.
+#include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+
+#include "net/endpoint.hpp"
+#include "net/stream.hpp"
+#include "tls/engine.hpp"
+
+namespace tunnel::tls {
+
+class tls_stream {
+ public:
+  // Takes ownership of a connected socket. Throws like engine's constructor.
+  tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context);
+
+  // Runs the handshake to completion. Errors: mbedTLS codes (verification failures show in
+  // engine().verify_failure()), asio::error::eof when the peer left mid-handshake.
+  asio::awaitable<std::error_code> handshake();
+
+  asio::awaitable<net::io_result> read_some(std::span<std::byte> buffer);
+  asio::awaitable<std::error_code> write_all(std::span<const std::byte> data);
+  // Sends close_notify, then shuts down the socket's sending side. Reading goes on.
+  asio::awaitable<std::error_code> shutdown_send();
+  void close();
+
+  const engine& tls() const { return engine_; }
+  net::generic_socket& socket() { return socket_; }
+  // Ciphertext bytes received so far (zero for a probe that connected and left).
+  std::uint64_t raw_bytes_in() const { return raw_in_; }
+
+ private:
+  asio::awaitable<std::error_code> flush();
+  asio::awaitable<std::error_code> fill();
+
+  net::generic_socket socket_;
+  engine engine_;
+  std::vector<unsigned char> sending_;
+  bool flushing_ = false;
+  asio::steady_timer flush_done_;  // cancelled to wake writers waiting for a flush
+  std::uint64_t raw_in_ = 0;
+};
+
+static_assert(net::byte_stream<tls_stream>);
+
+}  // namespace tunnel::tls

@@ -1,0 +1,62 @@
+#include "relay.hpp"
+
+#include "net/dial.hpp"
+#include "net/plain_stream.hpp"
+#include "net/pump.hpp"
+#include "net/timeout.hpp"
+#include "ops/connection_log.hpp"
+#include "ops/log.hpp"
+#include "tls/handshake.hpp"
+#include "tls/tls_stream.hpp"
+
+namespace tunnel::server {
+
+using namespace std::chrono_literals;
+
+asio::awaitable<void> relay_connection(const config::service& svc,
+                                       std::shared_ptr<const tls::tls_context> context,
+                                       net::generic_socket socket) {
+  ops::connection_record rec;
+  std::error_code ignored;
+  rec.peer = net::describe(socket.remote_endpoint(ignored));
+  rec.target = svc.target.to_string();
+  net::set_low_latency(socket);
+  tls::tls_stream secure(std::move(socket), std::move(context));
+
+  const auto hs = co_await tls::run_handshake(secure, svc.limits.handshake);
+  if (!hs.ok) {
+    const auto& peer = secure.tls().peer();
+    ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,
+               hs.probe ? "probe connection closed before handshake" : "handshake failed")
+        .kv("peer", rec.peer)
+        .kv("identity", peer ? peer->describe() : std::string("unknown"))
+        .kv("reason", hs.reason);
+    secure.close();
+    co_return;
+  }
+  // Authenticated and authorized (the allow-list ran inside the handshake): only now is
+  // the legacy server contacted.
+  rec.identity = secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
+  ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
+
+  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
+  if (dialed.ec) {
+    ops::warn("target unreachable")
+        .kv("peer", rec.peer)
+        .kv("identity", rec.identity)
+        .kv("target", rec.target)
+        .kv("error", dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message());
+    // Tell the client cleanly that nothing more comes, without waiting on it for long.
+    co_await net::with_timeout(secure.shutdown_send(), 1s);
+    secure.close();
+    ops::log_closed(rec, 0, 0, "target unreachable", false);
+    co_return;
+  }
+  net::plain_stream plain(std::move(dialed.socket));
+  const auto result = co_await net::pump(secure, plain, {svc.limits.idle, svc.limits.close}, "client", "target");
+  secure.close();
+  plain.close();
+  ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
+}
+
+}  // namespace tunnel::server

@@ -1,0 +1,18 @@
+#pragma once
+// tunnel-out's connection: TLS handshake and authorization first, only then the target.
+#include <asio/awaitable.hpp>
+#include <memory>
+
+#include "config/service.hpp"
+#include "net/endpoint.hpp"
+#include "tls/context.hpp"
+
+namespace tunnel::server {
+
+// Owns `socket` (an accepted TCP connection on the TLS port) until the connection ends.
+// Never throws for network or TLS errors; logs one line at the end.
+asio::awaitable<void> relay_connection(const config::service& svc,
+                                       std::shared_ptr<const tls::tls_context> context,
+                                       net::generic_socket socket);
+
+}  // namespace tunnel::server
