@@ -21,6 +21,10 @@ struct raw_flags {
   long long max_conns = -1;
   long long threads = -1;
   std::string log_level = "info", log_format = "text";
+  // UDP mode; -1 / "" mean "not given", so that using them without --udp is an error.
+  bool udp = false;
+  long long mtu = -1, max_flows = -1;
+  std::string flow_idle_timeout;
 };
 
 class usage_error : public std::runtime_error {
@@ -100,6 +104,42 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--threads", f.threads, "N worker threads (default: number of cores)");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (default info)");
   app.add_option("--log-format", f.log_format, "text|json (default text)");
+  app.add_flag("--udp", f.udp, "carry UDP datagrams instead of TCP: DTLS 1.2 on the secure leg, one session per flow");
+  app.add_option("--mtu", f.mtu, "N: largest datagram on the DTLS leg, 576..16384 (default 1400; --udp)");
+  app.add_option("--max-flows", f.max_flows, "N UDP flows at once; more are dropped (default: from the open-file limit, at most 10000; --udp)");
+  app.add_option("--flow-idle-timeout", f.flow_idle_timeout, "DUR with no datagram either way before a UDP flow ends (default 60s; --udp)");
+}
+
+void validate_udp(const raw_flags& f, service& s) {
+  if (!f.udp) {
+    if (f.mtu != -1) throw usage_error("--mtu: only with --udp");
+    if (f.max_flows != -1) throw usage_error("--max-flows: only with --udp");
+    if (!f.flow_idle_timeout.empty()) throw usage_error("--flow-idle-timeout: only with --udp");
+    return;
+  }
+  const bool server = s.side == tls::role::server;
+  if (s.listen.is_unix()) throw usage_error("--listen " + s.listen.to_string() + ": UDP mode needs host:port");
+  if (s.target.is_unix())
+    throw usage_error(std::string(server ? "--target " : "--connect ") + s.target.to_string() +
+                      ": UDP mode needs host:port");
+  s.udp.enabled = true;
+  s.tls.carrier = tls::transport::datagram;
+  if (f.mtu != -1) {
+    // Below 576 (the IPv4 minimum reassembly size) the handshake fragments absurdly; above
+    // 16384 a record could not fill the datagram anyway.
+    if (f.mtu < 576 || f.mtu > 16384) throw usage_error("--mtu " + std::to_string(f.mtu) + ": must be 576..16384");
+    s.udp.mtu = static_cast<std::uint16_t>(f.mtu);
+  }
+  if (f.max_flows == 0 || f.max_flows < -1 || f.max_flows > 1'000'000)
+    throw usage_error("--max-flows " + std::to_string(f.max_flows) + ": must be 1..1000000");
+  // One socket per flow on either side, and each flow holds a DTLS context (~50 KiB).
+  s.udp.max_flows = f.max_flows > 0 ? static_cast<std::size_t>(f.max_flows)
+                                    : std::min<std::size_t>(default_max_conns(), 10'000);
+  if (!f.flow_idle_timeout.empty()) {
+    s.udp.flow_idle = duration_flag("--flow-idle-timeout", f.flow_idle_timeout);
+    // UDP has no close: a flow with no idle limit would hold its slot forever.
+    if (s.udp.flow_idle.count() == 0) throw usage_error("--flow-idle-timeout: must be greater than 0");
+  }
 }
 
 service validate(tls::role side, const raw_flags& f) {
@@ -177,6 +217,7 @@ service validate(tls::role side, const raw_flags& f) {
   if (f.log_format == "text") s.log_format = ops::log_format::text;
   else if (f.log_format == "json") s.log_format = ops::log_format::json;
   else throw usage_error("--log-format " + f.log_format + ": must be text or json");
+  validate_udp(f, s);
   return s;
 }
 

@@ -2,6 +2,7 @@
 // The validated settings of one tunnel service, whatever they were written in.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "net/address.hpp"
@@ -21,6 +22,14 @@ struct timeouts {
   std::chrono::milliseconds shutdown = 30s;   // drain on SIGTERM
 };
 
+// UDP mode (--udp): both legs carry datagrams, the secure leg as DTLS 1.2.
+struct udp_settings {
+  bool enabled = false;
+  std::uint16_t mtu = 1400;                     // largest datagram on the secure leg
+  std::size_t max_flows = 0;                    // resolved at start-up when not given
+  std::chrono::milliseconds flow_idle = 60s;    // no datagram either way ends a flow
+};
+
 struct service {
   tls::role side = tls::role::server;  // server: tunnel-out, client: tunnel-in
   net::address listen;
@@ -28,6 +37,7 @@ struct service {
   tls::credential_files files;
   tls::tls_options tls;
   timeouts limits;
+  udp_settings udp;
   std::size_t max_conns = 0;           // resolved at start-up when not given
   unsigned threads = 0;                // resolved at start-up when not given
   spdlog::level::level_enum log_level = spdlog::level::info;

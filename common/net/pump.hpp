@@ -39,14 +39,26 @@ using clock = std::chrono::steady_clock;
 struct pump_state {
   clock::time_point last_activity = clock::now();
   std::optional<clock::time_point> first_eof_at;
-  asio::steady_timer* watchdog_timer = nullptr;  // poked when a deadline may have moved
+  int directions_done = 0;
+  std::string error;                             // the first failure, which ends the pump
+  asio::steady_timer* watchdog_timer = nullptr;  // poked when the watchdog must re-decide
+
+  void poke() {
+    if (watchdog_timer) watchdog_timer->cancel();
+  }
+  void fail(const std::string& where, std::error_code ec) {
+    if (error.empty()) error = where + ": " + ec.message();
+    poke();
+  }
 };
 
-class pump_error : public std::system_error {
- public:
-  pump_error(std::error_code ec, const std::string& where) : std::system_error(ec, where) {}
-};
+inline asio::awaitable<bool> cancelled() {
+  co_return (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+}
 
+// One direction. Never throws for I/O errors: it records the first failure in `st` and
+// returns, and the watchdog ends the pump. (Asio 1.22's `||` only cancels its sibling on a
+// *normal* completion, and its `&&` only on an exception, so errors travel as state.)
 template <byte_stream From, byte_stream To>
 asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_state& st,
                            const char* from_name, const char* to_name) {
@@ -54,29 +66,42 @@ asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_stat
   std::array<std::byte, 16384> buffer;
   for (;;) {
     const io_result r = co_await from.read_some(buffer);
+    // Asio 1.22 awaitables do not throw once cancelled: look, or a completed-then-cancelled
+    // read would start another wait that nobody cancels.
+    if (co_await cancelled()) co_return;
     if (r.ec == asio::error::eof) {
-      if (auto ec = co_await to.shutdown_send())
-        throw pump_error(ec, std::string(to_name) + " shutdown");
-      if (!st.first_eof_at) {
-        st.first_eof_at = clock::now();
-        if (st.watchdog_timer) st.watchdog_timer->cancel();
+      if (auto ec = co_await to.shutdown_send()) {
+        st.fail(std::string(to_name) + " shutdown", ec);
+        co_return;
       }
+      if (!st.first_eof_at) st.first_eof_at = clock::now();
+      ++st.directions_done;
+      st.poke();
       co_return;
     }
-    if (r.ec) throw pump_error(r.ec, std::string(from_name) + " read");
+    if (r.ec) {
+      st.fail(std::string(from_name) + " read", r.ec);
+      co_return;
+    }
     st.last_activity = clock::now();
-    if (auto ec = co_await to.write_all(std::span<const std::byte>(buffer.data(), r.bytes)))
-      throw pump_error(ec, std::string(to_name) + " write");
+    const auto ec = co_await to.write_all(std::span<const std::byte>(buffer.data(), r.bytes));
+    if (co_await cancelled()) co_return;
+    if (ec) {
+      st.fail(std::string(to_name) + " write", ec);
+      co_return;
+    }
     counter += r.bytes;
     st.last_activity = clock::now();
   }
 }
 
-// Returns the reason when a deadline passes; runs until cancelled otherwise.
+// Decides when the pump ends: both directions done, a failure, or a deadline.
 inline asio::awaitable<std::string> watchdog(pump_state& st, pump_limits limits) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   st.watchdog_timer = &timer;
   for (;;) {
+    if (!st.error.empty()) co_return st.error;
+    if (st.directions_done == 2) co_return "closed";
     auto deadline = clock::time_point::max();
     const auto now = clock::now();
     if (limits.idle_timeout.count() > 0) {
@@ -90,9 +115,10 @@ inline asio::awaitable<std::string> watchdog(pump_state& st, pump_limits limits)
       deadline = std::min(deadline, close_deadline);
     }
     timer.expires_at(deadline);
-    // A poke (cancel) only means "recompute"; a cancellation of the whole pump makes the
-    // next co_await throw, because awaitables throw once cancelled by default.
     co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    // A poke (timer.cancel()) means "decide again"; a cancellation of this coroutine means
+    // the pump is over.
+    if (co_await cancelled()) throw std::system_error(asio::error::operation_aborted);
   }
 }
 
@@ -107,22 +133,17 @@ asio::awaitable<pump_result> pump(A& a, B& b, pump_limits limits, const char* a_
   using namespace asio::experimental::awaitable_operators;
   detail::pump_state st;
   pump_result result;
-  try {
-    // `&&` ends both directions on the first exception (an I/O error in either);
-    // `||` ends the directions when the watchdog returns a timeout reason, and ends the
-    // watchdog when both directions have finished normally.
-    auto outcome = co_await ((detail::copy(a, b, result.a_to_b, st, a_name, b_name) &&
-                              detail::copy(b, a, result.b_to_a, st, b_name, a_name)) ||
-                             detail::watchdog(st, limits));
-    if (outcome.index() == 0) {
-      result.reason = "closed";
-      result.clean = true;
-    } else {
-      result.reason = std::get<1>(outcome);
-    }
-  } catch (const std::system_error& e) {
-    result.reason = e.what();
-  }
+  // `||` returns on the first normal completion and cancels the other side: the watchdog
+  // returning (done, failure, timeout) cancels any direction still running; both directions
+  // returning first cancels the watchdog.
+  auto outcome = co_await ((detail::copy(a, b, result.a_to_b, st, a_name, b_name) &&
+                            detail::copy(b, a, result.b_to_a, st, b_name, a_name)) ||
+                           detail::watchdog(st, limits));
+  if (!st.error.empty()) result.reason = st.error;
+  else if (outcome.index() == 1) result.reason = std::get<1>(outcome);
+  else if (st.directions_done == 2) result.reason = "closed";
+  else result.reason = "cancelled";
+  result.clean = result.reason == "closed";
   co_return result;
 }
 

@@ -110,6 +110,7 @@ asio::awaitable<void> runtime::watch_signals() {
       std::error_code ignored;
       a.close(ignored);
     }
+    for (auto& hook : shutdown_hooks_) hook();
     co_await drain();
     co_return;
   }

@@ -34,6 +34,11 @@ class runtime {
   // `max_conns` connections live at once, the rest are closed at once with a warning.
   void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
 
+  // Registers `hook` to run on the main context when SIGTERM/SIGINT arrives, right after
+  // the listeners close and before the drain (services without an acceptor, such as UDP,
+  // stop there). Call before run(); the hook must not throw.
+  void on_shutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
+
   // Runs the workers until shutdown completes. Returns the process exit code.
   int run();
 
@@ -55,6 +60,7 @@ class runtime {
 
   std::vector<std::unique_ptr<worker>> workers_;
   std::list<net::generic_acceptor> acceptors_;
+  std::vector<std::function<void()>> shutdown_hooks_;
   std::atomic<std::size_t> active_{0};
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;

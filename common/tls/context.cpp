@@ -8,6 +8,8 @@ extern "C" {
 #include <algorithm>
 #include <stdexcept>
 
+#include "tls/dtls_record.hpp"
+
 namespace tunnel::tls {
 namespace {
 
@@ -25,6 +27,21 @@ const int tls13_and_12_suites[] = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
     0};
 
+// DTLS 1.2 has no TLS 1.3 suites; the same AEADs in the same order.
+const int dtls12_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    0};
+
+// DTLS retransmission: the first flight is resent after 1 s (RFC 6347's initial value),
+// doubling up to 32 s; the service's handshake timeout usually ends a hopeless one sooner.
+constexpr std::uint32_t dtls_retransmit_min_ms = 1000;
+constexpr std::uint32_t dtls_retransmit_max_ms = 32000;
+
 // Same order on both sides: the TLS 1.3 client sends one key share, a mismatch costs a
 // HelloRetryRequest. P-256 must be present for TLS 1.2 with P-256 certificates.
 const std::uint16_t groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
@@ -40,9 +57,12 @@ void check(int rc, const char* what) {
 tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds)
     : options_(std::move(options)), creds_(std::move(creds)) {
   mbedtls_ssl_config_init(&config_);
+  mbedtls_ssl_cookie_init(&cookies_);
   const bool server = options_.side == role::server;
   check(mbedtls_ssl_config_defaults(&config_, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
-                                    MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT),
+                                    options_.carrier == transport::datagram ? MBEDTLS_SSL_TRANSPORT_DATAGRAM
+                                                                            : MBEDTLS_SSL_TRANSPORT_STREAM,
+                                    MBEDTLS_SSL_PRESET_DEFAULT),
         "defaults");
   mbedtls_ssl_conf_rng(&config_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
   mbedtls_ssl_conf_min_tls_version(&config_, options_.min_version == version::tls1_2
@@ -69,9 +89,31 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
     mbedtls_ssl_conf_session_tickets(&config_, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
   }
 #endif
+  if (options_.carrier == transport::datagram) configure_datagram(server);
 }
 
-tls_context::~tls_context() { mbedtls_ssl_config_free(&config_); }
+tls_context::~tls_context() {
+  mbedtls_ssl_config_free(&config_);
+  mbedtls_ssl_cookie_free(&cookies_);
+}
+
+void tls_context::configure_datagram(bool server) {
+  mbedtls_ssl_conf_min_tls_version(&config_, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_max_tls_version(&config_, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_ciphersuites(&config_, dtls12_suites);
+  mbedtls_ssl_conf_handshake_timeout(&config_, dtls_retransmit_min_ms, dtls_retransmit_max_ms);
+  mbedtls_ssl_conf_dtls_anti_replay(&config_, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
+  // The server hands out connection IDs so a flow survives its client's address changing;
+  // the client asks for none (it reads on a connected socket) but accepts the server's.
+  check(mbedtls_ssl_conf_cid(&config_, server ? server_cid_length : 0, MBEDTLS_SSL_UNEXPECTED_CID_IGNORE),
+        "connection ID");
+  if (server) {
+    // Cookies always: a server that answers an unverified ClientHello with its certificate
+    // chain is an amplifier. mbedTLS's built-in cookie callbacks fail on purpose.
+    check(mbedtls_ssl_cookie_setup(&cookies_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE), "cookies");
+    mbedtls_ssl_conf_dtls_cookies(&config_, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check, &cookies_);
+  }
+}
 
 bool tls_context::admits(const policy::peer_identity& peer) const {
   if (options_.side == role::server) return options_.allow.allows(peer);

@@ -3,6 +3,7 @@
 // start, the credentials it points at, and the peer policy. Shared by all connections on
 // all threads; never modified after construction.
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cookie.h>
 
 #include <memory>
 #include <optional>
@@ -16,6 +17,8 @@ namespace tunnel::tls {
 
 enum class role { client, server };
 enum class version { tls1_2, tls1_3 };
+// stream: TLS over TCP; datagram: DTLS 1.2 over UDP (min_version is then ignored).
+enum class transport { stream, datagram };
 
 struct tls_options {
   role side = role::server;
@@ -23,6 +26,7 @@ struct tls_options {
   policy::allow_list allow;                 // server: who may connect
   std::optional<std::string> server_name;   // client: name to verify (nullopt: pins only)
   std::vector<policy::spki_digest> pins;    // client: accepted server keys (empty: any)
+  transport carrier = transport::stream;
 };
 
 class tls_context {
@@ -41,7 +45,11 @@ class tls_context {
 
  private:
   tls_options options_;
+  // DTLS only: cookies, connection IDs, retransmission, DTLS 1.2 suites.
+  void configure_datagram(bool server);
+
   std::shared_ptr<credentials> creds_;
+  mbedtls_ssl_cookie_ctx cookies_;  // DTLS server: HelloVerifyRequest secret
   mbedtls_ssl_config config_;
 };
 

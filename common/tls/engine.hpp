@@ -39,6 +39,7 @@ class engine {
   int close_notify();
 
   bool handshake_done() const;
+  bool is_client() const { return context_->options().side == role::client; }
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const { return refused_by_policy_; }

@@ -24,6 +24,9 @@ class tls_error_category final : public std::error_category {
     switch (static_cast<tls_errc>(value)) {
       case tls_errc::truncated: return "connection ended without TLS close_notify";
       case tls_errc::peer_refused: return "peer certificate refused";
+      case tls_errc::refused_after_handshake:
+        return "the server ended the connection right after the handshake: it probably refused our "
+               "certificate (see its log)";
     }
     return "unknown tls error";
   }

@@ -1,6 +1,7 @@
 #include "tls/tls_stream.hpp"
 
 #include <asio/buffer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -10,6 +11,15 @@
 namespace tunnel::tls {
 namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+std::error_code tls_stream::read_error(int rc) const {
+  // In TLS 1.3 the client finishes its handshake before the server has judged the client
+  // certificate; a refusal then arrives as an alert under the handshake keys, which reads
+  // as a bad MAC or an alert before any data. Say what it most likely means.
+  const bool refusal = rc == MBEDTLS_ERR_SSL_INVALID_MAC || rc == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE;
+  if (refusal && plain_in_ == 0 && engine_.is_client()) return make_error_code(tls_errc::refused_after_handshake);
+  return make_mbedtls_error(rc);
 }
 
 tls_stream::tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context)
@@ -23,6 +33,9 @@ asio::awaitable<std::error_code> tls_stream::flush() {
   for (;;) {
     if (flushing_) {
       co_await flush_done_.async_wait(as_result);
+      // Woken by the flusher, or cancelled (Asio 1.22 does not throw on its own then).
+      if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+        co_return asio::error::operation_aborted;
       continue;
     }
     if (engine_.output().empty()) co_return std::error_code{};
@@ -64,11 +77,14 @@ asio::awaitable<net::io_result> tls_stream::read_some(std::span<std::byte> buffe
     if (!engine_.output().empty()) {
       if (auto ec = co_await flush()) co_return net::io_result{ec, 0};
     }
-    if (rc > 0) co_return net::io_result{{}, static_cast<std::size_t>(rc)};
+    if (rc > 0) {
+      plain_in_ += static_cast<std::size_t>(rc);
+      co_return net::io_result{{}, static_cast<std::size_t>(rc)};
+    }
     if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) co_return net::io_result{asio::error::eof, 0};
     // A TLS 1.3 NewSessionTicket (from a non-tunnel server) is not data: read on.
     if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
-    if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != 0) co_return net::io_result{make_mbedtls_error(rc), 0};
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != 0) co_return net::io_result{read_error(rc), 0};
     if (rc == 0) co_return net::io_result{make_error_code(tls_errc::truncated), 0};
     if (auto ec = co_await fill()) {
       // The transport ended with no close_notify: a truncation, not a clean end.

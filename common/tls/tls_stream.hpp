@@ -35,6 +35,7 @@ class tls_stream {
  private:
   asio::awaitable<std::error_code> flush();
   asio::awaitable<std::error_code> fill();
+  std::error_code read_error(int mbedtls_rc) const;
 
   net::generic_socket socket_;
   engine engine_;
@@ -42,6 +43,7 @@ class tls_stream {
   bool flushing_ = false;
   asio::steady_timer flush_done_;  // cancelled to wake writers waiting for a flush
   std::uint64_t raw_in_ = 0;
+  std::uint64_t plain_in_ = 0;
 };
 
 static_assert(net::byte_stream<tls_stream>);

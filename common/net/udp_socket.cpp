@@ -1,0 +1,90 @@
+#include "net/udp_socket.hpp"
+
+#include <asio/buffer.hpp>
+#include <stdexcept>
+
+namespace tunnel::net {
+namespace {
+
+// Kernel socket buffers: the kernel caps these at net.core.{r,w}mem_max; asking for more
+// is harmless and lets a tuned host absorb bursts instead of dropping them.
+constexpr int socket_buffer_bytes = 4 * 1024 * 1024;
+
+void tune(udp::socket& s) {
+  std::error_code ignored;
+  s.set_option(asio::socket_base::receive_buffer_size(socket_buffer_bytes), ignored);
+  s.set_option(asio::socket_base::send_buffer_size(socket_buffer_bytes), ignored);
+  // Synchronous sends then fail with would_block instead of stalling every flow on the
+  // thread; asynchronous receives are unaffected.
+  s.non_blocking(true, ignored);
+}
+
+}  // namespace
+
+udp::endpoint resolve_udp(asio::io_context& io, const address& at, bool passive) {
+  if (at.is_unix()) throw std::runtime_error("UDP mode needs host:port, not " + at.to_string());
+  udp::resolver resolver(io);
+  std::error_code ec;
+  auto flags = asio::ip::resolver_base::numeric_service;
+  if (passive) flags |= asio::ip::resolver_base::passive;
+  auto results = resolver.resolve(at.host, std::to_string(at.port), flags, ec);
+  if (ec || results.empty())
+    throw std::runtime_error("cannot resolve " + at.to_string() + ": " + (ec ? ec.message() : "no addresses"));
+  return results.begin()->endpoint();
+}
+
+udp::socket bind_udp(asio::io_context& io, const address& at) {
+  const udp::endpoint ep = resolve_udp(io, at, true);
+  udp::socket s(io);
+  std::error_code ec;
+  s.open(ep.protocol(), ec);
+  if (!ec) s.bind(ep, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
+  tune(s);
+  return s;
+}
+
+std::error_code connect_udp(udp::socket& s, const udp::endpoint& to) {
+  std::error_code ec;
+  s.open(to.protocol(), ec);
+  if (!ec) s.connect(to, ec);
+  if (!ec) tune(s);
+  return ec;
+}
+
+std::string endpoint_key(const udp::endpoint& ep) {
+  std::string key;
+  const auto addr = ep.address();
+  if (addr.is_v4()) {
+    key.push_back('4');
+    const auto b = addr.to_v4().to_bytes();
+    key.append(b.begin(), b.end());
+  } else {
+    key.push_back('6');
+    const auto b = addr.to_v6().to_bytes();
+    key.append(b.begin(), b.end());
+  }
+  key.push_back(static_cast<char>(ep.port() >> 8));
+  key.push_back(static_cast<char>(ep.port() & 0xff));
+  return key;
+}
+
+std::string describe(const udp::endpoint& ep) {
+  const auto addr = ep.address();
+  const std::string host = addr.to_string();
+  return addr.is_v6() ? "[" + host + "]:" + std::to_string(ep.port()) : host + ":" + std::to_string(ep.port());
+}
+
+std::error_code send_datagram(udp::socket& s, std::span<const unsigned char> data) {
+  std::error_code ec;
+  s.send(asio::buffer(data.data(), data.size()), 0, ec);
+  return ec;
+}
+
+std::error_code send_datagram(udp::socket& s, std::span<const unsigned char> data, const udp::endpoint& to) {
+  std::error_code ec;
+  s.send_to(asio::buffer(data.data(), data.size()), to, 0, ec);
+  return ec;
+}
+
+}  // namespace tunnel::net
