@@ -1,10 +1,13 @@
 #include "relay.hpp"
 
+#include <asio/this_coro.hpp>
+
 #include "net/dial.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
 
@@ -13,6 +16,9 @@ namespace tunnel::client {
 asio::awaitable<void> relay_connection(const config::service& svc,
                                        std::shared_ptr<const tls::tls_context> context,
                                        net::generic_socket socket) {
+  // Cancelled only at the shutdown deadline: let every step see its operation aborted and
+  // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
+  co_await asio::this_coro::throw_if_cancelled(false);
   ops::connection_record rec;
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));
@@ -27,6 +33,7 @@ asio::awaitable<void> relay_connection(const config::service& svc,
         .kv("connect", rec.target)
         .kv("error", dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message());
     plain.close();
+    ops::metrics::get().count(ops::outcome::unreachable);
     co_return;
   }
   tls::tls_stream secure(std::move(dialed.socket), std::move(context));

@@ -7,7 +7,9 @@
 #include "ops/log.hpp"
 #include "ops/runtime.hpp"
 #include "relay.hpp"
+#include "udp_relay.hpp"
 #include "tls/context.hpp"
+#include "tls/context_source.hpp"
 #include "tls/credentials.hpp"
 
 using namespace tunnel;
@@ -17,25 +19,37 @@ int main(int argc, char** argv) {
   if (!cli.svc) return cli.exit_code;
   const config::service svc = std::move(*cli.svc);
   std::shared_ptr<const tls::tls_context> context;
+  std::shared_ptr<tls::context_source> source;  // the current credentials, swapped on reload
   std::unique_ptr<ops::runtime> rt;
+  std::unique_ptr<server::udp_relay> udp;  // destroyed before rt, whose context it uses
   try {
     ops::init_logging("tunnel-out", svc.log_level, svc.log_format);
     tls::init_library();
-    context = std::make_shared<tls::tls_context>(svc.tls, tls::credentials::load(svc.files));
+    source = std::make_shared<tls::context_source>(svc.tls, svc.files);
+    context = source->current();
     rt = std::make_unique<ops::runtime>(svc.threads, svc.limits.shutdown);
-    auto acceptor = net::listen_on(rt->main_context(), svc.listen);
-    ops::info("listening")
-        .kv("listen", net::bound_address(acceptor))
-        .kv("target", svc.target.to_string())
-        .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
-        .kv("threads", static_cast<std::uint64_t>(svc.threads))
-        .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
-        .kv("idle_timeout", config::format_duration(svc.limits.idle));
-    if (svc.tls.allow.empty())
-      ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
-    rt->serve(std::move(acceptor), svc.max_conns, [&svc, context](net::generic_socket s) {
-      return server::relay_connection(svc, context, std::move(s));
+    rt->on_reload([source](bool periodic) {
+      source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
     });
+    rt->reload_every(svc.reload_interval);
+    if (svc.udp.enabled) {
+      udp = server::serve_udp(*rt, svc, context);
+    } else {
+      auto acceptor = net::listen_on(rt->main_context(), svc.listen);
+      ops::info("listening")
+          .kv("listen", net::bound_address(acceptor))
+          .kv("target", svc.target.to_string())
+          .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
+          .kv("threads", static_cast<std::uint64_t>(svc.threads))
+          .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
+          .kv("idle_timeout", config::format_duration(svc.limits.idle));
+      if (svc.tls.allow.empty() && svc.files.psk.empty())
+        ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
+      // One snapshot per connection: a reload changes new handshakes, never live ones.
+      rt->serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
+        return server::relay_connection(svc, source->current(), std::move(s));
+      });
+    }
   } catch (const std::exception& e) {
     std::cerr << "tunnel-out: error: " << e.what() << "\n";
     return 2;

@@ -1,5 +1,7 @@
 #include "relay.hpp"
 
+#include <asio/this_coro.hpp>
+
 #include "net/dial.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
@@ -16,6 +18,9 @@ using namespace std::chrono_literals;
 asio::awaitable<void> relay_connection(const config::service& svc,
                                        std::shared_ptr<const tls::tls_context> context,
                                        net::generic_socket socket) {
+  // Cancelled only at the shutdown deadline: let every step see its operation aborted and
+  // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
+  co_await asio::this_coro::throw_if_cancelled(false);
   ops::connection_record rec;
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "config/duration.hpp"
+#include "config/trust_flags.hpp"
 
 namespace tunnel::config {
 namespace {
@@ -21,10 +22,13 @@ struct raw_flags {
   long long max_conns = -1;
   long long threads = -1;
   std::string log_level = "info", log_format = "text";
+  std::string status, user;
+  bool check_config = false;
   // UDP mode; -1 / "" mean "not given", so that using them without --udp is an error.
   bool udp = false;
   long long mtu = -1, max_flows = -1;
   std::string flow_idle_timeout;
+  trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
 };
 
 class usage_error : public std::runtime_error {
@@ -81,9 +85,11 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   } else {
     app.add_option("--connect", f.target, "ADDR of tunnel-out (host:port)")->required();
   }
-  app.add_option("--cert", f.cert, "FILE: our certificate chain (PEM, leaf first)")->required();
-  app.add_option("--key", f.key, "FILE: our private key (PEM/DER, unencrypted)")->required();
-  app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to")->required();
+  // Required unless --psk-file is given (checked in apply_trust_flags).
+  app.add_option("--cert", f.cert, "FILE: our certificate chain (PEM, leaf first)");
+  app.add_option("--key", f.key, "FILE: our private key (PEM/DER, unencrypted)");
+  app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to");
+  add_trust_flags(app, f.trust);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -104,6 +110,9 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--threads", f.threads, "N worker threads (default: number of cores)");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (default info)");
   app.add_option("--log-format", f.log_format, "text|json (default text)");
+  app.add_option("--status", f.status, "ADDR for the HTTP endpoint /healthz, /readyz, /metrics (default: none)");
+  app.add_option("--user", f.user, "NAME to switch to after binding, when started as root");
+  app.add_flag("--check-config", f.check_config, "validate the settings and files, print them, exit 0 (or 2)");
   app.add_flag("--udp", f.udp, "carry UDP datagrams instead of TCP: DTLS 1.2 on the secure leg, one session per flow");
   app.add_option("--mtu", f.mtu, "N: largest datagram on the DTLS leg, 576..16384 (default 1400; --udp)");
   app.add_option("--max-flows", f.max_flows, "N UDP flows at once; more are dropped (default: from the open-file limit, at most 10000; --udp)");
@@ -218,6 +227,10 @@ service validate(tls::role side, const raw_flags& f) {
   else if (f.log_format == "json") s.log_format = ops::log_format::json;
   else throw usage_error("--log-format " + f.log_format + ": must be text or json");
   validate_udp(f, s);
+  if (auto why = apply_trust_flags(f.trust, !f.server_name.empty(), s)) throw usage_error(*why);
+  if (!f.status.empty()) s.status = address_flag("--status", f.status, true);
+  if (f.user.find_first_of(" :/") != std::string::npos) throw usage_error("--user " + f.user + ": not a user name");
+  s.user = f.user;
   return s;
 }
 
@@ -258,7 +271,7 @@ cli_outcome parse_command_line(tls::role side, int argc, char** argv) {
     return {std::nullopt, 2};
   }
   try {
-    return {validate(side, flags), 0};
+    return {validate(side, flags), 0, flags.check_config};
   } catch (const usage_error& e) {
     std::cerr << program << ": error: " << e.what() << "\n";
     return {std::nullopt, 2};

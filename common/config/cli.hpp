@@ -10,7 +10,11 @@ namespace tunnel::config {
 struct cli_outcome {
   std::optional<service> svc;  // set when the program should run
   int exit_code = 0;           // when svc is empty: 0 after --help/--version, 2 on error
+  bool check_only = false;     // --check-config: validate, print, exit
 };
+
+// The effective settings as `key = value` lines, for --check-config.
+std::string describe(const service& svc);
 
 // Parses and validates argv for the given role. Prints --help / --version output to
 // stdout and a one-line "<program>: error: ..." to stderr on mistakes.

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "net/address.hpp"
@@ -39,9 +40,12 @@ struct service {
   timeouts limits;
   udp_settings udp;
   std::size_t max_conns = 0;           // resolved at start-up when not given
+  std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given
   spdlog::level::level_enum log_level = spdlog::level::info;
   ops::log_format log_format = ops::log_format::text;
+  std::optional<net::address> status;  // --status: the HTTP health/metrics endpoint
+  std::string user;                    // --user: drop root to this user after binding
 };
 
 }  // namespace tunnel::config

@@ -52,8 +52,11 @@ struct pump_state {
   }
 };
 
-inline asio::awaitable<bool> cancelled() {
-  co_return (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+// Asio 1.22: async operations complete with operation_aborted when cancelled, but a
+// co_await of a nested *awaitable* throws once the coroutine is cancelled. Directions and
+// the watchdog turn that off and look at the cancellation state themselves.
+inline bool is_cancelled(const asio::cancellation_state& cs) {
+  return cs.cancelled() != asio::cancellation_type::none;
 }
 
 // One direction. Never throws for I/O errors: it records the first failure in `st` and
@@ -62,13 +65,14 @@ inline asio::awaitable<bool> cancelled() {
 template <byte_stream From, byte_stream To>
 asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_state& st,
                            const char* from_name, const char* to_name) {
+  co_await asio::this_coro::throw_if_cancelled(false);
   // One TLS record's worth: a larger read would be split into records anyway.
   std::array<std::byte, 16384> buffer;
   for (;;) {
     const io_result r = co_await from.read_some(buffer);
     // Asio 1.22 awaitables do not throw once cancelled: look, or a completed-then-cancelled
     // read would start another wait that nobody cancels.
-    if (co_await cancelled()) co_return;
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (r.ec == asio::error::eof) {
       if (auto ec = co_await to.shutdown_send()) {
         st.fail(std::string(to_name) + " shutdown", ec);
@@ -85,7 +89,7 @@ asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_stat
     }
     st.last_activity = clock::now();
     const auto ec = co_await to.write_all(std::span<const std::byte>(buffer.data(), r.bytes));
-    if (co_await cancelled()) co_return;
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (ec) {
       st.fail(std::string(to_name) + " write", ec);
       co_return;
@@ -118,7 +122,7 @@ inline asio::awaitable<std::string> watchdog(pump_state& st, pump_limits limits)
     co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
     // A poke (timer.cancel()) means "decide again"; a cancellation of this coroutine means
     // the pump is over.
-    if (co_await cancelled()) throw std::system_error(asio::error::operation_aborted);
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) throw std::system_error(asio::error::operation_aborted);
   }
 }
 
@@ -131,6 +135,7 @@ template <byte_stream A, byte_stream B>
 asio::awaitable<pump_result> pump(A& a, B& b, pump_limits limits, const char* a_name,
                                   const char* b_name) {
   using namespace asio::experimental::awaitable_operators;
+  co_await asio::this_coro::throw_if_cancelled(false);
   detail::pump_state st;
   pump_result result;
   // `||` returns on the first normal completion and cancels the other side: the watchdog
@@ -142,7 +147,7 @@ asio::awaitable<pump_result> pump(A& a, B& b, pump_limits limits, const char* a_
   if (!st.error.empty()) result.reason = st.error;
   else if (outcome.index() == 1) result.reason = std::get<1>(outcome);
   else if (st.directions_done == 2) result.reason = "closed";
-  else result.reason = "cancelled";
+  else result.reason = "cut at shutdown";
   result.clean = result.reason == "closed";
   co_return result;
 }

@@ -1,6 +1,7 @@
 #include "ops/connection_log.hpp"
 
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 
 namespace tunnel::ops {
 
@@ -17,7 +18,14 @@ void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint6
                 const std::string& reason, bool clean) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count();
-  (void)clean;
+  auto& m = metrics::get();
+  m.bytes_up.fetch_add(bytes_up, std::memory_order_relaxed);
+  m.bytes_down.fetch_add(bytes_down, std::memory_order_relaxed);
+  if (clean) m.count(outcome::closed);
+  else if (reason == "target unreachable") m.count(outcome::unreachable);
+  else if (reason == "cancelled") m.count(outcome::shutdown);
+  else if (reason.find("timeout") != std::string::npos) m.count(outcome::timeout);
+  else m.count(outcome::error);
   info("connection closed")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)

@@ -15,6 +15,7 @@
 
 #include "net/endpoint.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 
 namespace tunnel::ops {
 namespace {
@@ -28,6 +29,9 @@ runtime::runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout)
   for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<worker>());
   // A peer that resets while we write must surface as EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
+  // Registered now, not when the loop starts: a SIGTERM or SIGHUP that arrives between
+  // start-up and run() must not take the default action (terminating the process).
+  signals_ = std::make_unique<asio::signal_set>(main_context(), SIGINT, SIGTERM, SIGHUP);
   asio::co_spawn(main_context(), watch_signals(), asio::detached);
 }
 
@@ -66,9 +70,11 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
           .kv("peer", net::describe(socket.remote_endpoint(ignored)))
           .kv("max_conns", static_cast<std::uint64_t>(max_conns));
       socket.close(ignored);
+      metrics::get().count(outcome::limit);
       continue;
     }
     active_.fetch_add(1, std::memory_order_relaxed);
+    metrics::get().connections_active.fetch_add(1, std::memory_order_relaxed);
     spawn(w, std::move(socket), on_connection);
   }
 }
@@ -88,31 +94,50 @@ void runtime::spawn(worker& w, net::generic_socket socket, const handler& on_con
                      // The signal is erased after this handler returns, not inside it.
                      asio::post(w.io, [&w, it] { w.live.erase(it); });
                      active_.fetch_sub(1, std::memory_order_relaxed);
+                     metrics::get().connections_active.fetch_sub(1, std::memory_order_relaxed);
                    }));
   });
 }
 
 asio::awaitable<void> runtime::watch_signals() {
-  asio::signal_set signals(co_await asio::this_coro::executor, SIGINT, SIGTERM, SIGHUP);
+  auto& signals = *signals_;
   for (;;) {
     auto [ec, sig] = co_await signals.async_wait(as_result);
     if (ec) co_return;
     if (sig == SIGHUP) {
-      info("SIGHUP received; nothing to reload in this version");
+      if (reload_hooks_.empty()) info("SIGHUP received; nothing to reload in this version");
+      else info("SIGHUP received; reloading");
+      for (auto& hook : reload_hooks_) hook(false);
       continue;
     }
-    info("shutting down: no longer accepting")
-        .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
-        .kv("active", static_cast<std::uint64_t>(active_connections()))
-        .kv("shutdown_timeout_ms", static_cast<std::int64_t>(shutdown_timeout_.count()));
     stopping_ = true;
     for (auto& a : acceptors_) {
       std::error_code ignored;
       a.close(ignored);
     }
     for (auto& hook : shutdown_hooks_) hook();
+    // Logged after the listeners are closed: from this line on, new connections are refused.
+    info("shutting down: no longer accepting")
+        .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+        .kv("active", static_cast<std::uint64_t>(active_connections()))
+        .kv("shutdown_timeout_ms", static_cast<std::int64_t>(shutdown_timeout_.count()));
     co_await drain();
     co_return;
+  }
+}
+
+void runtime::reload_every(std::chrono::milliseconds interval) {
+  if (interval.count() > 0) asio::co_spawn(main_context(), reload_loop(interval), asio::detached);
+}
+
+asio::awaitable<void> runtime::reload_loop(std::chrono::milliseconds interval) {
+  // On the main context, like SIGHUP: the hooks never run concurrently with each other.
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  while (!stopping_) {
+    tick.expires_after(interval);
+    auto [ec] = co_await tick.async_wait(as_result);
+    if (ec || stopping_) co_return;
+    for (auto& hook : reload_hooks_) hook(true);
   }
 }
 

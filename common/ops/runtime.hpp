@@ -6,6 +6,7 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -39,6 +40,13 @@ class runtime {
   // stop there). Call before run(); the hook must not throw.
   void on_shutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
+  // Registers `hook` to run on the main context on SIGHUP (periodic = false) and, after
+  // reload_every(), once per interval (periodic = true). Call before run(); the hook must
+  // not throw. Without hooks SIGHUP is only logged.
+  void on_reload(std::function<void(bool periodic)> hook) { reload_hooks_.push_back(std::move(hook)); }
+  // Runs the reload hooks every `interval` until shutdown; 0 does nothing. Call before run().
+  void reload_every(std::chrono::milliseconds interval);
+
   // Runs the workers until shutdown completes. Returns the process exit code.
   int run();
 
@@ -55,12 +63,15 @@ class runtime {
                                     handler on_connection);
   void spawn(worker& w, net::generic_socket socket, const handler& on_connection);
   asio::awaitable<void> watch_signals();
+  asio::awaitable<void> reload_loop(std::chrono::milliseconds interval);
   asio::awaitable<void> drain();
   void cancel_all();
 
   std::vector<std::unique_ptr<worker>> workers_;
+  std::unique_ptr<asio::signal_set> signals_;
   std::list<net::generic_acceptor> acceptors_;
   std::vector<std::function<void()>> shutdown_hooks_;
+  std::vector<std::function<void(bool)>> reload_hooks_;
   std::atomic<std::size_t> active_{0};
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;

@@ -82,6 +82,7 @@ std::string to_hex(const spki_digest& d) {
 }
 
 std::string peer_identity::describe() const {
+  if (!psk.empty()) return "PSK=" + psk;
   std::string out = "CN=" + cn;
   if (!dns.empty()) out += " DNS=" + join(dns);
   if (!uri.empty()) out += " URI=" + join(uri);

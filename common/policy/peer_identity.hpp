@@ -17,6 +17,7 @@ struct peer_identity {
   std::vector<std::string> uri;   // URI SANs (SPIFFE IDs live here)
   std::vector<std::string> ip;    // IP SANs in canonical text form
   spki_digest spki{};
+  std::string psk;                // PSK mode: the pre-shared key's identity (no certificate)
 
   // "CN=x DNS=a,b URI=u IP=i" for logs; never includes key material.
   std::string describe() const;

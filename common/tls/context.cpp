@@ -9,6 +9,7 @@ extern "C" {
 #include <stdexcept>
 
 #include "tls/dtls_record.hpp"
+#include "tls/psk_config.hpp"
 
 namespace tunnel::tls {
 namespace {
@@ -75,8 +76,11 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
   mbedtls_ssl_conf_tls13_key_exchange_modes(&config_, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL);
   // Mutual authentication both ways (the server default would be NONE).
   mbedtls_ssl_conf_authmode(&config_, MBEDTLS_SSL_VERIFY_REQUIRED);
-  mbedtls_ssl_conf_ca_chain(&config_, creds_->ca(), nullptr);
-  check(mbedtls_ssl_conf_own_cert(&config_, creds_->chain(), creds_->key()), "own certificate");
+  if (!creds_->psk()) {
+    // Without a CRL mbedTLS silently skips revocation checks; with one, a revoked peer fails.
+    mbedtls_ssl_conf_ca_chain(&config_, creds_->ca(), creds_->crl());
+    check(mbedtls_ssl_conf_own_cert(&config_, creds_->chain(), creds_->key()), "own certificate");
+  }
   mbedtls_ssl_conf_renegotiation(&config_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
   // No resumption: a resumed TLS 1.3 session in mbedTLS carries no client certificate,
   // so the peer identity (and with it authorization) would be lost.
@@ -90,6 +94,9 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
   }
 #endif
   if (options_.carrier == transport::datagram) configure_datagram(server);
+  // Last: PSK mode replaces the certificate suites and key exchange modes chosen above.
+  if (creds_->psk())
+    check(configure_psk(config_, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");
 }
 
 tls_context::~tls_context() {

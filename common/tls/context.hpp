@@ -5,6 +5,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cookie.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,8 @@ struct tls_options {
   std::optional<std::string> server_name;   // client: name to verify (nullopt: pins only)
   std::vector<policy::spki_digest> pins;    // client: accepted server keys (empty: any)
   transport carrier = transport::stream;
+  // Warn when our own or a peer's certificate expires within this (--expiry-warning).
+  std::chrono::seconds expiry_warning{14 * 24 * 3600};
 };
 
 class tls_context {
@@ -39,6 +42,7 @@ class tls_context {
 
   const mbedtls_ssl_config* config() const { return &config_; }
   const tls_options& options() const { return options_; }
+  const credentials& creds() const { return *creds_; }
 
   // Policy check on the peer's leaf certificate; true when admitted.
   bool admits(const policy::peer_identity& peer) const;

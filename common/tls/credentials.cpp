@@ -8,6 +8,8 @@ extern "C" {
 #include <psa/crypto.h>
 #include <unistd.h>
 
+#include "tls/validity.hpp"
+
 namespace tunnel::tls {
 namespace {
 
@@ -29,15 +31,22 @@ credentials::credentials() {
   mbedtls_x509_crt_init(&chain_);
   mbedtls_pk_init(&key_);
   mbedtls_x509_crt_init(&ca_);
+  mbedtls_x509_crl_init(&crl_);
 }
 
 credentials::~credentials() {
   mbedtls_x509_crt_free(&chain_);
   mbedtls_pk_free(&key_);
   mbedtls_x509_crt_free(&ca_);
+  mbedtls_x509_crl_free(&crl_);
 }
 
 std::shared_ptr<credentials> credentials::load(const credential_files& files) {
+  if (!files.psk.empty()) {
+    std::shared_ptr<credentials> c(new credentials());
+    c->psk_ = load_psk_file(files.psk);
+    return c;
+  }
   check_readable("--cert", files.cert);
   check_readable("--key", files.key);
   check_readable("--ca", files.ca);
@@ -58,6 +67,15 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   if (int rc = mbedtls_x509_crt_parse_file(&c->ca_, files.ca.c_str()); rc != 0)
     throw credential_error("--ca " + files.ca + ": not a valid certificate bundle (" +
                            (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+  require_valid_cas(c->ca_, "--ca", files.ca);
+  if (!files.crl.empty()) {
+    check_readable("--crl", files.crl);
+    // PEM or DER: mbedTLS tells them apart by the PEM header.
+    if (int rc = mbedtls_x509_crl_parse_file(&c->crl_, files.crl.c_str()); rc != 0)
+      throw credential_error("--crl " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");
+    c->crl_loaded_ = true;
+    require_usable_crls(c->crl_, c->ca_, files.crl);
+  }
   return c;
 }
 

@@ -2,11 +2,15 @@
 // Our certificate chain, private key and trust anchors, loaded from files and checked
 // before any connection uses them. Immutable once loaded; shared by every connection.
 #include <mbedtls/pk.h>
+#include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+
+#include "tls/psk_file.hpp"
 
 namespace tunnel::tls {
 
@@ -14,6 +18,8 @@ struct credential_files {
   std::string cert;  // PEM chain, leaf first
   std::string key;   // PEM or DER private key, unencrypted
   std::string ca;    // PEM bundle of trust anchors for the peer's chain
+  std::string crl;   // optional: PEM or DER revocation lists for --ca's CAs
+  std::string psk;   // instead of all of the above: a `identity:hexkey` file (psk_file.hpp)
 };
 
 // Thrown with a one-line reason naming the flag and the file.
@@ -24,7 +30,9 @@ class credential_error : public std::runtime_error {
 
 class credentials {
  public:
-  // Loads and cross-checks the files: the key must match the leaf certificate.
+  // Loads and cross-checks the files: the key must match the leaf certificate, no CA may
+  // be expired, a CRL must be fresh and issued by one of the CAs. With files.psk set,
+  // loads only the pre-shared key (certificate fields must then be empty).
   // Throws credential_error on any failure.
   static std::shared_ptr<credentials> load(const credential_files& files);
 
@@ -37,12 +45,19 @@ class credentials {
   mbedtls_pk_context* key() { return &key_; }
   mbedtls_x509_crt* ca() { return &ca_; }
   const mbedtls_x509_crt& leaf() const { return chain_; }
+  // nullptr without --crl (revocation then goes unchecked).
+  mbedtls_x509_crl* crl() { return crl_loaded_ ? &crl_ : nullptr; }
+  // Set in PSK mode, where there are no certificates at all.
+  const std::optional<psk_entry>& psk() const { return psk_; }
 
  private:
   credentials();
   mbedtls_x509_crt chain_;
   mbedtls_pk_context key_;
   mbedtls_x509_crt ca_;
+  mbedtls_x509_crl crl_;
+  bool crl_loaded_ = false;
+  std::optional<psk_entry> psk_;
 };
 
 // Once per process, before threads: initialises PSA crypto (and with it the RNG).

@@ -1,4 +1,5 @@
 #include "tls/dtls_engine.hpp"
+#include "tls/validity.hpp"
 
 #include <cstring>
 #include <stdexcept>
@@ -79,6 +80,7 @@ int dtls_engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::ui
     e->refused_by_policy_ = true;
     *flags |= MBEDTLS_X509_BADCERT_OTHER;  // reject: the handshake fails with an alert
   }
+  if (*flags == 0) note_peer_expiry(*crt, e->context_->options().expiry_warning);
   return 0;
 }
 
@@ -86,6 +88,9 @@ void dtls_engine::set_timer_cb(void* self, std::uint32_t intermediate_ms, std::u
   auto* e = static_cast<dtls_engine*>(self);
   const auto now = clock::now();
   if (final_ms == 0) {
+    // mbedtls_ssl_read cancels the (already cancelled) timer on every call; only a real
+    // change is worth waking a waiter for.
+    if (!e->timer_running_) return;
     e->timer_running_ = false;
     e->intermediate_at_ = e->final_at_ = clock::time_point::max();
   } else {
@@ -107,7 +112,15 @@ int dtls_engine::get_timer_cb(void* self) {
   return 0;
 }
 
-int dtls_engine::handshake() { return mbedtls_ssl_handshake(&ssl_); }
+int dtls_engine::handshake() {
+  const int rc = mbedtls_ssl_handshake(&ssl_);
+  // PSK mode: no certificate, so the key's identity is the peer's identity.
+  if (rc == 0 && !peer_ && context_->creds().psk()) {
+    peer_.emplace();
+    peer_->psk = context_->creds().psk()->identity;
+  }
+  return rc;
+}
 
 int dtls_engine::read(std::span<unsigned char> plaintext) {
   return mbedtls_ssl_read(&ssl_, plaintext.data(), plaintext.size());

@@ -1,4 +1,5 @@
 #include "tls/engine.hpp"
+#include "tls/validity.hpp"
 
 #include <cstring>
 #include <stdexcept>
@@ -72,10 +73,20 @@ int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_
     e->refused_by_policy_ = true;
     *flags |= MBEDTLS_X509_BADCERT_OTHER;  // reject: the handshake fails with an alert
   }
+  if (*flags == 0) note_peer_expiry(*crt, e->context_->options().expiry_warning);
   return 0;
 }
 
-int engine::handshake() { return mbedtls_ssl_handshake(&ssl_); }
+int engine::handshake() {
+  const int rc = mbedtls_ssl_handshake(&ssl_);
+  // PSK mode has no certificate to take an identity from: the key's identity is it (the
+  // server accepts no other identity than its configured one).
+  if (rc == 0 && !peer_ && context_->creds().psk()) {
+    peer_.emplace();
+    peer_->psk = context_->creds().psk()->identity;
+  }
+  return rc;
+}
 
 int engine::read(std::span<std::byte> plaintext) {
   return mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(plaintext.data()), plaintext.size());

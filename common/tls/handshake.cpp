@@ -5,27 +5,46 @@
 
 namespace tunnel::tls {
 
-asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono::milliseconds limit) {
+namespace {
+
+handshake_outcome classify(tls_stream& stream, const std::optional<std::error_code>& result) {
   handshake_outcome out;
-  auto result = co_await net::with_timeout(stream.handshake(), limit);
-  if (result && !*result) {
-    out.ok = true;
-    co_return out;
-  }
   const bool silent = stream.raw_bytes_in() == 0;
   if (!result) {
     out.reason = silent ? "handshake timeout (peer sent nothing)" : "handshake timeout";
-    co_return out;
+    out.kind = ops::handshake_failure::timeout;
+    return out;
   }
   const std::error_code ec = *result;
   if (silent && (ec == asio::error::eof || ec == asio::error::connection_reset)) {
     out.probe = true;
     out.reason = "closed before handshake";
-    co_return out;
+    return out;
   }
   const std::string verify = stream.tls().verify_failure();
   out.reason = verify.empty() ? ec.message() : verify;
+  if (stream.tls().refused_by_policy()) out.kind = ops::handshake_failure::policy;
+  else if (!verify.empty()) out.kind = ops::handshake_failure::verify;
   if (ec == asio::error::eof) out.reason = "peer closed the connection during the handshake";
+  return out;
+}
+
+}  // namespace
+
+asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono::milliseconds limit) {
+  const auto started = std::chrono::steady_clock::now();
+  auto result = co_await net::with_timeout(stream.handshake(), limit);
+  auto& m = ops::metrics::get();
+  if (result && !*result) {
+    m.handshake_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    co_return handshake_outcome{.ok = true};
+  }
+  auto out = classify(stream, result);
+  if (out.probe) m.count(ops::outcome::probe);
+  else {
+    m.count(ops::outcome::handshake_failed);
+    m.count(out.kind);
+  }
   co_return out;
 }
 

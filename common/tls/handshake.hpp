@@ -4,6 +4,7 @@
 #include <chrono>
 #include <string>
 
+#include "ops/metrics.hpp"
 #include "tls/tls_stream.hpp"
 
 namespace tunnel::tls {
@@ -14,9 +15,11 @@ struct handshake_outcome {
   // Kubernetes TCP probe. Logged at debug, not as a failure.
   bool probe = false;
   std::string reason;  // why it failed, for the log line
+  ops::handshake_failure kind = ops::handshake_failure::protocol;
 };
 
 // Never throws for network or TLS errors. Cancels the handshake when `limit` passes.
+// Counts the outcome in ops::metrics (duration on success, failure kind otherwise).
 asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono::milliseconds limit);
 
 }  // namespace tunnel::tls

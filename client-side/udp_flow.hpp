@@ -1,0 +1,39 @@
+#pragma once
+// One UDP flow on tunnel-in: one legacy client address, its DTLS session with tunnel-out
+// over a socket of its own, and the datagrams waiting while the handshake runs.
+// Owned by the flow's coroutine; the relay's table points at it until end().
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net/udp_socket.hpp"
+#include "ops/flow_log.hpp"
+#include "tls/dtls_engine.hpp"
+
+namespace tunnel::client {
+
+struct udp_flow {
+  using clock = std::chrono::steady_clock;
+
+  udp_flow(asio::io_context& io, net::udp::endpoint from)
+      : legacy(from), key(net::endpoint_key(from)), secure(io), wake(io, asio::steady_timer::time_point::max()) {}
+
+  net::udp::endpoint legacy;  // the legacy client this flow belongs to
+  std::string key;
+  net::udp::socket secure;    // connected to tunnel-out
+  std::unique_ptr<tls::dtls_engine> tls;  // set once the socket is connected
+  // Wakes the flow's coroutine when a deadline may have moved or the flow has ended.
+  asio::steady_timer wake;
+  std::deque<std::vector<unsigned char>> queued;  // legacy datagrams awaiting the handshake
+  clock::time_point started = clock::now();
+  clock::time_point last_activity = clock::now();
+  bool ready = false;  // handshake done: datagrams go straight through
+  bool ended = false;
+  ops::flow_record rec;
+};
+
+}  // namespace tunnel::client

@@ -1,0 +1,357 @@
+#include "udp_relay.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <utility>
+#include <vector>
+
+#include "config/duration.hpp"
+#include "net/timeout.hpp"
+#include "ops/log.hpp"
+#include "tls/error.hpp"
+
+namespace tunnel::client {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+// Datagrams handled per wake-up of one socket before yielding to the other flows.
+constexpr int batch = 64;
+// Legacy datagrams held while a flow's handshake runs; a client that sends faster than a
+// handshake completes loses the rest (counted), as it would on a congested network.
+constexpr std::size_t max_queued = 32;
+// mbedTLS acts on an expired timer only when it next reads; look again after this long
+// instead of spinning if it left one expired.
+constexpr auto timer_recheck = 10ms;
+
+std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(); }
+
+asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(const net::address& a) {
+  net::udp::resolver resolver(co_await asio::this_coro::executor);
+  auto [ec, results] = co_await resolver.async_resolve(
+      a.host, std::to_string(a.port), asio::ip::resolver_base::numeric_service, as_result);
+  if (!ec && results.empty()) ec = asio::error::host_not_found;
+  co_return std::pair{ec, ec ? net::udp::endpoint{} : results.begin()->endpoint()};
+}
+
+}  // namespace
+
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
+                     std::shared_ptr<const tls::tls_context> context)
+    : io_(io), svc_(svc), context_(std::move(context)), socket_(net::bind_udp(io, svc.listen)) {}
+
+udp_relay::~udp_relay() = default;
+
+std::string udp_relay::bound_address() const {
+  std::error_code ec;
+  const auto ep = socket_.local_endpoint(ec);
+  return ec ? std::string("unknown") : net::describe(ep);
+}
+
+void udp_relay::start() { asio::co_spawn(io_, receive_loop(), asio::detached); }
+
+void udp_relay::stop() {
+  stopping_ = true;
+  std::vector<udp_flow*> live;
+  for (auto& [key, f] : flows_) live.push_back(f);
+  for (auto* f : live) end(*f, "shutdown", true);
+  std::error_code ignored;
+  socket_.close(ignored);
+  ops::info("udp service stopped")
+      .kv("dropped_oversize", oversize_.total())
+      .kv("dropped_queue_full", queue_full_.total())
+      .kv("dropped_flow_limit", flow_limit_.total())
+      .kv("dropped_empty", empty_.total())
+      .kv("dropped_send_failed", send_failed_.total());
+}
+
+void udp_relay::drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size) {
+  if (!c.count()) return;
+  ops::warn(what)
+      .kv("peer", net::describe(from))
+      .kv("size", static_cast<std::uint64_t>(size))
+      .kv("dropped_since_last_log", c.since_last_log())
+      .kv("dropped_total", c.total());
+}
+
+asio::awaitable<void> udp_relay::receive_loop() {
+  // Wait for readability, then read without blocking into the shared buffer.
+  while (!stopping_) {
+    auto [ec] = co_await socket_.async_wait(net::udp::socket::wait_read, as_result);
+    if (ec || stopping_) co_return;
+    for (int i = 0; i < batch && !stopping_; ++i) {
+      net::udp::endpoint from;
+      std::error_code rec;
+      const std::size_t n = socket_.receive_from(asio::buffer(datagram_), from, 0, rec);
+      if (rec == asio::error::would_block) break;
+      if (rec) break;  // an ICMP error for an earlier reply: nothing to do for it here
+      try {
+        on_legacy_datagram(std::span<const unsigned char>(datagram_.data(), n), from);
+      } catch (const std::exception& e) {
+        ops::error("datagram handling failed").kv("peer", net::describe(from)).kv("error", e.what());
+      }
+    }
+  }
+}
+
+void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::udp::endpoint& from) {
+  udp_flow* f = nullptr;
+  const std::string key = net::endpoint_key(from);
+  if (auto it = flows_.find(key); it != flows_.end()) {
+    f = it->second;
+  } else {
+    if (flows_.size() >= svc_.udp.max_flows) {
+      if (flow_limit_.count())
+        ops::warn("flow refused: limit reached")
+            .kv("peer", net::describe(from))
+            .kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
+            .kv("refused_since_last_log", flow_limit_.since_last_log())
+            .kv("refused_total", flow_limit_.total());
+      return;
+    }
+    auto flow = std::make_unique<udp_flow>(io_, from);
+    f = flow.get();
+    f->rec.peer = net::describe(from);
+    f->rec.target = svc_.target.to_string();
+    flows_[key] = f;
+    asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
+  }
+  if (!f->ready) {
+    if (f->queued.size() >= max_queued)
+      return drop(queue_full_, "datagram dropped: queue full while the DTLS handshake runs", from, d.size());
+    f->queued.emplace_back(d.begin(), d.end());
+    return;
+  }
+  send_secure(*f, d);
+}
+
+void udp_relay::send_secure(udp_flow& f, std::span<const unsigned char> d) {
+  // DTLS cannot carry an empty datagram (mbedTLS skips empty records).
+  if (d.empty()) return drop(empty_, "datagram dropped: empty", f.legacy, 0);
+  // Never split or truncate: a datagram that does not fit one record for the MTU is lost
+  // whole and counted.
+  if (d.size() > f.tls->max_payload()) {
+    if (oversize_.count())
+      ops::warn("datagram dropped: larger than the DTLS payload for --mtu")
+          .kv("peer", f.rec.peer)
+          .kv("size", static_cast<std::uint64_t>(d.size()))
+          .kv("max", static_cast<std::uint64_t>(f.tls->max_payload()))
+          .kv("dropped_since_last_log", oversize_.since_last_log())
+          .kv("dropped_total", oversize_.total());
+    return;
+  }
+  const int rc = f.tls->write(d);
+  flush(f);
+  if (rc < 0) return end(f, mbedtls_reason(rc), false);
+  f.last_activity = clock::now();
+  f.rec.datagrams_up++;
+  f.rec.bytes_up += d.size();
+}
+
+void udp_relay::flush(udp_flow& f) {
+  if (!f.tls) return;
+  for (const auto& out : f.tls->output()) {
+    const auto ec = net::send_datagram(f.secure, out);
+    // connection_refused reports an ICMP error for an earlier datagram; this one went.
+    if (ec && ec != asio::error::connection_refused)
+      drop(send_failed_, "datagram dropped: sending to tunnel-out failed", f.legacy, out.size());
+  }
+  f.tls->output().clear();
+}
+
+void udp_relay::read_records(udp_flow& f) {
+  for (;;) {
+    const int rc = f.tls->read(plaintext_);
+    flush(f);
+    if (rc > 0) {
+      const auto n = static_cast<std::size_t>(rc);
+      f.last_activity = clock::now();
+      f.rec.datagrams_down++;
+      f.rec.bytes_down += n;
+      if (net::send_datagram(socket_, std::span<const unsigned char>(plaintext_.data(), n), f.legacy))
+        drop(send_failed_, "datagram dropped: sending to the legacy client failed", f.legacy, n);
+      continue;
+    }
+    if (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ) {
+      if (f.tls->pending()) continue;  // another record waits in the same datagram
+      return;
+    }
+    if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return end(f, "closed by tunnel-out", false);
+    return end(f, mbedtls_reason(rc), false);
+  }
+}
+
+void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
+  if (f.ended) return;
+  f.ended = true;
+  if (auto it = flows_.find(f.key); it != flows_.end() && it->second == &f) flows_.erase(it);
+  // Tell tunnel-out the session is over so it frees the flow now, not at its idle expiry.
+  if (notify_peer && f.tls && f.tls->handshake_done() && f.tls->close_notify() == 0) flush(f);
+  if (f.ready) ops::log_flow_closed(f.rec, reason);
+  f.queued.clear();
+  std::error_code ignored;
+  f.secure.close(ignored);
+  f.wake.cancel();
+}
+
+asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
+  using namespace asio::experimental::awaitable_operators;
+  udp_flow& f = *owned;
+  if (!co_await open_session(f)) co_return;
+  if (!co_await handshake(f)) co_return;
+  f.rec.identity = f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown");
+  ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
+  f.ready = true;
+  f.last_activity = clock::now();
+  while (!f.queued.empty() && !f.ended) {
+    const auto d = std::move(f.queued.front());
+    f.queued.pop_front();
+    send_secure(f, d);
+  }
+  // `||`: the flow ends when either does: tunnel-out's socket failing or closing, or the
+  // watch returning on idle expiry or shutdown (end() wakes it).
+  if (!f.ended) co_await (secure_to_legacy(f) || watch(f));
+  if (!f.ended) end(f, "tunnel-out socket failed", true);
+}
+
+asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
+  auto resolved = co_await net::with_timeout(resolve_peer(svc_.target), svc_.limits.connect);
+  std::error_code ec = resolved ? resolved->first : asio::error::timed_out;
+  if (!ec) ec = net::connect_udp(f.secure, resolved->second);
+  if (!ec) {
+    try {
+      f.tls = std::make_unique<tls::dtls_engine>(context_, svc_.udp.mtu);
+    } catch (const std::exception& e) {
+      ops::error("cannot create a DTLS session").kv("peer", f.rec.peer).kv("error", e.what());
+      end(f, "no memory for a DTLS session", false);
+      co_return false;
+    }
+    // An empty ID of our own: tunnel-out may give us one, we need none (our socket is
+    // connected, so every datagram on it is from tunnel-out).
+    f.tls->enable_cid({});
+    f.tls->on_timer_change([&f] { f.wake.cancel(); });
+    co_return !f.ended;
+  }
+  if (!f.ended) {
+    ops::warn("tunnel-out unreachable")
+        .kv("peer", f.rec.peer)
+        .kv("connect", f.rec.target)
+        .kv("error", ec == asio::error::timed_out ? "resolve timeout" : ec.message());
+    end(f, "tunnel-out unreachable", false);
+  }
+  co_return false;
+}
+
+asio::awaitable<bool> udp_relay::handshake(udp_flow& f) {
+  using namespace asio::experimental::awaitable_operators;
+  const auto limit = f.started + svc_.limits.handshake;
+  std::string failure;
+  while (!f.ended) {
+    const int rc = f.tls->handshake();
+    flush(f);
+    if (rc == 0) co_return true;
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ) {
+      const std::string verify = f.tls->verify_failure();
+      failure = verify.empty() ? mbedtls_reason(rc) : verify;
+      break;
+    }
+    // Take what has already arrived before waiting.
+    std::error_code rec;
+    const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
+    if (!rec) {
+      f.tls->feed(std::span<const unsigned char>(datagram_.data(), n));
+      continue;
+    }
+    if (rec != asio::error::would_block) {
+      failure = rec == asio::error::connection_refused ? "tunnel-out refused (port closed)" : rec.message();
+      break;
+    }
+    const auto now = clock::now();
+    if (now >= limit) {
+      failure = "handshake timeout";
+      break;
+    }
+    f.wake.expires_at(std::min(limit, std::max(f.tls->timer_deadline(), now + timer_recheck)));
+    // `||`: a datagram from tunnel-out, mbedTLS's retransmission timer, the handshake
+    // deadline or end() (which cancels the timer), whichever comes first.
+    co_await (f.secure.async_wait(net::udp::socket::wait_read, as_result) || f.wake.async_wait(as_result));
+  }
+  if (!f.ended) {
+    const auto& server = f.tls->peer();
+    ops::warn("handshake with tunnel-out failed")
+        .kv("peer", f.rec.peer)
+        .kv("connect", f.rec.target)
+        .kv("identity", server ? server->describe() : std::string("unknown"))
+        .kv("reason", failure)
+        .kv("queued_dropped", static_cast<std::uint64_t>(f.queued.size()));
+    end(f, "handshake failed", false);
+  }
+  co_return false;
+}
+
+asio::awaitable<void> udp_relay::secure_to_legacy(udp_flow& f) {
+  while (!f.ended) {
+    auto [ec] = co_await f.secure.async_wait(net::udp::socket::wait_read, as_result);
+    if (ec || f.ended) co_return;
+    for (int i = 0; i < batch && !f.ended; ++i) {
+      std::error_code rec;
+      const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
+      if (rec == asio::error::would_block) break;
+      if (rec == asio::error::connection_refused) {
+        end(f, "tunnel-out refused (port closed)", false);
+        co_return;
+      }
+      if (rec) {
+        end(f, rec.message(), false);
+        co_return;
+      }
+      f.tls->feed(std::span<const unsigned char>(datagram_.data(), n));
+      read_records(f);
+    }
+  }
+}
+
+asio::awaitable<void> udp_relay::watch(udp_flow& f) {
+  for (;;) {
+    if (f.ended) co_return;
+    auto now = clock::now();
+    if (now >= f.tls->timer_deadline()) {
+      read_records(f);  // lets mbedTLS retransmit or give up
+      if (f.ended) co_return;
+      now = clock::now();
+    }
+    const auto idle_deadline = f.last_activity + svc_.udp.flow_idle;
+    if (now >= idle_deadline) {
+      end(f, "idle timeout", true);
+      co_return;
+    }
+    f.wake.expires_at(std::min(idle_deadline, std::max(f.tls->timer_deadline(), now + timer_recheck)));
+    co_await f.wake.async_wait(as_result);
+  }
+}
+
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
+                                     std::shared_ptr<const tls::tls_context> context) {
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(context));
+  ops::info("listening")
+      .kv("listen", relay->bound_address())
+      .kv("connect", svc.target.to_string())
+      .kv("server_name", svc.tls.server_name.value_or("(pinned key only)"))
+      .kv("transport", "udp")
+      .kv("tls", "DTLS 1.2")
+      .kv("mtu", static_cast<std::uint64_t>(svc.udp.mtu))
+      .kv("max_flows", static_cast<std::uint64_t>(svc.udp.max_flows))
+      .kv("flow_idle_timeout", config::format_duration(svc.udp.flow_idle));
+  relay->start();
+  // All flows live on the main context, where the shutdown hook runs too.
+  rt.on_shutdown([r = relay.get()] { r->stop(); });
+  return relay;
+}
+
+}  // namespace tunnel::client

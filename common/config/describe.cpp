@@ -1,0 +1,56 @@
+// --check-config output: every effective setting, one `key = value` per line, defaults
+// filled in, so an operator reviews exactly what will run.
+#include <sstream>
+
+#include "config/cli.hpp"
+#include "config/duration.hpp"
+
+namespace tunnel::config {
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "(none)" : out;
+}
+
+}  // namespace
+
+std::string describe(const service& svc) {
+  const bool server = svc.side == tls::role::server;
+  std::ostringstream o;
+  o << "role = " << (server ? "tunnel-out" : "tunnel-in") << "\n";
+  o << "transport = " << (svc.udp.enabled ? "udp (DTLS 1.2)" : "tcp (TLS)") << "\n";
+  o << "listen = " << svc.listen.to_string() << "\n";
+  o << (server ? "target = " : "connect = ") << svc.target.to_string() << "\n";
+  o << "cert = " << svc.files.cert << "\nkey = " << svc.files.key << "\nca = " << svc.files.ca << "\n";
+  o << "tls_min = " << (svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3") << "\n";
+  if (server) {
+    const auto& a = svc.tls.allow;
+    std::vector<std::string> spki;
+    for (const auto& d : a.spki) spki.push_back(policy::to_hex(d));
+    o << "allow_cn = " << join(a.cn) << "\nallow_dns = " << join(a.dns) << "\nallow_uri = " << join(a.uri)
+      << "\nallow_ip = " << join(a.ip) << "\nallow_spki_sha256 = " << join(spki) << "\n";
+    if (a.empty()) o << "# no allow-list: every certificate issued by the CA is admitted\n";
+  } else {
+    std::vector<std::string> pins;
+    for (const auto& d : svc.tls.pins) pins.push_back(policy::to_hex(d));
+    o << "server_name = " << svc.tls.server_name.value_or("(none: pinned key only)") << "\n";
+    o << "pin_spki_sha256 = " << join(pins) << "\n";
+  }
+  o << "connect_timeout = " << format_duration(svc.limits.connect) << "\n";
+  o << "handshake_timeout = " << format_duration(svc.limits.handshake) << "\n";
+  o << "idle_timeout = " << format_duration(svc.limits.idle) << "\n";
+  o << "close_timeout = " << format_duration(svc.limits.close) << "\n";
+  o << "shutdown_timeout = " << format_duration(svc.limits.shutdown) << "\n";
+  o << "max_conns = " << svc.max_conns << "\nthreads = " << svc.threads << "\n";
+  if (svc.udp.enabled) {
+    o << "mtu = " << svc.udp.mtu << "\nmax_flows = " << svc.udp.max_flows
+      << "\nflow_idle_timeout = " << format_duration(svc.udp.flow_idle) << "\n";
+  }
+  o << "status = " << (svc.status ? svc.status->to_string() : std::string("(off)")) << "\n";
+  o << "user = " << (svc.user.empty() ? std::string("(unchanged)") : svc.user) << "\n";
+  return o.str();
+}
+
+}  // namespace tunnel::config

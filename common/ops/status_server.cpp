@@ -1,0 +1,111 @@
+#include "ops/status_server.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "net/timeout.hpp"
+#include "ops/metrics.hpp"
+
+namespace tunnel::ops {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_request = 8192;
+constexpr int max_active = 64;
+
+std::string response(int code, const char* status, const std::string& type, const std::string& body) {
+  return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+}
+
+asio::awaitable<std::string> read_head(net::generic_socket& s) {
+  std::string head;
+  char buf[1024];
+  while (head.find("\r\n\r\n") == std::string::npos && head.size() < max_request) {
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), as_result);
+    if (ec) co_return std::string();
+    head.append(buf, n);
+  }
+  co_return head;
+}
+
+asio::awaitable<bool> write_reply(net::generic_socket& s, const std::string& reply) {
+  auto [ec, n] = co_await asio::async_write(s, asio::buffer(reply), as_result);
+  (void)n;
+  co_return !ec;
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> parse_request_line(std::string_view head) {
+  const auto eol = head.find("\r\n");
+  if (eol == std::string_view::npos) return {};
+  const std::string_view line = head.substr(0, eol);
+  const auto sp1 = line.find(' ');
+  const auto sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 == sp1) return {};
+  const auto version = line.substr(sp2 + 1);
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return {};
+  std::string path(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  if (path.empty() || path.front() != '/') return {};
+  if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+  return {std::string(line.substr(0, sp1)), path};
+}
+
+status_server::status_server(asio::io_context& io, const net::address& at, readiness_check ready)
+    : acceptor_(net::listen_on(io, at)), ready_(std::move(ready)) {}
+
+void status_server::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
+
+void status_server::stop() {
+  std::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+asio::awaitable<void> status_server::accept_loop() {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor_.async_accept(as_result);
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+    if (ec) continue;
+    if (active_ >= max_active) continue;  // the socket closes as it goes out of scope
+    asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> status_server::serve(net::generic_socket socket) {
+  ++active_;
+  struct leave {
+    int& n;
+    ~leave() { --n; }
+  } guard{active_};
+  using namespace std::chrono_literals;
+  auto head = co_await net::with_timeout(read_head(socket), 5s);
+  std::string reply;
+  const auto [method, path] = head ? parse_request_line(*head) : std::pair<std::string, std::string>{};
+  if (method.empty()) {
+    reply = response(400, "Bad Request", "text/plain", "bad request\n");
+  } else if (method != "GET" && method != "HEAD") {
+    reply = response(405, "Method Not Allowed", "text/plain", "only GET\n");
+  } else if (path == "/healthz") {
+    reply = response(200, "OK", "text/plain", "ok\n");
+  } else if (path == "/readyz") {
+    const std::string why = ready_ ? co_await ready_() : std::string();
+    reply = why.empty() ? response(200, "OK", "text/plain", "ready\n")
+                        : response(503, "Service Unavailable", "text/plain", "not ready: " + why + "\n");
+  } else if (path == "/metrics") {
+    reply = response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", metrics::get().render());
+  } else {
+    reply = response(404, "Not Found", "text/plain", "not found\n");
+  }
+  if (method == "HEAD") reply.resize(reply.find("\r\n\r\n") + 4);
+  co_await net::with_timeout(write_reply(socket, reply), 5s);
+  std::error_code ignored;
+  socket.shutdown(net::generic_socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
+}  // namespace tunnel::ops

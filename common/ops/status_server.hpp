@@ -1,0 +1,42 @@
+#pragma once
+// A small HTTP/1.1 endpoint for operators and orchestrators:
+//   GET /healthz  200 "ok" while the process runs
+//   GET /readyz   200 "ready" or 503 with the reason (listeners, credentials, next hop)
+//   GET /metrics  Prometheus text exposition (ops::metrics)
+// Requests are bounded (8 KiB, 5 s, 64 at once); anything else gets 404/405/400.
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <functional>
+#include <string>
+
+#include "net/address.hpp"
+#include "net/endpoint.hpp"
+#include "net/listener.hpp"
+
+namespace tunnel::ops {
+
+// Returns "" when ready, otherwise a one-line reason.
+using readiness_check = std::function<asio::awaitable<std::string>()>;
+
+class status_server {
+ public:
+  // Binds at once (throws std::runtime_error with a reason, like net::listen_on).
+  status_server(asio::io_context& io, const net::address& at, readiness_check ready);
+  void start();
+  void stop();
+  std::string bound() const { return net::bound_address(acceptor_); }
+
+ private:
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> serve(net::generic_socket socket);
+
+  net::generic_acceptor acceptor_;
+  readiness_check ready_;
+  int active_ = 0;
+};
+
+// Parses the request line of an HTTP request head; returns {method, path} or empty
+// strings when it is not a well-formed HTTP/1.x request line. Exposed for tests.
+std::pair<std::string, std::string> parse_request_line(std::string_view head);
+
+}  // namespace tunnel::ops

@@ -1,0 +1,92 @@
+#include "tls/context_source.hpp"
+
+#include <mbedtls/x509.h>
+
+#include <exception>
+
+#include "ops/log.hpp"
+#include "ops/metrics.hpp"
+#include "policy/peer_identity.hpp"
+#include "tls/validity.hpp"
+
+namespace tunnel::tls {
+namespace {
+
+std::string serial_of(const mbedtls_x509_crt& c) {
+  char text[128];
+  const int n = mbedtls_x509_serial_gets(text, sizeof text, &c.serial);
+  return n > 0 ? std::string(text, static_cast<std::size_t>(n)) : std::string();
+}
+
+}  // namespace
+
+context_source::context_source(tls_options options, credential_files files)
+    : options_(std::move(options)), files_(std::move(files)) {
+  // Digest first: if a file changes while it is being read, the next check sees it.
+  detector_.reset(digest_files(watched_files()));
+  current_ = build();
+  describe_loaded(*current_, "credentials loaded", nullptr);
+}
+
+std::shared_ptr<const tls_context> context_source::current() const {
+  std::lock_guard lock(mutex_);
+  return current_;
+}
+
+std::vector<std::string> context_source::watched_files() const {
+  if (!files_.psk.empty()) return {files_.psk};
+  std::vector<std::string> paths{files_.cert, files_.key, files_.ca};
+  if (!files_.crl.empty()) paths.push_back(files_.crl);
+  return paths;
+}
+
+std::shared_ptr<const tls_context> context_source::build() const {
+  auto creds = credentials::load(files_);
+  return std::make_shared<const tls_context>(options_, std::move(creds));
+}
+
+bool context_source::reload(reload_trigger why) {
+  const char* trigger = why == reload_trigger::signal ? "SIGHUP" : "interval";
+  const bool changed = detector_.changed(digest_files(watched_files()));
+  if (why == reload_trigger::interval && !changed) return false;
+  auto& m = ops::metrics::get();
+  std::shared_ptr<const tls_context> fresh;
+  try {
+    fresh = build();
+  } catch (const std::exception& e) {
+    m.reload_failures.fetch_add(1, std::memory_order_relaxed);
+    ops::error("credential reload failed; keeping the previous credentials")
+        .kv("trigger", trigger)
+        .kv("reason", e.what());
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    current_.swap(fresh);
+  }
+  // `fresh` now holds the previous context; it is freed here or by the last connection
+  // that still uses it.
+  m.reloads.fetch_add(1, std::memory_order_relaxed);
+  describe_loaded(*current(), "credentials reloaded", trigger);
+  return true;
+}
+
+void context_source::describe_loaded(const tls_context& c, const char* message, const char* trigger) const {
+  const auto& creds = c.creds();
+  if (creds.psk()) {
+    auto e = ops::info(message);
+    if (trigger) e.kv("trigger", trigger);
+    e.kv("psk_identity", creds.psk()->identity);
+    return;
+  }
+  {
+    auto e = ops::info(message);
+    if (trigger) e.kv("trigger", trigger);
+    e.kv("identity", policy::identity_of(creds.leaf()).describe())
+        .kv("serial", serial_of(creds.leaf()))
+        .kv("crl", files_.crl.empty() ? "none" : files_.crl);
+  }
+  report_own_expiry(creds.leaf(), options_.expiry_warning);
+}
+
+}  // namespace tunnel::tls

@@ -1,0 +1,37 @@
+#pragma once
+// Certificate lifetimes: refusing trust material that cannot work (an expired CA, a stale
+// CRL), warning before our own certificate or a peer's runs out, and exposing our own
+// certificate's notAfter as a metric.
+#include <mbedtls/x509_crl.h>
+#include <mbedtls/x509_crt.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace tunnel::tls {
+
+// Seconds since the Unix epoch for an X.509 time (UTC). Pure.
+std::int64_t unix_seconds(const mbedtls_x509_time& t);
+
+// Throws credential_error (naming `flag` and `path`) when any certificate in `bundle` is
+// outside its validity period: a CA that has expired (or is not valid yet) makes every
+// peer fail, so loading it is a mistake better reported now than per handshake.
+void require_valid_cas(const mbedtls_x509_crt& bundle, const std::string& flag, const std::string& path);
+
+// Throws credential_error when a CRL in `crls` is past its nextUpdate (mbedTLS would then
+// refuse every peer) or was issued by none of the CAs in `cas` (it would never be used,
+// and revocation would silently go unchecked).
+void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path);
+
+// Our own leaf: sets ops::metrics::certificate_expiry_unix, and logs a warning when it
+// expires within `warn_before` (an error when it has expired). Called at start and on every
+// successful reload. Never throws.
+void report_own_expiry(const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before);
+
+// A peer's leaf seen during a handshake: logs a warning when it expires within
+// `warn_before`, at most once an hour per certificate (bounded memory). Thread-safe;
+// never throws.
+void note_peer_expiry(const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before);
+
+}  // namespace tunnel::tls

@@ -1,0 +1,45 @@
+#pragma once
+// One UDP flow on tunnel-out: the DTLS session with one tunnel-in flow, and the socket of
+// its own it relays from, so the target's replies come back to this flow alone.
+// Owned by the flow's coroutine; the router's tables point at it until end().
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "net/udp_socket.hpp"
+#include "ops/flow_log.hpp"
+#include "tls/dtls_engine.hpp"
+
+namespace tunnel::server {
+
+struct udp_flow {
+  using clock = std::chrono::steady_clock;
+
+  udp_flow(asio::io_context& io, std::unique_ptr<tls::dtls_engine> engine, net::udp::endpoint from,
+           std::uint64_t connection_id)
+      : tls(std::move(engine)),
+        peer(from),
+        peer_key(net::endpoint_key(from)),
+        cid(connection_id),
+        target(io),
+        wake(io, asio::steady_timer::time_point::max()) {}
+
+  std::unique_ptr<tls::dtls_engine> tls;
+  net::udp::endpoint peer;  // where tunnel-in's records last came from (moves with NAT)
+  std::string peer_key;
+  std::uint64_t cid;        // the connection ID we gave tunnel-in
+  net::udp::socket target;  // opened only once the peer is authorized
+  // Wakes the flow's coroutine when a deadline may have moved or the flow has ended
+  // (cancel() is the signal; the coroutine recomputes on every wake).
+  asio::steady_timer wake;
+  clock::time_point started = clock::now();
+  clock::time_point last_activity = clock::now();
+  bool authorized = false;
+  bool ended = false;
+  ops::flow_record rec;
+};
+
+}  // namespace tunnel::server

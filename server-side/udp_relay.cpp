@@ -1,0 +1,371 @@
+#include "udp_relay.hpp"
+
+#include <psa/crypto.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstring>
+#include <vector>
+
+#include "config/duration.hpp"
+#include "ops/log.hpp"
+#include "tls/dtls_record.hpp"
+#include "tls/error.hpp"
+
+namespace tunnel::server {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+// Datagrams handled per wake-up of one socket before yielding, so one busy flow cannot
+// starve the others on the thread.
+constexpr int batch = 64;
+constexpr auto timer_recheck = 10ms;
+
+std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(); }
+
+}  // namespace
+
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
+                     std::shared_ptr<const tls::tls_context> context)
+    : io_(io),
+      svc_(svc),
+      context_(std::move(context)),
+      socket_(net::bind_udp(io, svc.listen)),
+      target_(net::resolve_udp(io, svc.target, false)) {}
+
+udp_relay::~udp_relay() = default;
+
+std::string udp_relay::bound_address() const {
+  std::error_code ec;
+  const auto ep = socket_.local_endpoint(ec);
+  return ec ? std::string("unknown") : net::describe(ep);
+}
+
+void udp_relay::start() { asio::co_spawn(io_, receive_loop(), asio::detached); }
+
+void udp_relay::stop() {
+  stopping_ = true;
+  std::vector<udp_flow*> live;
+  for (auto& [cid, f] : by_cid_) live.push_back(f);
+  for (auto* f : live) end(*f, "shutdown", true);
+  std::error_code ignored;
+  socket_.close(ignored);
+  ops::info("udp service stopped")
+      .kv("dropped_garbage", garbage_.total())
+      .kv("dropped_unknown_cid", unknown_cid_.total())
+      .kv("dropped_unverified_move", unverified_move_.total())
+      .kv("dropped_flow_limit", flow_limit_.total())
+      .kv("dropped_oversize", oversize_.total())
+      .kv("dropped_send_failed", send_failed_.total())
+      .kv("hello_verify_requests", hello_verify_sent_);
+}
+
+void udp_relay::drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size) {
+  if (!c.count()) return;
+  ops::warn(what)
+      .kv("peer", net::describe(from))
+      .kv("size", static_cast<std::uint64_t>(size))
+      .kv("dropped_since_last_log", c.since_last_log())
+      .kv("dropped_total", c.total());
+}
+
+asio::awaitable<void> udp_relay::receive_loop() {
+  // Wait for readability, then read without blocking into the shared buffer: a pending
+  // asynchronous receive per socket would need a buffer of its own.
+  while (!stopping_) {
+    auto [ec] = co_await socket_.async_wait(net::udp::socket::wait_read, as_result);
+    if (ec || stopping_) co_return;
+    for (int i = 0; i < batch && !stopping_; ++i) {
+      net::udp::endpoint from;
+      std::error_code rec;
+      const std::size_t n = socket_.receive_from(asio::buffer(datagram_), from, 0, rec);
+      if (rec == asio::error::would_block) break;
+      if (rec) break;  // an ICMP error for an earlier send: nothing to do for it here
+      try {
+        route(std::span<const unsigned char>(datagram_.data(), n), from);
+      } catch (const std::exception& e) {
+        // Out of memory for a new context, most likely: lose this datagram, keep serving.
+        ops::error("datagram handling failed").kv("peer", net::describe(from)).kv("error", e.what());
+      }
+    }
+  }
+}
+
+void udp_relay::route(std::span<const unsigned char> d, const net::udp::endpoint& from) {
+  const auto view = tls::classify_record(d, tls::server_cid_length);
+  if (view.kind == tls::record_kind::invalid) return drop(garbage_, "datagram dropped: not DTLS", from, d.size());
+  if (view.kind == tls::record_kind::cid) {
+    std::uint64_t cid = 0;
+    std::memcpy(&cid, view.cid.data(), sizeof cid);
+    const auto it = by_cid_.find(cid);
+    if (it == by_cid_.end())
+      return drop(unknown_cid_, "datagram dropped: unknown connection ID", from, d.size());
+    udp_flow& f = *it->second;
+    if (from != f.peer) {
+      // A new source address is believed only for a record that authenticates under this
+      // session's keys and is no replay; anyone can copy a CID off the wire.
+      if (!f.tls->handshake_done() || f.tls->check_record(d) != 0)
+        return drop(unverified_move_, "datagram dropped: unauthenticated record from a new address", from,
+                    d.size());
+      ops::info("flow moved to a new address")
+          .kv("identity", f.rec.identity)
+          .kv("from", net::describe(f.peer))
+          .kv("to", net::describe(from));
+      by_addr_.erase(f.peer_key);
+      f.peer = from;
+      f.peer_key = net::endpoint_key(from);
+      f.rec.peer = net::describe(from);
+      by_addr_[f.peer_key] = &f;
+    }
+    return deliver(f, d);
+  }
+  if (const auto it = by_addr_.find(net::endpoint_key(from)); it != by_addr_.end()) return deliver(*it->second, d);
+  if (view.kind == tls::record_kind::client_hello) return admit(d, from);
+  drop(garbage_, "datagram dropped: no flow for this address", from, d.size());
+}
+
+std::uint64_t udp_relay::fresh_cid() {
+  for (;;) {
+    std::uint64_t cid = 0;
+    if (psa_generate_random(reinterpret_cast<std::uint8_t*>(&cid), sizeof cid) != PSA_SUCCESS)
+      throw std::runtime_error("random generator failed");
+    if (!by_cid_.contains(cid)) return cid;
+  }
+}
+
+void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint& from) {
+  if (!gate_) gate_ = std::make_unique<tls::dtls_engine>(context_, svc_.udp.mtu);
+  tls::dtls_engine& g = *gate_;
+  g.reset();
+  const std::string key = net::endpoint_key(from);
+  const std::uint64_t cid = fresh_cid();
+  if (g.set_client_id(key) != 0 ||
+      g.enable_cid(std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(&cid), sizeof cid)) != 0)
+    return drop(garbage_, "datagram dropped: cannot prepare a DTLS context", from, d.size());
+  g.feed(d);
+  const int rc = g.handshake();
+  if (rc == MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED) {
+    // The amplification bound: an unverified address never gets more bytes than it sent.
+    std::size_t reply = 0;
+    for (const auto& out : g.output()) reply += out.size();
+    if (reply <= d.size()) {
+      for (const auto& out : g.output()) (void)net::send_datagram(socket_, out, from);
+      ++hello_verify_sent_;
+    }
+    g.output().clear();
+    return;
+  }
+  // A valid cookie makes mbedTLS answer with its whole first flight and wait for the next.
+  // Anything else was malformed; its alert (if any) is not sent to an unverified address.
+  if (rc != MBEDTLS_ERR_SSL_WANT_READ || g.output().empty()) {
+    g.output().clear();
+    return drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
+  }
+  if (by_cid_.size() >= svc_.udp.max_flows) {
+    g.output().clear();
+    if (flow_limit_.count())
+      ops::warn("flow refused: limit reached")
+          .kv("peer", net::describe(from))
+          .kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
+          .kv("refused_since_last_log", flow_limit_.since_last_log())
+          .kv("refused_total", flow_limit_.total());
+    return;
+  }
+  auto flow = std::make_unique<udp_flow>(io_, std::move(gate_), from, cid);
+  udp_flow& f = *flow;
+  f.rec.peer = net::describe(from);
+  f.rec.target = svc_.target.to_string();
+  f.tls->on_timer_change([&f] { f.wake.cancel(); });
+  by_cid_[cid] = &f;
+  by_addr_[f.peer_key] = &f;
+  send_to_peer(f);
+  asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
+}
+
+void udp_relay::deliver(udp_flow& f, std::span<const unsigned char> d) {
+  f.tls->feed(d);
+  drive(f);
+}
+
+void udp_relay::drive(udp_flow& f) {
+  if (f.ended) return;
+  if (!f.tls->handshake_done()) {
+    const int rc = f.tls->handshake();
+    send_to_peer(f);  // including a fatal alert that tells the client why
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ) return;
+    if (rc != 0) {
+      const std::string verify = f.tls->verify_failure();
+      const auto& peer = f.tls->peer();
+      ops::warn("handshake failed")
+          .kv("peer", f.rec.peer)
+          .kv("identity", peer ? peer->describe() : std::string("unknown"))
+          .kv("reason", verify.empty() ? mbedtls_reason(rc) : verify);
+      return end(f, "handshake failed", false);
+    }
+    authorize(f);
+    if (f.ended) return;
+  }
+  read_records(f);
+}
+
+void udp_relay::authorize(udp_flow& f) {
+  // The certificate chained to --ca and passed the allow-list inside the handshake: only
+  // now does anything reach the target.
+  f.rec.identity = f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown");
+  ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
+  if (const auto ec = net::connect_udp(f.target, target_)) {
+    ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", ec.message());
+    return end(f, "target unreachable", true);
+  }
+  f.authorized = true;
+  f.last_activity = clock::now();
+  f.wake.cancel();
+}
+
+void udp_relay::read_records(udp_flow& f) {
+  for (;;) {
+    const int rc = f.tls->read(plaintext_);
+    send_to_peer(f);  // a read may retransmit our last flight or send an alert
+    if (rc > 0) {
+      // One record is one datagram, forwarded as it is.
+      const auto n = static_cast<std::size_t>(rc);
+      f.last_activity = clock::now();
+      f.rec.datagrams_up++;
+      f.rec.bytes_up += n;
+      if (net::send_datagram(f.target, std::span<const unsigned char>(plaintext_.data(), n)))
+        drop(send_failed_, "datagram dropped: sending to the target failed", target_, n);
+      continue;
+    }
+    if (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ) {
+      if (f.tls->pending()) continue;  // another record waits in the same datagram
+      return;
+    }
+    if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return end(f, "closed by tunnel-in", false);
+    // The client restarted on the same address and proved it with a fresh cookie: drop
+    // this session; its next ClientHello starts a new one through the cookie gate.
+    if (rc == MBEDTLS_ERR_SSL_CLIENT_RECONNECT) return end(f, "tunnel-in reconnected", false);
+    return end(f, mbedtls_reason(rc), false);
+  }
+}
+
+void udp_relay::send_to_peer(udp_flow& f) {
+  for (const auto& out : f.tls->output())
+    if (net::send_datagram(socket_, out, f.peer)) drop(send_failed_, "datagram dropped: send failed", f.peer, out.size());
+  f.tls->output().clear();
+}
+
+void udp_relay::forward_to_peer(udp_flow& f, std::span<const unsigned char> payload) {
+  // Never split or truncate: a reply that does not fit one record for the MTU is lost
+  // whole, as the network would lose it, and counted.
+  if (payload.empty() || payload.size() > f.tls->max_payload()) {
+    if (oversize_.count())
+      ops::warn("datagram dropped: larger than the DTLS payload for --mtu")
+          .kv("peer", f.rec.target)
+          .kv("size", static_cast<std::uint64_t>(payload.size()))
+          .kv("max", static_cast<std::uint64_t>(f.tls->max_payload()))
+          .kv("dropped_since_last_log", oversize_.since_last_log())
+          .kv("dropped_total", oversize_.total());
+    return;
+  }
+  const int rc = f.tls->write(payload);
+  send_to_peer(f);
+  if (rc < 0) return end(f, mbedtls_reason(rc), false);
+  f.last_activity = clock::now();
+  f.rec.datagrams_down++;
+  f.rec.bytes_down += payload.size();
+}
+
+void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
+  if (f.ended) return;
+  f.ended = true;
+  by_cid_.erase(f.cid);
+  if (auto it = by_addr_.find(f.peer_key); it != by_addr_.end() && it->second == &f) by_addr_.erase(it);
+  // Tell tunnel-in the session is gone, so its flow does not wait for replies that will
+  // not come; a failed handshake has already sent its alert.
+  if (notify_peer && f.tls->handshake_done() && f.tls->close_notify() == 0) send_to_peer(f);
+  if (f.authorized) ops::log_flow_closed(f.rec, reason);
+  std::error_code ignored;
+  f.target.close(ignored);
+  f.wake.cancel();
+}
+
+asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
+  using namespace asio::experimental::awaitable_operators;
+  udp_flow& f = *owned;
+  co_await watch(f, true);
+  // `||`: the flow ends when either side does: the target socket failing, or the watch
+  // returning on idle expiry, a fatal record or shutdown (end() wakes it).
+  if (!f.ended) co_await (target_to_peer(f) || watch(f, false));
+  if (!f.ended) end(f, "target socket failed", true);
+}
+
+asio::awaitable<void> udp_relay::watch(udp_flow& f, bool handshake_phase) {
+  for (;;) {
+    if (f.ended || (handshake_phase && f.authorized)) co_return;
+    auto now = clock::now();
+    if (now >= f.tls->timer_deadline()) {
+      drive(f);  // mbedTLS retransmits its flight, or gives up with a timeout
+      if (f.ended || (handshake_phase && f.authorized)) co_return;
+      now = clock::now();
+    }
+    const auto phase_deadline =
+        handshake_phase ? f.started + svc_.limits.handshake : f.last_activity + svc_.udp.flow_idle;
+    if (now >= phase_deadline) {
+      if (handshake_phase) {
+        ops::warn("handshake failed").kv("peer", f.rec.peer).kv("identity", "unknown").kv("reason", "handshake timeout");
+        end(f, "handshake timeout", false);
+      } else {
+        end(f, "idle timeout", true);
+      }
+      co_return;
+    }
+    // mbedTLS acts on an expired timer only when it next reads; if it left one expired,
+    // look again shortly instead of spinning.
+    const auto dtls_deadline = std::max(f.tls->timer_deadline(), now + timer_recheck);
+    f.wake.expires_at(std::min(phase_deadline, dtls_deadline));
+    co_await f.wake.async_wait(as_result);
+  }
+}
+
+asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {
+  while (!f.ended) {
+    auto [ec] = co_await f.target.async_wait(net::udp::socket::wait_read, as_result);
+    if (ec || f.ended) co_return;
+    for (int i = 0; i < batch && !f.ended; ++i) {
+      std::error_code rec;
+      const std::size_t n = f.target.receive(asio::buffer(datagram_), 0, rec);
+      if (rec == asio::error::would_block) break;
+      // The target's port is closed (ICMP): it may come back, the flow stays.
+      if (rec == asio::error::connection_refused) continue;
+      if (rec) co_return;
+      forward_to_peer(f, std::span<const unsigned char>(datagram_.data(), n));
+    }
+  }
+}
+
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
+                                     std::shared_ptr<const tls::tls_context> context) {
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(context));
+  ops::info("listening")
+      .kv("listen", relay->bound_address())
+      .kv("target", svc.target.to_string())
+      .kv("transport", "udp")
+      .kv("tls", "DTLS 1.2")
+      .kv("mtu", static_cast<std::uint64_t>(svc.udp.mtu))
+      .kv("max_flows", static_cast<std::uint64_t>(svc.udp.max_flows))
+      .kv("flow_idle_timeout", config::format_duration(svc.udp.flow_idle));
+  if (svc.tls.allow.empty())
+    ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
+  relay->start();
+  // All flows live on the main context, where the shutdown hook runs too.
+  rt.on_shutdown([r = relay.get()] { r->stop(); });
+  return relay;
+}
+
+}  // namespace tunnel::server

@@ -1,0 +1,83 @@
+#pragma once
+// tunnel-out in UDP mode: one unconnected DTLS socket for every flow. Each datagram is
+// routed by connection ID, then by source address, and an epoch-0 ClientHello from an
+// unknown address goes through the cookie exchange first: until a ClientHello returns our
+// cookie, the peer costs one reused mbedTLS context and a reply no larger than its own
+// datagram, never a table entry.
+#include <array>
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+
+#include "config/service.hpp"
+#include "net/udp_drops.hpp"
+#include "net/udp_socket.hpp"
+#include "ops/runtime.hpp"
+#include "tls/context.hpp"
+#include "tls/dtls_engine.hpp"
+#include "udp_flow.hpp"
+
+namespace tunnel::server {
+
+class udp_relay {
+ public:
+  // Binds svc.listen (UDP) and resolves svc.target once. Throws std::runtime_error with a
+  // one-line reason. `svc` and `io` must outlive the relay; everything runs on `io`.
+  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::tls_context> context);
+  ~udp_relay();
+  udp_relay(const udp_relay&) = delete;
+  udp_relay& operator=(const udp_relay&) = delete;
+
+  std::string bound_address() const;
+  // Starts receiving. Call once, before io runs.
+  void start();
+  // Sends close_notify to every flow, logs each as closed and closes the socket. Runs on
+  // io's thread (the runtime's shutdown hook); never throws.
+  void stop();
+
+ private:
+  asio::awaitable<void> receive_loop();
+  void route(std::span<const unsigned char> d, const net::udp::endpoint& from);
+  void admit(std::span<const unsigned char> d, const net::udp::endpoint& from);
+  void deliver(udp_flow& f, std::span<const unsigned char> d);
+  void drive(udp_flow& f);
+  void read_records(udp_flow& f);
+  void authorize(udp_flow& f);
+  void send_to_peer(udp_flow& f);
+  void forward_to_peer(udp_flow& f, std::span<const unsigned char> payload);
+  void end(udp_flow& f, const std::string& reason, bool notify_peer);
+  asio::awaitable<void> run_flow(std::unique_ptr<udp_flow> f);
+  asio::awaitable<void> watch(udp_flow& f, bool handshake_phase);
+  asio::awaitable<void> target_to_peer(udp_flow& f);
+  void drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size);
+  std::uint64_t fresh_cid();
+
+  asio::io_context& io_;
+  const config::service& svc_;
+  std::shared_ptr<const tls::tls_context> context_;
+  net::udp::socket socket_;
+  net::udp::endpoint target_;
+  bool stopping_ = false;
+  // The cookie gate's context, reset for every unverified ClientHello and handed to a new
+  // flow once one comes back with a valid cookie.
+  std::unique_ptr<tls::dtls_engine> gate_;
+  std::unordered_map<std::uint64_t, udp_flow*> by_cid_;  // every live flow
+  std::unordered_map<std::string, udp_flow*> by_addr_;
+  // All coroutines run on one thread and finish each datagram before the next wait, so one
+  // buffer per direction serves every flow.
+  std::array<unsigned char, net::max_udp_payload + 1> datagram_{};
+  std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
+  net::drop_counter garbage_, unknown_cid_, unverified_move_, flow_limit_, oversize_, send_failed_;
+  std::uint64_t hello_verify_sent_ = 0;
+};
+
+// Binds, logs the "listening" line, starts the relay on rt's main context and registers
+// its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
+                                     std::shared_ptr<const tls::tls_context> context);
+
+}  // namespace tunnel::server

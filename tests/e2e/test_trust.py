@@ -1,0 +1,569 @@
+"""End-to-end tests of certificates and trust: the tunnel-certs tool, hot reload of
+credentials (SIGHUP and --reload-interval), CRLs, SPKI pins across reloads, expiry
+warnings and PSK mode. Real binaries on loopback, credentials made fresh for each run."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+import trust_tools as tt
+from harness import TUNNEL_IN, TUNNEL_OUT, connect, echo_roundtrip, recv_all, run_cli, sha256
+
+TUNNEL_CERTS = harness.BIN_DIR / "tunnel-certs"
+
+
+def assert_echo(address, size: int = 16 * 1024) -> None:
+    payload = os.urandom(size)
+    got = echo_roundtrip(address, payload)
+    assert sha256(got) == sha256(payload), f"echo mismatch: sent {len(payload)} bytes, got {len(got)}"
+
+
+def assert_refused(tin, timeout: float = 5.0) -> None:
+    """A legacy client of tunnel-in whose tunnel is refused gets its connection closed and
+    receives nothing."""
+    with connect(tin.address) as s:
+        try:
+            s.sendall(b"must-not-arrive\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(timeout)
+        try:
+            data = recv_all(s)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", f"refused tunnel delivered {data!r}"
+
+
+def reloaded(proc, trigger: str, after: int = 0, timeout: float = 10.0) -> dict:
+    """Waits for the (after+1)-th 'credentials reloaded' line with this trigger."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hits = proc.find_logs(lambda r: r.get("msg") == "credentials reloaded" and r.get("trigger") == trigger)
+        if len(hits) > after:
+            return hits[after]
+        time.sleep(0.05)
+    raise AssertionError(f"no reload ({trigger}) logged; log:\n{proc.log_text()}")
+
+
+def serial_text(serial: int) -> str:
+    """mbedTLS's serial notation: colon-separated upper-case hex bytes."""
+    raw = serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big")
+    return ":".join(f"{b:02X}" for b in raw)
+
+
+@pytest.fixture
+def ca(pki):
+    return tt.Authority.load(pki.ca_cert, pki.ca_key)
+
+
+@pytest.fixture
+def server_files(ca, tmp_dir):
+    """A replaceable server certificate and key for tunnel-out, issued by the session CA."""
+    leaf = tt.issue(ca, "tunnel-out-v1")
+    crt, key = tmp_dir / "server.crt", tmp_dir / "server.key"
+    tt.write_atomic(crt, leaf.cert_pem())
+    tt.write_atomic(key, leaf.key_pem(), 0o600)
+    return crt, key, leaf
+
+
+def start_out(procs, target, crt, key, *extra, ca_path=None):
+    cred = type("cred", (), {"cert": crt, "key": key})
+    return procs.tunnel_out(target.address, *extra, cred=cred, ca=ca_path)
+
+
+# --------------------------------------------------------------------------------------
+# tunnel-certs
+
+
+def test_tunnel_certs_output_passes_openssl_verify_with_private_keys(tmp_dir):
+    pki_dir = tmp_dir / "pki"
+    r = run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir), "--client-cn", "poller"])
+    assert r.returncode == 0, r.stderr
+    for leaf in ("server.crt", "client.crt"):
+        v = subprocess.run(["openssl", "verify", "-CAfile", str(pki_dir / "ca.crt"), str(pki_dir / leaf)],
+                           capture_output=True, text=True)
+        assert v.returncode == 0 and v.stdout.strip().endswith(": OK"), v.stdout + v.stderr
+    purpose = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(pki_dir / "ca.crt"),
+                              str(pki_dir / "server.crt")], capture_output=True, text=True)
+    assert purpose.returncode == 0, purpose.stdout + purpose.stderr
+    purpose = subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(pki_dir / "ca.crt"),
+                              str(pki_dir / "client.crt")], capture_output=True, text=True)
+    assert purpose.returncode == 0, purpose.stdout + purpose.stderr
+    for key in ("ca.key", "server.key", "client.key"):
+        mode = stat.S_IMODE(os.stat(pki_dir / key).st_mode)
+        assert mode == 0o600, f"{key} has mode {mode:o}"
+
+
+def test_tunnel_certs_second_run_without_force_refuses_and_keeps_files(tmp_dir):
+    pki_dir = tmp_dir / "pki"
+    assert run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir)]).returncode == 0
+    before = {p.name: p.read_bytes() for p in pki_dir.iterdir()}
+    r = run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir)])
+    assert r.returncode != 0
+    assert "--force" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in pki_dir.iterdir()} == before
+    r = run_cli(TUNNEL_CERTS, ["issue", "--dir", str(pki_dir), "--name", "server", "--server"])
+    assert r.returncode != 0 and "--force" in r.stderr, r.stderr
+    assert (pki_dir / "server.crt").read_bytes() == before["server.crt"]
+    r = run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir), "--force"])
+    assert r.returncode == 0, r.stderr
+    assert (pki_dir / "ca.crt").read_bytes() != before["ca.crt"]
+
+
+def test_pair_runs_end_to_end_with_tunnel_certs_output(procs, servers, tmp_dir):
+    pki_dir = tmp_dir / "pki"
+    assert run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir), "--client-cn", "poller"]).returncode == 0
+    r = run_cli(TUNNEL_CERTS, ["issue", "--dir", str(pki_dir), "--name", "plc-7", "--client",
+                               "--uri", "spiffe://plant/plc-7"])
+    assert r.returncode == 0, r.stderr
+    target = servers.echo()
+    server = type("cred", (), {"cert": pki_dir / "server.crt", "key": pki_dir / "server.key"})
+    out = procs.tunnel_out(target.address, "--allow-cn", "poller", "--allow-uri", "spiffe://plant/plc-7",
+                           cred=server, ca=pki_dir / "ca.crt")
+    for name in ("client", "plc-7"):
+        client = type("cred", (), {"cert": pki_dir / f"{name}.crt", "key": pki_dir / f"{name}.key"})
+        tin = procs.tunnel_in(out.listen, cred=client, ca=pki_dir / "ca.crt")
+        assert_echo(tin.address)
+    identities = [r["identity"] for r in out.logs_with_msg("connection authorized")]
+    assert any(i.startswith("CN=poller") for i in identities), identities
+    assert any("URI=spiffe://plant/plc-7" in i for i in identities), identities
+
+
+# --------------------------------------------------------------------------------------
+# hot reload
+
+
+def test_sighup_reload_under_load_has_zero_failures_and_new_serial(pki, ca, procs, servers, server_files):
+    crt, key, old = server_files
+    target = servers.echo()
+    out = start_out(procs, target, crt, key, "--threads", "2")
+    tin = procs.tunnel_in(out.listen)
+    assert tt.presented_serial(out, pki.client_a.cert, pki.client_a.key, pki.ca_cert) == old.serial
+
+    slow = tt.SlowTransfer(tin.address, total=6 << 20, chunk=64 << 10, pause=0.02).start()
+    assert slow.started.wait(10)
+    new = tt.issue(ca, "tunnel-out-v2")
+    with tt.ConnectionLoad(tin.address, workers=4) as load:
+        load.wait_ok(20)
+        # Replace both files (each atomically), then tell tunnel-out.
+        tt.write_atomic(key, new.key_pem(), 0o600)
+        tt.write_atomic(crt, new.cert_pem())
+        out.signal(signal.SIGHUP)
+        rec = reloaded(out, "SIGHUP")
+        assert rec["serial"] == serial_text(new.serial)
+        ok_at_reload = load.stats.ok
+        load.wait_ok(ok_at_reload + 30)
+    stats = load.stats
+    assert stats.failures == [], stats.failures[:5]
+    assert stats.ok > 50
+    slow.join()
+    assert tt.presented_serial(out, pki.client_a.cert, pki.client_a.key, pki.ca_cert) == new.serial
+    # Handshakes after the reload carried the new certificate to tunnel-in as well.
+    assert any("CN=tunnel-out-v2" in r["identity"] for r in tin.logs_with_msg("connection authorized"))
+    assert not out.logs_with_msg("credential reload failed")
+
+
+def test_symlink_swap_is_picked_up_by_reload_interval(pki, ca, procs, servers, tmp_dir):
+    secret = tt.SecretDir(tmp_dir / "secret")
+    old = tt.issue(ca, "tunnel-out-v1")
+    ca_pem = Path(pki.ca_cert).read_bytes()
+    secret.publish({"tls.crt": old.cert_pem(), "tls.key": old.key_pem(), "ca.crt": ca_pem})
+    target = servers.echo()
+    out = start_out(procs, target, secret.path("tls.crt"), secret.path("tls.key"), "--reload-interval", "1s",
+                    ca_path=secret.path("ca.crt"))
+    tin = procs.tunnel_in(out.listen)
+
+    slow = tt.SlowTransfer(tin.address, total=6 << 20, chunk=64 << 10, pause=0.03).start()
+    assert slow.started.wait(10)
+    new = tt.issue(ca, "tunnel-out-v2")
+    with tt.ConnectionLoad(tin.address, workers=4) as load:
+        load.wait_ok(20)
+        secret.publish({"tls.crt": new.cert_pem(), "tls.key": new.key_pem(), "ca.crt": ca_pem})
+        rec = reloaded(out, "interval", timeout=5)
+        assert rec["serial"] == serial_text(new.serial)
+        load.wait_ok(load.stats.ok + 30)
+    assert load.stats.failures == [], load.stats.failures[:5]
+    slow.join()
+    assert tt.presented_serial(out, pki.client_a.cert, pki.client_a.key, pki.ca_cert) == new.serial
+    # Unchanged content is not reloaded again, tick after tick.
+    time.sleep(2.5)
+    assert len(out.find_logs(lambda r: r.get("msg") == "credentials reloaded")) == 1
+
+
+def _break_unreadable(crt, key, ca_path, tmp_dir):
+    key.unlink()
+
+
+def _break_key_mismatch(crt, key, ca_path, tmp_dir):
+    other = tt.issue(tt.new_ca("unrelated"), "x")
+    tt.write_atomic(key, other.key_pem(), 0o600)
+
+
+def _break_parse_error(crt, key, ca_path, tmp_dir):
+    tt.write_atomic(crt, b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+
+
+def _break_expired_ca(crt, key, ca_path, tmp_dir):
+    past = tt.new_ca("expired CA", not_before=tt.now() - datetime.timedelta(days=60),
+                     not_after=tt.now() - datetime.timedelta(days=1))
+    from cryptography.hazmat.primitives import serialization
+    tt.write_atomic(ca_path, Path(ca_path).read_bytes() + past.cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize(
+    "breakage,words",
+    [(_break_unreadable, "--key"), (_break_key_mismatch, "does not match"),
+     (_break_parse_error, "--cert"), (_break_expired_ca, "expired")],
+    ids=["unreadable-file", "key-not-matching", "parse-error", "expired-ca"],
+)
+def test_failed_reload_keeps_old_credentials_and_process(pki, procs, servers, server_files, tmp_dir,
+                                                         breakage, words):
+    crt, key, old = server_files
+    ca_path = tmp_dir / "ca.crt"
+    shutil.copy(pki.ca_cert, ca_path)
+    target = servers.echo()
+    out = start_out(procs, target, crt, key, ca_path=ca_path)
+    tin = procs.tunnel_in(out.listen)
+    assert_echo(tin.address)
+
+    breakage(crt, key, ca_path, tmp_dir)
+    out.signal(signal.SIGHUP)
+    failed = out.wait_for_log("credential reload failed; keeping the previous credentials")
+    assert failed["level"] == "error"
+    assert words in failed["reason"], failed
+    assert failed["trigger"] == "SIGHUP"
+    time.sleep(0.2)
+    assert out.running()
+    for _ in range(5):
+        assert_echo(tin.address)
+    assert tt.presented_serial(out, pki.client_a.cert, pki.client_a.key, pki.ca_cert) == old.serial
+    assert not out.logs_with_msg("credentials reloaded")
+
+
+def test_failed_interval_reload_is_logged_once_then_recovers(pki, ca, procs, servers, server_files):
+    crt, key, old = server_files
+    target = servers.echo()
+    out = start_out(procs, target, crt, key, "--reload-interval", "1s")
+    tin = procs.tunnel_in(out.listen)
+    new = tt.issue(ca, "tunnel-out-v2")
+    tt.write_atomic(crt, new.cert_pem())  # the key still belongs to the old certificate
+    out.wait_for_log("credential reload failed; keeping the previous credentials", timeout=5)
+    time.sleep(2.5)
+    assert len(out.logs_with_msg("credential reload failed; keeping the previous credentials")) == 1
+    assert_echo(tin.address)
+    tt.write_atomic(key, new.key_pem(), 0o600)  # now the pair matches
+    assert reloaded(out, "interval", timeout=5)["serial"] == serial_text(new.serial)
+    assert_echo(tin.address)
+
+
+# --------------------------------------------------------------------------------------
+# revocation
+
+
+def test_revoked_client_is_refused_with_crl(pki, ca, procs, servers, tmp_dir):
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--crl", str(crl))
+    good = procs.tunnel_in(out.listen, cred=pki.client_a)
+    revoked = procs.tunnel_in(out.listen, cred=pki.client_b)
+    assert_echo(good.address)
+    assert_refused(revoked)
+    failed = out.wait_for_log("handshake failed")
+    assert "revoked" in failed["reason"].lower(), failed
+    assert failed["identity"].startswith("CN=client-b")
+    assert target.connection_count == 1
+
+
+def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, servers, tmp_dir):
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, [], der=True))  # DER, revoking nothing yet
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--crl", str(crl))
+    tin_b = procs.tunnel_in(out.listen, cred=pki.client_b)
+    tin_a = procs.tunnel_in(out.listen, cred=pki.client_a)
+    assert_echo(tin_b.address)
+    # A connection opened before the reload stays up after it.
+    live = connect(tin_b.address)
+    live.sendall(b"before\n")
+    assert recv_all(live, 7) == b"before\n"
+
+    tt.write_atomic(crl, tt.make_crl(ca, [pki.client_b.certificate.serial_number]))  # now PEM
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    assert_refused(tin_b)
+    assert "revoked" in out.wait_for_log("handshake failed")["reason"].lower()
+    assert_echo(tin_a.address)
+    live.sendall(b"after\n")
+    assert recv_all(live, 6) == b"after\n"
+    live.close()
+
+
+def test_tunnel_in_refuses_revoked_server(pki, ca, procs, servers, tmp_dir):
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, [pki.server.certificate.serial_number]))
+    target = servers.counter()
+    out = procs.tunnel_out(target.address)
+    tin = procs.tunnel_in(out.listen, "--crl", str(crl))
+    assert_refused(tin)
+    assert "revoked" in tin.wait_for_log("handshake with tunnel-out failed")["reason"].lower()
+    assert target.connection_count == 0
+
+
+@pytest.mark.parametrize("problem", ["stale", "foreign-issuer"])
+def test_unusable_crl_exits_2_at_start(pki, ca, tmp_dir, problem):
+    crl = tmp_dir / "ca.crl"
+    if problem == "stale":
+        crl.write_bytes(tt.make_crl(ca, [], next_update=datetime.timedelta(days=-1)))
+    else:
+        crl.write_bytes(tt.make_crl(tt.new_ca("other"), []))
+    r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--cert", str(pki.server.cert),
+                             "--key", str(pki.server.key), "--ca", str(pki.ca_cert), "--crl", str(crl)])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("tunnel-out: error: --crl "), r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------
+# pins across reloads, expiry
+
+
+def test_pin_is_checked_against_reloaded_key(pki, ca, procs, servers, server_files):
+    crt, key, old = server_files
+    target = servers.echo()
+    out = start_out(procs, target, crt, key)
+    old_pin = tt_spki(old)
+    pinned_old = procs.tunnel_in(out.listen, "--pin-spki-sha256", old_pin)
+    new = tt.issue(ca, "tunnel-out-v2")
+    both = procs.tunnel_in(out.listen, "--pin-spki-sha256", old_pin, "--pin-spki-sha256", tt_spki(new))
+    assert_echo(pinned_old.address)
+    tt.write_atomic(key, new.key_pem(), 0o600)
+    tt.write_atomic(crt, new.cert_pem())
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    assert_refused(pinned_old)  # the pin holds: a new key is not trusted by name alone
+    assert pinned_old.wait_for_log("handshake with tunnel-out failed")["reason"] == "server key does not match any pin"
+    assert_echo(both.address)  # rotating pins first makes the key change seamless
+
+
+def tt_spki(leaf: tt.Leaf) -> str:
+    from pki import spki_sha256
+    return spki_sha256(leaf.cert)
+
+
+def test_allow_spki_pin_admits_after_client_cert_renewal_with_same_key(pki, ca, procs, servers, tmp_dir):
+    # tunnel-out's SPKI allow-list follows the key, not the certificate: a renewed
+    # certificate for the same key is admitted, another key is not.
+    import ipaddress  # noqa: F401
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    original = tt.issue(ca, "renewing", server=False)
+    renewed = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "renewing")]))
+        .issuer_name(ca.cert.subject).public_key(original.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(tt.now() - datetime.timedelta(hours=1))
+        .not_valid_after(tt.now() + datetime.timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--allow-spki-sha256", tt_spki(original))
+    crt, key = tmp_dir / "c.crt", tmp_dir / "c.key"
+    tt.write_atomic(crt, original.cert_pem())
+    tt.write_atomic(key, original.key_pem(), 0o600)
+    tin = procs.tunnel_in(out.listen, "--reload-interval", "1s", cred=type("c", (), {"cert": crt, "key": key}))
+    assert_echo(tin.address)
+    from cryptography.hazmat.primitives import serialization
+    tt.write_atomic(crt, renewed.public_bytes(serialization.Encoding.PEM))
+    reloaded(tin, "interval", timeout=5)
+    assert_echo(tin.address)
+    other = procs.tunnel_in(out.listen, cred=pki.client_a)
+    assert_refused(other)
+
+
+def test_expiry_warnings_for_own_and_peer_certificates(pki, procs, servers):
+    # The session PKI's certificates expire in 7 days: inside a 30-day warning window.
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--expiry-warning", "30d")
+    own = out.wait_for_log("our certificate expires soon")
+    assert own["level"] == "warning" and 6 < own["days_left"] <= 7, own
+    tin = procs.tunnel_in(out.listen, "--expiry-warning", "30d")
+    tin.wait_for_log("our certificate expires soon")
+    for _ in range(3):
+        assert_echo(tin.address)
+    peer = out.wait_for_log("peer certificate expires soon")
+    assert peer["identity"].startswith("CN=client-a")
+    tin.wait_for_log("peer certificate expires soon")
+    time.sleep(0.2)
+    # Rate-limited: three handshakes with the same certificate, one warning.
+    assert len(out.logs_with_msg("peer certificate expires soon")) == 1
+    # Within the default 14 days nothing is said about 7-day certificates? They are: 7 < 14.
+    quiet = procs.tunnel_out(target.address, "--expiry-warning", "3d")
+    time.sleep(0.2)
+    assert not quiet.logs_with_msg("our certificate expires soon")
+
+
+# --------------------------------------------------------------------------------------
+# PSK mode
+
+
+@pytest.fixture
+def psk_key():
+    return os.urandom(32)
+
+
+def psk_pair(procs, target, psk_out: Path, psk_in: Path, *extra):
+    out = procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", target.address, "--psk-file",
+                                   str(psk_out), *harness.log_args(), *extra], name="tunnel-out")
+    tin = procs.start(TUNNEL_IN, ["--listen", "127.0.0.1:0", "--connect", out.listen, "--psk-file", str(psk_in),
+                                  *harness.log_args(), *extra], name="tunnel-in")
+    return out, tin
+
+
+def test_psk_pair_carries_data_over_tcp(procs, servers, tmp_dir, psk_key):
+    psk = tt.write_psk(tmp_dir / "psk", "plc-7", psk_key)
+    target = servers.echo()
+    out, tin = psk_pair(procs, target, psk, psk)
+    assert_echo(tin.address, 256 * 1024)
+    auth = out.wait_for_log("connection authorized")
+    assert auth["identity"] == "PSK=plc-7"
+    assert auth["tls"] == "TLSv1.3"
+    assert not out.logs_with_msg("no allow-list given: every client certificate issued by --ca is admitted")
+    log = out.log_text() + tin.log_text()
+    assert psk_key.hex() not in log.lower()
+
+
+def test_psk_pair_with_tls12_allowed_still_negotiates_tls13(procs, servers, tmp_dir, psk_key):
+    psk = tt.write_psk(tmp_dir / "psk", "plc-7", psk_key)
+    target = servers.echo()
+    out, tin = psk_pair(procs, target, psk, psk, "--tls-min", "1.2")
+    assert_echo(tin.address)
+    assert out.wait_for_log("connection authorized")["tls"] == "TLSv1.3"
+
+
+@pytest.mark.parametrize("mismatch", ["key", "identity"])
+def test_wrong_psk_is_refused(procs, servers, tmp_dir, psk_key, mismatch):
+    good = tt.write_psk(tmp_dir / "good", "plc-7", psk_key)
+    if mismatch == "key":
+        bad = tt.write_psk(tmp_dir / "bad", "plc-7", os.urandom(32))
+    else:
+        bad = tt.write_psk(tmp_dir / "bad", "plc-8", psk_key)
+    target = servers.counter()
+    out, tin = psk_pair(procs, target, good, bad)
+    assert_refused(tin)
+    out.wait_for_log("handshake failed")
+    tin.wait_for_log("handshake with tunnel-out failed")
+    time.sleep(0.2)
+    assert target.connection_count == 0
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_group_or_world_readable_psk_file_exits_2(tmp_dir, psk_key, mode):
+    psk = tt.write_psk(tmp_dir / "psk", "plc-7", psk_key, mode)
+    for binary, flag in ((TUNNEL_OUT, "--target"), (TUNNEL_IN, "--connect")):
+        r = run_cli(binary, ["--listen", "127.0.0.1:0", flag, "127.0.0.1:9", "--psk-file", str(psk)])
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f"{binary.name}: error: --psk-file {psk}"), r.stderr
+        assert "chmod 600" in r.stderr
+        assert psk_key.hex() not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "extra,words",
+    [(["--cert", "x.crt"], "--cert: not with --psk-file"),
+     (["--ca", "ca.crt"], "--ca: not with --psk-file"),
+     (["--crl", "ca.crl"], "--crl: not with --psk-file"),
+     (["--allow-cn", "x"], "--allow-*: not with --psk-file")],
+    ids=["cert", "ca", "crl", "allow"],
+)
+def test_psk_with_certificate_flags_exits_2(tmp_dir, psk_key, extra, words):
+    psk = tt.write_psk(tmp_dir / "psk", "plc-7", psk_key)
+    r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--psk-file", str(psk), *extra])
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+
+
+def test_malformed_psk_file_exits_2_without_echoing_it(tmp_dir):
+    psk = tmp_dir / "psk"
+    fd = os.open(psk, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"plc-7:" + b"ab" * 8 + b"\n")  # 8 bytes: too short
+    os.close(fd)
+    r = run_cli(TUNNEL_IN, ["--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--psk-file", str(psk)])
+    assert r.returncode == 2
+    assert "16..48 bytes" in r.stderr and "abab" not in r.stderr, r.stderr
+
+
+def test_psk_rotation_on_sighup(procs, servers, tmp_dir, psk_key):
+    out_psk = tt.write_psk(tmp_dir / "out.psk", "plc-7", psk_key)
+    in_psk = tt.write_psk(tmp_dir / "in.psk", "plc-7", psk_key)
+    target = servers.echo()
+    out, tin = psk_pair(procs, target, out_psk, in_psk)
+    assert_echo(tin.address)
+    rotated = os.urandom(32)
+    tt.write_psk(out_psk, "plc-7", rotated)
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    assert_refused(tin)  # tunnel-in still has the old key
+    tt.write_psk(in_psk, "plc-7", rotated)
+    tin.signal(signal.SIGHUP)
+    reloaded(tin, "SIGHUP")
+    assert_echo(tin.address)
+
+
+def _udp_supported() -> bool:
+    r = run_cli(TUNNEL_OUT, ["--help"])
+    return "--udp" in r.stdout
+
+
+@pytest.mark.skipif(not _udp_supported(), reason="this build has no --udp")
+def test_psk_pair_carries_udp(procs, tmp_dir, psk_key):
+    import socket
+    psk = tt.write_psk(tmp_dir / "psk", "sensor-1", psk_key)
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.settimeout(0.2)
+    stop = False
+
+    def serve():
+        while not stop:
+            try:
+                data, peer = echo.recvfrom(65535)
+            except OSError:
+                continue
+            echo.sendto(data, peer)
+
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        target = type("t", (), {"address": f"127.0.0.1:{echo.getsockname()[1]}"})
+        out, tin = psk_pair(procs, target, psk, psk, "--udp")
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(1.0)
+        got = None
+        for attempt in range(10):
+            client.sendto(b"reading-%d" % attempt, tin.address)
+            try:
+                got, _ = client.recvfrom(65535)
+                break
+            except socket.timeout:
+                continue
+        assert got is not None and got.startswith(b"reading-"), tin.log_text() + out.log_text()
+        assert "PSK=sensor-1" in out.wait_for_log("flow authorized" if out.logs_with_msg("flow authorized")
+                                                   else lambda r: "PSK=" in str(r.get("identity", "")))["identity"]
+        client.close()
+    finally:
+        stop = True
+        echo.close()

@@ -1,0 +1,289 @@
+"""End-to-end tests of UDP mode (--udp): the real binaries on loopback, DTLS 1.2 between
+them, a UDP echo server as the legacy target."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+import harness
+import udp_tools
+from udp_tools import LossyRelay, UdpEcho, ping, run_flows
+
+
+@pytest.fixture
+def echo():
+    e = UdpEcho()
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def relays():
+    made = []
+
+    def make(*args, **kw):
+        r = LossyRelay(*args, **kw)
+        made.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.close()
+
+
+def udp_pair(procs, target, out_args=(), in_args=(), client_cred=None, via=None, level="debug"):
+    """tunnel-out --udp in front of `target`, tunnel-in --udp pointing at it (or at the
+    relay `via(out_address)` returns)."""
+    out = procs.tunnel_out(target, "--udp", *out_args, level=level)
+    connect = via(out.listen) if via else out.listen
+    tin = procs.tunnel_in(connect, "--udp", *in_args, cred=client_cred, level=level)
+    return out, tin
+
+
+def count(proc, msg: str) -> int:
+    return len(proc.logs_with_msg(msg))
+
+
+@pytest.fixture
+def client():
+    s = udp_tools.udp_socket()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_echo_10000_datagrams_over_50_flows(procs, echo):
+    out, tin = udp_pair(procs, echo.address, level="info")
+    res = run_flows(tin.listen, flows=50, total=10_000, min_size=1, max_size=1200, window=4)
+    print(f"\n10k echo: {res.answered} answered in {res.elapsed:.2f}s = {res.rate:.0f} datagrams/s "
+          f"(round trips through both binaries), timed out {res.timed_out}, unexpected {res.unexpected}")
+    assert res.sent == 10_000
+    assert res.unexpected == 0, "an echo was duplicated or corrupted"
+    assert res.timed_out == 0 and res.answered == 10_000
+    assert echo.received == 10_000
+    assert count(out, "flow authorized") == 50
+    assert count(tin, "flow authorized") == 50
+    # Each tunnel-out flow relays from a socket of its own.
+    assert len(echo.sources) == 50
+
+
+def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(procs, echo, relays):
+    relay = None
+
+    def via(out_addr):
+        nonlocal relay
+        relay = relays(out_addr, drop=0.10, duplicate=0.05, reorder=0.05, seed=3)
+        return relay.address
+
+    out, tin = udp_pair(procs, echo.address, in_args=["--handshake-timeout", "30s"],
+                        out_args=["--handshake-timeout", "30s"], via=via)
+    res = run_flows(tin.listen, flows=10, total=600, window=4, answer_timeout=1.5, deadline=90)
+    print(f"\nlossy: sent {res.sent}, answered {res.answered}, timed out {res.timed_out}, late {res.late}, "
+          f"unexpected {res.unexpected}, relay {relay.stats}")
+    assert relay.stats["dropped"] > 0 and relay.stats["duplicated"] > 0 and relay.stats["reordered"] > 0
+    assert res.unexpected == 0, "an echo was duplicated or corrupted"
+    # Every flow's handshake completed despite the losses and carried traffic.
+    assert count(out, "flow authorized") >= 10
+    assert all(n > 0 for n in res.per_flow_answered), res.per_flow_answered
+    # Two crossings of a 10% lossy relay each way: roughly 0.9^2 of round trips survive.
+    assert res.answered + res.late >= 0.6 * res.sent
+    # Duplicated records never reached the target twice: it saw no more than was sent.
+    assert echo.received <= res.sent
+
+
+def test_nat_rebinding_keeps_the_flow_without_a_new_handshake(procs, echo, relays, client):
+    relay = None
+
+    def via(out_addr):
+        nonlocal relay
+        relay = relays(out_addr)
+        return relay.address
+
+    out, tin = udp_pair(procs, echo.address, via=via)
+    for i in range(5):
+        assert ping(client, tin.listen, b"before-%d" % i) == b"before-%d" % i
+    assert count(out, "flow authorized") == 1
+    new_ports = relay.rebind()
+    assert len(new_ports) == 1
+    for i in range(5):
+        assert ping(client, tin.listen, b"after-%d" % i) == b"after-%d" % i
+    moved = out.wait_for_log("flow moved to a new address")
+    assert moved["to"].endswith(f":{new_ports[0]}")
+    # Same session on both sides: no second handshake anywhere.
+    assert count(out, "flow authorized") == 1
+    assert count(tin, "flow authorized") == 1
+    assert count(out, "flow closed") == 0
+
+
+def test_clienthello_without_cookie_gets_a_small_hello_verify_request_and_no_state(procs, echo, client):
+    out = procs.tunnel_out(echo.address, "--udp", "--max-flows", "1")
+    hello = udp_tools.capture_client_hello()
+    host, port = harness.split_address(out.listen)
+    probes = [udp_tools.udp_socket() for _ in range(20)]
+    try:
+        for p in probes:
+            p.settimeout(5)
+            p.sendto(hello, (host, port))
+            reply = p.recv(65535)
+            assert reply[0] == udp_tools.HANDSHAKE and reply[13] == udp_tools.HELLO_VERIFY_REQUEST
+            assert len(reply) <= len(hello), f"HelloVerifyRequest {len(reply)} > ClientHello {len(hello)}"
+    finally:
+        for p in probes:
+            p.close()
+    # Twenty unverified peers took no flow slot: the one allowed flow is still free.
+    tin = procs.tunnel_in(out.listen, "--udp")
+    assert ping(client, tin.listen, b"after probes") == b"after probes"
+    assert count(out, "flow authorized") == 1
+    assert count(out, "flow refused: limit reached") == 0
+    assert echo.received == 1
+
+
+def test_client_from_a_foreign_ca_is_refused(procs, pki, echo, client):
+    out, tin = udp_pair(procs, echo.address, client_cred=pki.foreign_client, in_args=["--handshake-timeout", "3s"])
+    assert ping(client, tin.listen, b"should not pass", timeout=3) is None
+    out.wait_for_log("handshake failed")
+    tin.wait_for_log("handshake with tunnel-out failed")
+    assert count(out, "flow authorized") == 0
+    assert echo.received == 0
+
+
+def test_client_not_on_the_allow_list_is_refused(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address, out_args=["--allow-cn", "client-b"], in_args=["--handshake-timeout", "3s"])
+    assert ping(client, tin.listen, b"should not pass", timeout=3) is None
+    failed = out.wait_for_log("handshake failed")
+    assert "allow-list" in failed["reason"]
+    assert count(out, "flow authorized") == 0
+    assert echo.received == 0
+
+
+def test_openssl_s_client_dtls12_interoperates(procs, pki, echo):
+    out = procs.tunnel_out(echo.address, "--udp")
+    host, port = harness.split_address(out.listen)
+    r = subprocess.run(
+        ["bash", "-c",
+         # s_client stays up after its input ends on DTLS: `timeout` ends it once the echo is in.
+         f"(printf 'ping-from-openssl\\n'; sleep 2) | timeout 4 openssl s_client -dtls1_2 -connect {host}:{port} "
+         f"-cert {pki.client_a.cert} -key {pki.client_a.key} -CAfile {pki.ca_cert} -quiet"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert "ping-from-openssl" in r.stdout, r.stdout + r.stderr
+    authorized = out.wait_for_log("flow authorized")
+    assert authorized["tls"] == "DTLSv1.2"
+    assert "client-a" in authorized["identity"]
+
+
+def test_oversized_datagram_is_dropped_counted_and_the_flow_keeps_working(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address, in_args=["--mtu", "1400"])
+    assert ping(client, tin.listen, b"first") == b"first"
+    assert ping(client, tin.listen, b"x" * 2000, timeout=1) is None
+    dropped = tin.wait_for_log("datagram dropped: larger than the DTLS payload for --mtu")
+    assert dropped["size"] == 2000 and dropped["dropped_total"] == 1 and dropped["max"] < 1400
+    big = b"y" * dropped["max"]
+    assert ping(client, tin.listen, big) == big
+    assert ping(client, tin.listen, b"after") == b"after"
+    assert echo.received == 3
+    assert count(out, "flow authorized") == 1
+
+
+def test_tunnel_in_max_flows_is_enforced(procs, echo):
+    out, tin = udp_pair(procs, echo.address, in_args=["--max-flows", "2"])
+    socks = [udp_tools.udp_socket() for _ in range(3)]
+    try:
+        assert ping(socks[0], tin.listen, b"a") == b"a"
+        assert ping(socks[1], tin.listen, b"b") == b"b"
+        assert ping(socks[2], tin.listen, b"c", timeout=2) is None
+        refused = tin.wait_for_log("flow refused: limit reached")
+        assert refused["max_flows"] == 2
+        assert ping(socks[0], tin.listen, b"a2") == b"a2"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_tunnel_out_max_flows_is_enforced(procs, echo):
+    out, tin = udp_pair(procs, echo.address, out_args=["--max-flows", "1"], in_args=["--handshake-timeout", "3s"])
+    socks = [udp_tools.udp_socket() for _ in range(2)]
+    try:
+        assert ping(socks[0], tin.listen, b"a") == b"a"
+        assert ping(socks[1], tin.listen, b"b", timeout=4) is None
+        refused = out.wait_for_log("flow refused: limit reached")
+        assert refused["max_flows"] == 1
+        assert count(out, "flow authorized") == 1
+        assert ping(socks[0], tin.listen, b"a2") == b"a2"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_idle_flows_expire_and_the_next_datagram_opens_a_new_one(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address, out_args=["--flow-idle-timeout", "1s"],
+                        in_args=["--flow-idle-timeout", "1s"])
+    assert ping(client, tin.listen, b"one") == b"one"
+    # Both sides expire at about the same time; whichever is first tells the other.
+    closed_in = tin.wait_for_log("flow closed", timeout=5)
+    closed_out = out.wait_for_log("flow closed", timeout=5)
+    assert closed_in["reason"] in ("idle timeout", "closed by tunnel-out")
+    assert closed_out["reason"] in ("idle timeout", "closed by tunnel-in")
+    assert "idle timeout" in (closed_in["reason"], closed_out["reason"])
+    assert ping(client, tin.listen, b"two") == b"two"
+    assert count(out, "flow authorized") == 2
+
+
+def test_garbage_and_unknown_connection_ids_are_dropped_without_harm(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address)
+    assert ping(client, tin.listen, b"before") == b"before"
+    host, port = harness.split_address(out.listen)
+    junk = udp_tools.udp_socket()
+    try:
+        junk.sendto(os.urandom(300), (host, port))                          # not DTLS
+        junk.sendto(bytes([23, 254, 253, 0, 1]), (host, port))             # truncated header
+        cid_record = bytes([25, 254, 253, 0, 1, 0, 0, 0, 0, 0, 9]) + os.urandom(8) + bytes([0, 40]) + os.urandom(40)
+        junk.sendto(cid_record, (host, port))                              # unknown CID
+        hs = bytes([22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60, 1]) + os.urandom(59)
+        junk.sendto(hs, (host, port))                                      # malformed ClientHello
+    finally:
+        junk.close()
+    out.wait_for_log("datagram dropped: unknown connection ID")
+    out.wait_for_log("datagram dropped: not DTLS")
+    assert ping(client, tin.listen, b"after") == b"after"
+    assert out.running() and tin.running()
+
+
+def test_sigterm_stops_both_and_tells_tunnel_out(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address)
+    assert ping(client, tin.listen, b"x") == b"x"
+    tin.stop()
+    closed = out.wait_for_log("flow closed", timeout=5)
+    assert closed["reason"] == "closed by tunnel-in"
+    out.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mtu", "100"], "--mtu 100: must be 576..16384"),
+    (["--max-flows", "0"], "--max-flows 0: must be 1..1000000"),
+    (["--flow-idle-timeout", "0"], "--flow-idle-timeout: must be greater than 0"),
+])
+def test_bad_udp_flags_exit_2_with_one_line(pki, args, message):
+    r = harness.run_cli(harness.TUNNEL_OUT, ["--udp", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9",
+                                             "--cert", str(pki.server.cert), "--key", str(pki.server.key),
+                                             "--ca", str(pki.ca_cert), *args])
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"tunnel-out: error: {message}"
+
+
+def test_udp_flags_without_udp_are_refused(pki):
+    r = harness.run_cli(harness.TUNNEL_IN, ["--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9",
+                                            "--cert", str(pki.client_a.cert), "--key", str(pki.client_a.key),
+                                            "--ca", str(pki.ca_cert), "--mtu", "1400"])
+    assert r.returncode == 2
+    assert r.stderr.strip() == "tunnel-in: error: --mtu: only with --udp"
