@@ -5,6 +5,7 @@
 #include "config/duration.hpp"
 #include "net/listener.hpp"
 #include "ops/log.hpp"
+#include "ops/operations.hpp"
 #include "ops/runtime.hpp"
 #include "relay.hpp"
 #include "udp_relay.hpp"
@@ -18,24 +19,27 @@ int main(int argc, char** argv) {
   auto cli = config::parse_command_line(tls::role::client, argc, argv);
   if (!cli.svc) return cli.exit_code;
   const config::service svc = std::move(*cli.svc);
-  std::shared_ptr<const tls::tls_context> context;
   std::shared_ptr<tls::context_source> source;  // the current credentials, swapped on reload
   std::unique_ptr<ops::runtime> rt;
+  std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
   std::unique_ptr<client::udp_relay> udp;  // destroyed before rt, whose context it uses
   try {
     ops::init_logging("tunnel-in", svc.log_level, svc.log_format);
     tls::init_library();
     source = std::make_shared<tls::context_source>(svc.tls, svc.files);
-    context = source->current();
+    if (cli.check_only) {  // the files loaded and matched: print what would run
+      std::cout << config::describe(svc);
+      return 0;
+    }
     rt = std::make_unique<ops::runtime>(svc.threads, svc.limits.shutdown);
     rt->on_reload([source](bool periodic) {
       source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
     });
     rt->reload_every(svc.reload_interval);
     if (svc.udp.enabled) {
-      udp = client::serve_udp(*rt, svc, context);
+      udp = client::serve_udp(*rt, svc, source);
     } else {
-      auto acceptor = net::listen_on(rt->main_context(), svc.listen);
+      auto acceptor = ops::listen_or_inherit(rt->main_context(), svc.listen);
       ops::info("listening")
           .kv("listen", net::bound_address(acceptor))
           .kv("connect", svc.target.to_string())
@@ -49,6 +53,7 @@ int main(int argc, char** argv) {
         return client::relay_connection(svc, source->current(), std::move(s));
       });
     }
+    operations = std::make_unique<ops::operations>(*rt, svc, svc.udp.enabled ? ops::readiness_check{} : ops::next_hop_reachable(svc.target));
   } catch (const std::exception& e) {
     std::cerr << "tunnel-in: error: " << e.what() << "\n";
     return 2;

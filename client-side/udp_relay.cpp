@@ -43,8 +43,8 @@ asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(con
 }  // namespace
 
 udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
-                     std::shared_ptr<const tls::tls_context> context)
-    : io_(io), svc_(svc), context_(std::move(context)), socket_(net::bind_udp(io, svc.listen)) {}
+                     std::shared_ptr<const tls::context_source> source)
+    : io_(io), svc_(svc), source_(std::move(source)), socket_(net::bind_udp(io, svc.listen)) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -226,7 +226,8 @@ asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
   if (!ec) ec = net::connect_udp(f.secure, resolved->second);
   if (!ec) {
     try {
-      f.tls = std::make_unique<tls::dtls_engine>(context_, svc_.udp.mtu);
+      // A snapshot per session: a reload applies to new flows, never to live ones.
+      f.tls = std::make_unique<tls::dtls_engine>(source_->current(), svc_.udp.mtu);
     } catch (const std::exception& e) {
       ops::error("cannot create a DTLS session").kv("peer", f.rec.peer).kv("error", e.what());
       end(f, "no memory for a DTLS session", false);
@@ -337,8 +338,8 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f) {
 }
 
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::tls_context> context) {
-  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(context));
+                                     std::shared_ptr<const tls::context_source> source) {
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("connect", svc.target.to_string())

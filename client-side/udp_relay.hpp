@@ -16,6 +16,7 @@
 #include "net/udp_socket.hpp"
 #include "ops/runtime.hpp"
 #include "tls/context.hpp"
+#include "tls/context_source.hpp"
 #include "udp_flow.hpp"
 
 namespace tunnel::client {
@@ -24,7 +25,8 @@ class udp_relay {
  public:
   // Binds svc.listen (UDP). Throws std::runtime_error with a one-line reason. `svc` and
   // `io` must outlive the relay; everything runs on `io`.
-  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::tls_context> context);
+  // `source` gives each new DTLS session the current credentials (swapped on reload).
+  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source);
   ~udp_relay();
   udp_relay(const udp_relay&) = delete;
   udp_relay& operator=(const udp_relay&) = delete;
@@ -51,7 +53,7 @@ class udp_relay {
 
   asio::io_context& io_;
   const config::service& svc_;
-  std::shared_ptr<const tls::tls_context> context_;
+  std::shared_ptr<const tls::context_source> source_;
   net::udp::socket socket_;
   bool stopping_ = false;
   std::unordered_map<std::string, udp_flow*> flows_;
@@ -65,6 +67,6 @@ class udp_relay {
 // Binds, logs the "listening" line, starts the relay on rt's main context and registers
 // its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::tls_context> context);
+                                     std::shared_ptr<const tls::context_source> source);
 
 }  // namespace tunnel::client

@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(build-essential cmake ninja-build pkg-config libasio-dev libcli11-dev libspdlog-dev
           libfmt-dev doctest-dev libmbedtls-dev openssl python3 python3-pytest
-          python3-cryptography iproute2 procps)
+          python3-cryptography python3-yaml iproute2 procps)
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 

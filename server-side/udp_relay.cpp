@@ -32,10 +32,10 @@ std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(
 }  // namespace
 
 udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
-                     std::shared_ptr<const tls::tls_context> context)
+                     std::shared_ptr<const tls::context_source> source)
     : io_(io),
       svc_(svc),
-      context_(std::move(context)),
+      source_(std::move(source)),
       socket_(net::bind_udp(io, svc.listen)),
       target_(net::resolve_udp(io, svc.target, false)) {}
 
@@ -140,7 +140,13 @@ std::uint64_t udp_relay::fresh_cid() {
 }
 
 void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint& from) {
-  if (!gate_) gate_ = std::make_unique<tls::dtls_engine>(context_, svc_.udp.mtu);
+  // After a reload the gate is rebuilt from the new context, so new flows get the new
+  // credentials. A cookie issued under the old context then fails once and the client is
+  // asked again (one more HelloVerifyRequest round trip).
+  if (auto current = source_->current(); !gate_ || gate_context_ != current) {
+    gate_ = std::make_unique<tls::dtls_engine>(current, svc_.udp.mtu);
+    gate_context_ = std::move(current);
+  }
   tls::dtls_engine& g = *gate_;
   g.reset();
   const std::string key = net::endpoint_key(from);
@@ -350,8 +356,8 @@ asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {
 }
 
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::tls_context> context) {
-  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(context));
+                                     std::shared_ptr<const tls::context_source> source) {
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("target", svc.target.to_string())

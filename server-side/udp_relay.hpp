@@ -18,6 +18,7 @@
 #include "net/udp_socket.hpp"
 #include "ops/runtime.hpp"
 #include "tls/context.hpp"
+#include "tls/context_source.hpp"
 #include "tls/dtls_engine.hpp"
 #include "udp_flow.hpp"
 
@@ -27,7 +28,8 @@ class udp_relay {
  public:
   // Binds svc.listen (UDP) and resolves svc.target once. Throws std::runtime_error with a
   // one-line reason. `svc` and `io` must outlive the relay; everything runs on `io`.
-  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::tls_context> context);
+  // `source` gives each new DTLS session the current credentials (swapped on reload).
+  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source);
   ~udp_relay();
   udp_relay(const udp_relay&) = delete;
   udp_relay& operator=(const udp_relay&) = delete;
@@ -58,7 +60,8 @@ class udp_relay {
 
   asio::io_context& io_;
   const config::service& svc_;
-  std::shared_ptr<const tls::tls_context> context_;
+  std::shared_ptr<const tls::context_source> source_;
+  std::shared_ptr<const tls::tls_context> gate_context_;  // what gate_ was built from
   net::udp::socket socket_;
   net::udp::endpoint target_;
   bool stopping_ = false;
@@ -78,6 +81,6 @@ class udp_relay {
 // Binds, logs the "listening" line, starts the relay on rt's main context and registers
 // its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::tls_context> context);
+                                     std::shared_ptr<const tls::context_source> source);
 
 }  // namespace tunnel::server

@@ -44,6 +44,13 @@ class runtime {
   // reload_every(), once per interval (periodic = true). Call before run(); the hook must
   // not throw. Without hooks SIGHUP is only logged.
   void on_reload(std::function<void(bool periodic)> hook) { reload_hooks_.push_back(std::move(hook)); }
+  // Each worker's event loop, e.g. to check that all of them still make progress.
+  std::vector<asio::io_context*> worker_contexts() {
+    std::vector<asio::io_context*> out;
+    for (auto& w : workers_) out.push_back(&w->io);
+    return out;
+  }
+  bool stopping() const { return stopping_; }
   // Runs the reload hooks every `interval` until shutdown; 0 does nothing. Call before run().
   void reload_every(std::chrono::milliseconds interval);
 

@@ -93,7 +93,8 @@ asio::awaitable<void> status_server::serve(net::generic_socket socket) {
   } else if (path == "/healthz") {
     reply = response(200, "OK", "text/plain", "ok\n");
   } else if (path == "/readyz") {
-    const std::string why = ready_ ? co_await ready_() : std::string();
+    std::string why;
+    if (ready_) why = co_await ready_();
     reply = why.empty() ? response(200, "OK", "text/plain", "ready\n")
                         : response(503, "Service Unavailable", "text/plain", "not ready: " + why + "\n");
   } else if (path == "/metrics") {

@@ -101,7 +101,7 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
 class TunnelProcess:
     """A running tunnel-in or tunnel-out with its stderr collected line by line."""
 
-    def __init__(self, binary: Path, args: list[str], name: str | None = None):
+    def __init__(self, binary: Path, args: list[str], name: str | None = None, **popen_kw):
         self.binary = binary
         self.args = list(args)
         self.name = name or binary.name
@@ -113,6 +113,7 @@ class TunnelProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            **popen_kw,  # env, pass_fds, preexec_fn for the operations tests
         )
         self._stdout = b""
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -256,8 +257,9 @@ class Processes:
         self.pki = pki
         self.all: list[TunnelProcess] = []
 
-    def start(self, binary: Path, args: list[str], wait: bool = True, name: str | None = None) -> TunnelProcess:
-        p = TunnelProcess(binary, args, name)
+    def start(self, binary: Path, args: list[str], wait: bool = True, name: str | None = None,
+              **popen_kw) -> TunnelProcess:
+        p = TunnelProcess(binary, args, name, **popen_kw)
         self.all.append(p)
         if wait:
             try:

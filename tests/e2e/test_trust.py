@@ -411,7 +411,7 @@ def test_expiry_warnings_for_own_and_peer_certificates(pki, procs, servers):
     time.sleep(0.2)
     # Rate-limited: three handshakes with the same certificate, one warning.
     assert len(out.logs_with_msg("peer certificate expires soon")) == 1
-    # Within the default 14 days nothing is said about 7-day certificates? They are: 7 < 14.
+    # With a window shorter than the remaining lifetime, nothing is said.
     quiet = procs.tunnel_out(target.address, "--expiry-warning", "3d")
     time.sleep(0.2)
     assert not quiet.logs_with_msg("our certificate expires soon")
@@ -561,9 +561,107 @@ def test_psk_pair_carries_udp(procs, tmp_dir, psk_key):
             except socket.timeout:
                 continue
         assert got is not None and got.startswith(b"reading-"), tin.log_text() + out.log_text()
-        assert "PSK=sensor-1" in out.wait_for_log("flow authorized" if out.logs_with_msg("flow authorized")
-                                                   else lambda r: "PSK=" in str(r.get("identity", "")))["identity"]
+        assert out.wait_for_log("flow authorized")["identity"] == "PSK=sensor-1"
+        assert out.wait_for_log("flow authorized")["cipher"].startswith("TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305")
         client.close()
     finally:
         stop = True
         echo.close()
+
+
+class UdpEcho:
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.stopped = False
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            self.sock.sendto(data, peer)
+
+    def close(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def udp_roundtrip(address, payload: bytes, attempts: int = 10) -> bytes | None:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:  # a new flow: a new source port
+        c.settimeout(1.0)
+        for _ in range(attempts):
+            c.sendto(payload, address)
+            try:
+                return c.recvfrom(65535)[0]
+            except socket.timeout:
+                continue
+    return None
+
+
+@pytest.mark.skipif(not _udp_supported(), reason="this build has no --udp")
+def test_udp_new_flows_use_reloaded_certificate(pki, ca, procs, server_files):
+    crt, key, old = server_files
+    echo = UdpEcho()
+    try:
+        out = start_out(procs, echo, crt, key, "--udp")
+        tin = procs.tunnel_in(out.listen, "--udp")
+        assert udp_roundtrip(tin.address, b"one") == b"one"
+        new = tt.issue(ca, "tunnel-out-v2")
+        tt.write_atomic(key, new.key_pem(), 0o600)
+        tt.write_atomic(crt, new.cert_pem())
+        out.signal(signal.SIGHUP)
+        reloaded(out, "SIGHUP")
+        assert udp_roundtrip(tin.address, b"two") == b"two"
+        identities = [r["identity"] for r in tin.logs_with_msg("flow authorized")]
+        assert any("CN=tunnel-out-v1" in i for i in identities), identities
+        assert any("CN=tunnel-out-v2" in i for i in identities), identities
+    finally:
+        echo.close()
+
+
+def _metrics(address: str) -> dict[str, float]:
+    import urllib.request
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name.split("{")[0]] = float(value)
+    return out
+
+
+def test_reloads_failures_and_expiry_are_in_metrics(pki, ca, procs, servers, server_files):
+    if "--status" not in run_cli(TUNNEL_OUT, ["--help"]).stdout:
+        pytest.skip("this build has no --status")
+    crt, key, old = server_files
+    status = f"127.0.0.1:{harness.free_tcp_port()}"
+    out = start_out(procs, servers.echo(), crt, key, "--status", status)
+    out.wait_for_log("status endpoint listening")
+    m = _metrics(status)
+    assert m["tunnel_reloads_total"] == 0 and m["tunnel_reload_failures_total"] == 0
+    assert 6.9 * 86400 < m["tunnel_certificate_expiry_seconds"] <= 7 * 86400  # server_files: 7 days
+
+    longer = tt.issue(ca, "tunnel-out-v2", days=20)
+    tt.write_atomic(key, longer.key_pem(), 0o600)
+    tt.write_atomic(crt, longer.cert_pem())
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    m = _metrics(status)
+    assert m["tunnel_reloads_total"] == 1
+    assert 19.9 * 86400 < m["tunnel_certificate_expiry_seconds"] <= 20 * 86400
+
+    crt.write_bytes(b"garbage")
+    out.signal(signal.SIGHUP)
+    out.wait_for_log("credential reload failed; keeping the previous credentials")
+    m = _metrics(status)
+    assert m["tunnel_reloads_total"] == 1 and m["tunnel_reload_failures_total"] == 1
+    assert 19.9 * 86400 < m["tunnel_certificate_expiry_seconds"]

@@ -1,0 +1,107 @@
+#include "ops/operations.hpp"
+
+#include <sys/socket.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <atomic>
+
+#include "net/dial.hpp"
+#include "ops/log.hpp"
+#include "ops/privileges.hpp"
+#include "ops/systemd.hpp"
+
+namespace tunnel::ops {
+namespace {
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+}  // namespace
+
+net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at) {
+  const auto fds = systemd::inherited_listeners();
+  if (fds.empty()) return net::listen_on(io, at);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fds.front(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    throw std::runtime_error("socket activation: descriptor 3 is not a socket");
+  const int protocol = ss.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
+  net::generic_acceptor acceptor(io, asio::generic::stream_protocol(ss.ss_family, protocol), fds.front());
+  info("using the listening socket passed by systemd instead of binding --listen")
+      .kv("listen", at.to_string())
+      .kv("inherited", net::bound_address(acceptor));
+  return acceptor;
+}
+
+namespace {
+
+struct reachability_cache {
+  std::chrono::steady_clock::time_point checked{};
+  std::string verdict = "not checked yet";
+};
+
+// A free coroutine, not a capturing coroutine lambda: GCC 12 mishandles the latter.
+asio::awaitable<std::string> probe(net::address to, std::shared_ptr<reachability_cache> cache) {
+  // Probes run on the main context only, so the cache needs no lock.
+  if (std::chrono::steady_clock::now() - cache->checked < 1s) co_return cache->verdict;
+  auto dialed = co_await net::dial(to, 2s);
+  cache->checked = std::chrono::steady_clock::now();
+  cache->verdict = dialed.ec ? "tunnel-out " + to.to_string() + " unreachable: " + dialed.ec.message() : "";
+  std::error_code ignored;
+  dialed.socket.close(ignored);
+  co_return cache->verdict;
+}
+
+}  // namespace
+
+readiness_check next_hop_reachable(const net::address& to) {
+  auto cache = std::make_shared<reachability_cache>();
+  return [to, cache] { return probe(to, cache); };
+}
+
+operations::operations(runtime& rt, const config::service& svc, readiness_check extra)
+    : rt_(rt), extra_(std::move(extra)) {
+  if (svc.status) {
+    status_ = std::make_unique<status_server>(rt.main_context(), *svc.status, [this] { return ready(); });
+    status_->start();
+    info("status endpoint listening").kv("status", status_->bound());
+    rt.on_shutdown([this] { status_->stop(); });
+  }
+  if (!svc.user.empty()) {
+    drop_privileges(svc.user);
+    info("dropped privileges").kv("user", svc.user);
+  }
+  rt.on_shutdown([] { systemd::notify("STOPPING=1"); });
+  rt.on_reload([](bool) { systemd::notify("READY=1\nSTATUS=credentials reloaded"); });
+  if (auto interval = systemd::watchdog_interval())
+    asio::co_spawn(rt.main_context(), watchdog_loop(*interval), asio::detached);
+  systemd::notify("READY=1\nSTATUS=serving");
+}
+
+asio::awaitable<std::string> operations::ready() {
+  if (rt_.stopping()) co_return "shutting down";
+  std::string why;
+  if (extra_) why = co_await extra_();
+  co_return why;
+}
+
+asio::awaitable<void> operations::watchdog_loop(std::chrono::microseconds interval) {
+  // Ping only when every worker's event loop has run a posted task since the last ping:
+  // a wedged worker must let systemd's watchdog fire, not be papered over by thread 0.
+  auto workers = rt_.worker_contexts();
+  auto answered = std::make_shared<std::atomic<std::size_t>>(workers.size());
+  asio::steady_timer timer(rt_.main_context());
+  for (;;) {
+    if (answered->load() == workers.size()) systemd::notify("WATCHDOG=1");
+    answered->store(0);
+    for (auto* io : workers) asio::post(*io, [answered] { answered->fetch_add(1); });
+    timer.expires_after(interval / 2);
+    auto [ec] = co_await timer.async_wait(as_result);
+    if (ec || rt_.stopping()) co_return;
+  }
+}
+
+}  // namespace tunnel::ops

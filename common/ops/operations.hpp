@@ -1,0 +1,39 @@
+#pragma once
+// The operator-facing parts wired around a runtime once its listeners are bound:
+// the --status endpoint, systemd notifications (READY, RELOADING, STOPPING, watchdog)
+// and the --user privilege drop.
+#include <memory>
+
+#include "config/service.hpp"
+#include "net/listener.hpp"
+#include "ops/runtime.hpp"
+#include "ops/status_server.hpp"
+
+namespace tunnel::ops {
+
+// Binds --listen, or takes the socket systemd passed (socket activation, $LISTEN_FDS)
+// when there is one. Throws std::runtime_error like net::listen_on.
+net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at);
+
+// Readiness of the next hop, for /readyz on tunnel-in: a TCP connect to `to`, at most one
+// probe per second (results are cached), bounded by 2 s. "" when reachable.
+readiness_check next_hop_reachable(const net::address& to);
+
+class operations {
+ public:
+  // Starts the status endpoint (if --status), drops privileges (if --user), arms the
+  // systemd watchdog and says READY=1. Call after every listener is bound, before
+  // rt.run(). `extra` adds role-specific readiness (may be empty).
+  // Throws std::runtime_error (status address in use, unknown user, ...).
+  operations(runtime& rt, const config::service& svc, readiness_check extra);
+
+ private:
+  asio::awaitable<void> watchdog_loop(std::chrono::microseconds interval);
+  asio::awaitable<std::string> ready();
+
+  runtime& rt_;
+  readiness_check extra_;
+  std::unique_ptr<status_server> status_;
+};
+
+}  // namespace tunnel::ops

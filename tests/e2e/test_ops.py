@@ -1,0 +1,343 @@
+"""Operations: the status endpoint and its metrics, systemd notification and socket
+activation, privilege drop, and the shipped example files."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import TUNNEL_IN, TUNNEL_OUT, connect, recv_exactly, run_cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+def status_address(proc) -> str:
+    return proc.wait_for_log("status endpoint listening")["status"]
+
+
+def http_get(address: str, path: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    """Parses the Prometheus text format strictly: HELP and TYPE before each family's
+    samples, every sample well formed, counters named *_total, histograms complete."""
+    assert text.endswith("\n")
+    samples: dict[tuple[str, frozenset], float] = {}
+    types: dict[str, str] = {}
+    helped: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert name in helped, f"TYPE before HELP for {name}"
+            assert kind in ("counter", "gauge", "histogram"), line
+            if kind == "counter":
+                assert name.endswith("_total"), f"counter {name} must end in _total"
+            types[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"malformed sample line: {line!r}"
+        name, _, labels, value = m.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+        assert family in types, f"sample {name} has no TYPE line"
+        parsed = frozenset(LABEL.findall(labels or ""))
+        assert len(parsed) == len(LABEL.findall(labels or "")), line
+        key = (name, parsed)
+        assert key not in samples, f"duplicate sample {line}"
+        samples[key] = float(value)
+    return samples
+
+
+def metric(samples, name: str, **labels) -> float:
+    want = set(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
+    return found[0]
+
+
+def echo_through(address: str, payload: bytes) -> None:
+    with connect(address) as s:
+        s.sendall(payload)
+        assert recv_exactly(s, len(payload)) == payload
+
+
+# --------------------------------------------------------------------------------------
+# /metrics, /healthz, /readyz
+
+def test_metrics_move_by_the_bytes_and_connections_relayed(procs, servers):
+    echo = servers.echo()
+    out, tin = procs.pair(echo.address, out_args=["--status", "127.0.0.1:0"], in_args=["--status", "127.0.0.1:0"])
+    payloads = [os.urandom(1000), os.urandom(70000)]
+    for p in payloads:
+        echo_through(tin.address, p)
+    total = sum(len(p) for p in payloads)
+    for proc in (out, tin):
+        proc.wait_for_log(lambda r: r.get("msg") == "connection closed" and r["bytes_down"] == 70000)
+        code, text = http_get(status_address(proc), "/metrics")
+        assert code == 200
+        m = parse_metrics(text)
+        assert metric(m, "tunnel_bytes_total", direction="up") == total
+        assert metric(m, "tunnel_bytes_total", direction="down") == total
+        assert metric(m, "tunnel_connections_total", outcome="closed") == 2
+        assert metric(m, "tunnel_connections_active") == 0
+        assert metric(m, "tunnel_handshake_duration_seconds_count") == 2
+        assert metric(m, "tunnel_handshake_duration_seconds_bucket", le="+Inf") == 2
+        assert metric(m, "tunnel_build_info") == 1
+
+
+def test_metrics_count_a_refused_client_by_reason(procs, servers, pki):
+    target = servers.counter()
+    out = procs.tunnel_out(target.address, "--allow-cn", "client-b", "--status", "127.0.0.1:0")
+    tin = procs.tunnel_in(out.listen)
+    with connect(tin.address) as s:
+        s.sendall(b"x")
+        assert harness.closed_by_peer(s, timeout=5)
+    out.wait_for_log("handshake failed")
+    m = parse_metrics(http_get(status_address(out), "/metrics")[1])
+    assert metric(m, "tunnel_handshake_failures_total", reason="policy") == 1
+    assert metric(m, "tunnel_connections_total", outcome="handshake_failed") == 1
+    assert metric(m, "tunnel_bytes_total", direction="up") == 0
+    assert target.connection_count == 0
+
+
+def test_metrics_count_connections_refused_by_the_limit(procs, servers):
+    hold = servers.hold()
+    out, tin = procs.pair(hold.address, in_args=["--max-conns", "1", "--status", "127.0.0.1:0"])
+    with connect(tin.address) as first:
+        first.sendall(b"x")
+        hold.wait_connections(1)
+        with connect(tin.address) as second:
+            assert harness.closed_by_peer(second, timeout=5)
+        tin.wait_for_log("connection refused: limit reached")
+        m = parse_metrics(http_get(status_address(tin), "/metrics")[1])
+        assert metric(m, "tunnel_connections_total", outcome="limit") == 1
+        assert metric(m, "tunnel_connections_active") == 1
+
+
+def test_healthz_answers_and_unknown_paths_are_404(procs, servers):
+    out = procs.tunnel_out(servers.echo().address, "--status", "127.0.0.1:0")
+    address = status_address(out)
+    assert http_get(address, "/healthz") == (200, "ok\n")
+    assert http_get(address, "/nope")[0] == 404
+    with socket.create_connection(harness.split_address(address), timeout=5) as s:
+        s.sendall(b"garbage\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def test_readyz_follows_tunnel_out_going_away_and_returning(procs, servers):
+    echo = servers.echo()
+    out = procs.tunnel_out(echo.address)
+    port = out.port
+    tin = procs.tunnel_in(out.listen, "--status", "127.0.0.1:0")
+    address = status_address(tin)
+    assert http_get(address, "/readyz") == (200, "ready\n")
+    out.stop()
+    deadline = time.monotonic() + 5
+    while http_get(address, "/readyz")[0] != 503:
+        assert time.monotonic() < deadline, "/readyz stayed ready without tunnel-out"
+        time.sleep(0.2)
+    assert "unreachable" in http_get(address, "/readyz")[1]
+    procs.tunnel_out(echo.address, listen=f"127.0.0.1:{port}")
+    deadline = time.monotonic() + 5
+    while http_get(address, "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, "/readyz did not return to ready"
+        time.sleep(0.2)
+    echo_through(tin.address, b"back again")
+
+
+def test_status_address_in_use_is_a_start_up_error(pki, servers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--cert", str(pki.server.cert),
+                                 "--key", str(pki.server.key), "--ca", str(pki.ca_cert),
+                                 "--status", f"127.0.0.1:{port}"])
+    assert r.returncode == 2
+    assert "127.0.0.1:%d" % port in r.stderr
+
+
+# --------------------------------------------------------------------------------------
+# systemd
+
+@pytest.fixture
+def notify_socket(tmp_dir):
+    path = tmp_dir / "notify"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    s.settimeout(0.2)
+    yield path, s
+    s.close()
+
+
+def receive_states(sock, until: str, timeout: float = 5) -> list[str]:
+    states: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states.extend(sock.recv(4096).decode().split("\n"))
+        except socket.timeout:
+            continue
+        if until in states:
+            return states
+    raise AssertionError(f"{until} not received; got {states}")
+
+
+def test_notify_socket_receives_ready_and_stopping(procs, servers, notify_socket):
+    path, sock = notify_socket
+    env = dict(os.environ, NOTIFY_SOCKET=str(path))
+    out = procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", servers.echo().address,
+                                   "--cert", str(procs.pki.server.cert), "--key", str(procs.pki.server.key),
+                                   "--ca", str(procs.pki.ca_cert), *harness.log_args()], env=env)
+    assert "READY=1" in receive_states(sock, "READY=1")
+    out.signal(signal.SIGTERM)
+    assert "STOPPING=1" in receive_states(sock, "STOPPING=1")
+    assert out.wait() == 0
+
+
+def test_watchdog_pings_when_systemd_asks_for_them(procs, servers, notify_socket):
+    path, sock = notify_socket
+    env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="200000")
+    procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", servers.echo().address,
+                             "--cert", str(procs.pki.server.cert), "--key", str(procs.pki.server.key),
+                             "--ca", str(procs.pki.ca_cert), *harness.log_args()], env=env)
+    states = receive_states(sock, "READY=1")
+    pings = states.count("WATCHDOG=1")
+    deadline = time.monotonic() + 3
+    while pings < 3:
+        assert time.monotonic() < deadline, "fewer than 3 watchdog pings in 3 s at a 200 ms interval"
+        try:
+            pings += sock.recv(4096).decode().split("\n").count("WATCHDOG=1")
+        except socket.timeout:
+            pass
+
+
+def test_socket_activation_serves_the_inherited_socket(procs, servers):
+    echo = servers.echo()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    # LISTEN_PID must be the pid of the process that reads it: bash sets it and execs.
+    args = ["--listen", "0.0.0.0:1", "--target", echo.address, "--cert", str(procs.pki.server.cert),
+            "--key", str(procs.pki.server.key), "--ca", str(procs.pki.ca_cert), *harness.log_args()]
+    # The shell moves the listening socket to descriptor 3, as systemd passes it.
+    script = (f"exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "
+              + " ".join(shlex.quote(a) for a in [str(TUNNEL_OUT), *args]))
+    out = procs.start(Path("/bin/bash"), ["-c", script], wait=False, name="tunnel-out", pass_fds=(fd,))
+    out.binary = TUNNEL_OUT  # bash execs tunnel-out: its log lines name that program
+    out.wait_for_log("using the listening socket passed by systemd instead of binding --listen")
+    listener.close()
+    tin = procs.tunnel_in(f"127.0.0.1:{port}")
+    echo_through(tin.address, b"through an inherited socket")
+
+
+# --------------------------------------------------------------------------------------
+# privilege drop
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_flag_drops_root_after_binding_and_serves(procs, servers):
+    echo = servers.echo()
+    out = procs.tunnel_out(echo.address, "--user", "nobody")
+    out.wait_for_log("dropped privileges")
+    status = Path(f"/proc/{out.proc.pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert uids == ["65534"] * 4, status
+    tin = procs.tunnel_in(out.listen)
+    echo_through(tin.address, b"served as nobody")
+
+
+def test_user_flag_with_unknown_user_is_a_start_up_error(pki):
+    r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--cert", str(pki.server.cert),
+                             "--key", str(pki.server.key), "--ca", str(pki.ca_cert), "--user", "no-such-user-x"])
+    assert r.returncode == 2
+    assert "no-such-user-x" in r.stderr
+
+
+# --------------------------------------------------------------------------------------
+# the shipped examples: every tunnel command they contain is accepted by --check-config
+
+def credential_dir(pki, tmp_dir: Path) -> Path:
+    """A directory holding every file name the examples refer to."""
+    d = tmp_dir / "creds"
+    d.mkdir()
+    files = {
+        "server.crt": pki.server.cert, "server.key": pki.server.key,
+        "client.crt": pki.client_a.cert, "client.key": pki.client_a.key,
+        "ca.crt": pki.ca_cert, "tls.crt": pki.server.cert, "tls.key": pki.server.key,
+    }
+    for name, src in files.items():
+        (d / name).write_bytes(Path(src).read_bytes())
+        os.chmod(d / name, 0o600)
+    return d
+
+
+def check_command(argv: list[str], creds: Path) -> None:
+    binary = {"tunnel-out": TUNNEL_OUT, "tunnel-in": TUNNEL_IN}[Path(argv[0]).name]
+    args = []
+    for a in argv[1:]:
+        a = a.replace("${CREDENTIALS_DIRECTORY}", str(creds))
+        a = re.sub(r"^/(pki|tls|etc/tunnel)/", str(creds) + "/", a)
+        args.append(a)
+    r = run_cli(binary, [*args, "--check-config"])
+    assert r.returncode == 0, f"{' '.join(argv)}\n{r.stderr}"
+    assert "role = " in r.stdout
+
+
+def test_systemd_units_use_only_accepted_flags(pki, tmp_dir):
+    creds = credential_dir(pki, tmp_dir)
+    units = sorted((REPO / "examples" / "systemd").glob("*.service"))
+    assert units
+    for unit in units:
+        text = unit.read_text().replace("\\\n", " ")
+        execs = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStart=")]
+        assert len(execs) == 1, unit
+        check_command(shlex.split(execs[0]), creds)
+
+
+def test_compose_and_kubernetes_files_parse_and_use_only_accepted_flags(pki, tmp_dir):
+    import yaml  # python3-yaml, installed by scripts/install-deps.sh
+    creds = credential_dir(pki, tmp_dir)
+    compose = yaml.safe_load((REPO / "examples" / "compose" / "docker-compose.yml").read_text())
+    checked = 0
+    for name, svc in compose["services"].items():
+        entry = svc.get("entrypoint") or []
+        if entry and Path(entry[0]).name in ("tunnel-in", "tunnel-out"):
+            check_command([entry[0], *svc["command"]], creds)
+            checked += 1
+    assert checked == 2
+    docs = list(yaml.safe_load_all((REPO / "examples" / "kubernetes" / "tunnel-out-sidecar.yaml").read_text()))
+    containers = [c for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]]
+    tunnels = [c for c in containers if Path(c.get("command", [""])[0]).name.startswith("tunnel-")]
+    assert len(tunnels) == 1
+    for c in tunnels:
+        check_command([*c["command"], *c["args"]], creds)
+        probe_port = c["readinessProbe"]["httpGet"]["port"]
+        assert probe_port in [p["name"] for p in c["ports"]]
+        assert "--status" in c["args"]
