@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "config/duration.hpp"
+#include "config/mux_flags.hpp"
 #include "config/trust_flags.hpp"
 
 namespace tunnel::config {
@@ -29,6 +30,7 @@ struct raw_flags {
   long long mtu = -1, max_flows = -1;
   std::string flow_idle_timeout;
   trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
+  mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
 };
 
 class usage_error : public std::runtime_error {
@@ -90,6 +92,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--key", f.key, "FILE: our private key (PEM/DER, unencrypted)");
   app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to");
   add_trust_flags(app, f.trust);
+  add_mux_flags(app, f.mux, side);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -228,10 +231,45 @@ service validate(tls::role side, const raw_flags& f) {
   else throw usage_error("--log-format " + f.log_format + ": must be text or json");
   validate_udp(f, s);
   if (auto why = apply_trust_flags(f.trust, !f.server_name.empty(), s)) throw usage_error(*why);
+  if (auto why = apply_mux_flags(f.mux, s)) throw usage_error(*why);
   if (!f.status.empty()) s.status = address_flag("--status", f.status, true);
   if (f.user.find_first_of(" :/") != std::string::npos) throw usage_error("--user " + f.user + ": not a user name");
   s.user = f.user;
   return s;
+}
+
+// Sorts the flags into sections so --help reads like a manual page; a flag not listed here
+// lands in "Other" rather than being hidden.
+void assign_groups(CLI::App& app) {
+  static const std::pair<const char*, const char*> sections[] = {
+      {"--listen", "Addresses"}, {"--target", "Addresses"}, {"--connect", "Addresses"},
+      {"--cert", "Credentials"}, {"--key", "Credentials"}, {"--ca", "Credentials"}, {"--crl", "Credentials"},
+      {"--psk-file", "Credentials"}, {"--reload-interval", "Credentials"}, {"--expiry-warning", "Credentials"},
+      {"--allow-cn", "Who may connect"}, {"--allow-dns", "Who may connect"}, {"--allow-uri", "Who may connect"},
+      {"--allow-ip", "Who may connect"}, {"--allow-spki-sha256", "Who may connect"},
+      {"--server-name", "Server checks"}, {"--pin-spki-sha256", "Server checks"}, {"--tls-min", "Server checks"},
+      {"--connect-timeout", "Timeouts"}, {"--handshake-timeout", "Timeouts"}, {"--idle-timeout", "Timeouts"},
+      {"--close-timeout", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
+      {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
+      {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
+      {"--mode", "Mux"}, {"--pool", "Mux"}, {"--keepalive", "Mux"}, {"--rotate-after", "Mux"},
+      {"--status", "Operations"}, {"--user", "Operations"}, {"--check-config", "Operations"},
+      {"--log-level", "Operations"}, {"--log-format", "Operations"},
+  };
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_name() == "--help" || opt->get_name() == "--version") continue;
+    std::string group = "Other";
+    for (const auto& [flag, section] : sections)
+      for (const auto& name : opt->get_lnames())
+        if ("--" + name == flag) group = section;
+    opt->group(group);
+    // "ADDR to accept ..." / "FILE: our ..." -> shown as `--listen ADDR`, `--cert FILE`.
+    const std::string& text = opt->get_description();
+    const auto word = text.substr(0, text.find_first_of(" :"));
+    if (opt->get_type_size() != 0 && !word.empty() &&
+        word.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") == std::string::npos)
+      opt->type_name(word);
+  }
 }
 
 std::string first_line(const std::string& text) {
@@ -258,6 +296,7 @@ cli_outcome parse_command_line(tls::role side, int argc, char** argv) {
   app.set_version_flag("--version", version_text(program));
   raw_flags flags;
   add_flags(app, flags, side);
+  assign_groups(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
