@@ -7,6 +7,8 @@
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
 #include "ops/runtime.hpp"
+#include "mux_pool.hpp"
+#include "mux_relay.hpp"
 #include "relay.hpp"
 #include "udp_relay.hpp"
 #include "tls/context.hpp"
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
   std::unique_ptr<client::udp_relay> udp;  // destroyed before rt, whose context it uses
+  std::unique_ptr<client::mux_pool> pool;  // mux/auto mode; destroyed before rt
   try {
     ops::init_logging("tunnel-in", svc.log_level, svc.log_format);
     tls::init_library();
@@ -43,15 +46,26 @@ int main(int argc, char** argv) {
       ops::info("listening")
           .kv("listen", net::bound_address(acceptor))
           .kv("connect", svc.target.to_string())
-          .kv("server_name", svc.tls.server_name.value_or("(pinned key only)"))
+          .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
           .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
           .kv("threads", static_cast<std::uint64_t>(svc.threads))
           .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
           .kv("idle_timeout", config::format_duration(svc.limits.idle));
       // One snapshot per connection: a reload changes new handshakes, never live ones.
-      rt->serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
-        return client::relay_connection(svc, source->current(), std::move(s));
-      });
+      if (svc.mux.mode == config::carry_mode::raw) {
+        rt->serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
+          return client::relay_connection(svc, source->current(), std::move(s));
+        });
+      } else {
+        pool = std::make_unique<client::mux_pool>(*rt, svc, source);
+        // mux: connections up from the start. auto: from the first connection that finds
+        // tunnel-out speaking mux (no connection is made to a peer that may not want it).
+        if (svc.mux.mode == config::carry_mode::mux) pool->start();
+        rt->on_shutdown([p = pool.get()] { p->stop(); });
+        rt->serve(std::move(acceptor), svc.max_conns, [&svc, source, p = pool.get()](net::generic_socket s) {
+          return client::relay_mux(svc, *p, source->current(), std::move(s));
+        });
+      }
     }
     operations = std::make_unique<ops::operations>(*rt, svc, svc.udp.enabled ? ops::readiness_check{} : ops::next_hop_reachable(svc.target));
   } catch (const std::exception& e) {

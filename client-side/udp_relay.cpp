@@ -343,7 +343,7 @@ std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& sv
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("connect", svc.target.to_string())
-      .kv("server_name", svc.tls.server_name.value_or("(pinned key only)"))
+      .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
       .kv("transport", "udp")
       .kv("tls", "DTLS 1.2")
       .kv("mtu", static_cast<std::uint64_t>(svc.udp.mtu))

@@ -61,7 +61,8 @@ class udp_relay {
   // direction serves every flow.
   std::array<unsigned char, net::max_udp_payload + 1> datagram_{};
   std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
-  net::drop_counter oversize_, queue_full_, flow_limit_, send_failed_, empty_;
+  net::drop_counter oversize_{ops::udp_drop::oversized}, queue_full_{ops::udp_drop::queue_full},
+      flow_limit_{ops::udp_drop::flow_limit}, send_failed_{ops::udp_drop::other}, empty_{ops::udp_drop::other};
 };
 
 // Binds, logs the "listening" line, starts the relay on rt's main context and registers

@@ -7,6 +7,7 @@
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
 #include "ops/runtime.hpp"
+#include "mux_server.hpp"
 #include "relay.hpp"
 #include "udp_relay.hpp"
 #include "tls/context.hpp"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   if (!cli.svc) return cli.exit_code;
   const config::service svc = std::move(*cli.svc);
   std::shared_ptr<tls::context_source> source;  // the current credentials, swapped on reload
+  std::unique_ptr<server::mux_host> mux;  // destroyed after rt: posted work refers to it
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
   std::unique_ptr<server::udp_relay> udp;  // destroyed before rt, whose context it uses
@@ -50,8 +52,10 @@ int main(int argc, char** argv) {
       if (svc.tls.allow.empty() && svc.files.psk.empty())
         ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
       // One snapshot per connection: a reload changes new handshakes, never live ones.
-      rt->serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
-        return server::relay_connection(svc, source->current(), std::move(s));
+      mux = std::make_unique<server::mux_host>(svc, source);
+      rt->on_shutdown([m = mux.get()] { m->drain(); });
+      rt->serve(std::move(acceptor), svc.max_conns, [&svc, source, m = mux.get()](net::generic_socket s) {
+        return server::relay_connection(svc, source->current(), std::move(s), m);
       });
     }
     operations = std::make_unique<ops::operations>(*rt, svc, ops::readiness_check{});

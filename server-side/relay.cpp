@@ -10,6 +10,8 @@
 #include "ops/log.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
+#include "mux/frame.hpp"
+#include "mux_server.hpp"
 
 namespace tunnel::server {
 
@@ -17,7 +19,7 @@ using namespace std::chrono_literals;
 
 asio::awaitable<void> relay_connection(const config::service& svc,
                                        std::shared_ptr<const tls::tls_context> context,
-                                       net::generic_socket socket) {
+                                       net::generic_socket socket, mux_host* mux) {
   // Cancelled only at the shutdown deadline: let every step see its operation aborted and
   // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -42,6 +44,11 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   // Authenticated and authorized (the allow-list ran inside the handshake): only now is
   // the legacy server contacted.
   rec.identity = secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
+  if (mux && secure.tls().alpn() == mux::alpn_name) {
+    co_await serve_mux(*mux, secure, rec);
+    secure.close();
+    co_return;
+  }
   ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
 
   auto dialed = co_await net::dial(svc.target, svc.limits.connect);

@@ -74,7 +74,9 @@ class udp_relay {
   // buffer per direction serves every flow.
   std::array<unsigned char, net::max_udp_payload + 1> datagram_{};
   std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
-  net::drop_counter garbage_, unknown_cid_, unverified_move_, flow_limit_, oversize_, send_failed_;
+  net::drop_counter garbage_{ops::udp_drop::garbage}, unknown_cid_{ops::udp_drop::unknown_session},
+      unverified_move_{ops::udp_drop::garbage}, flow_limit_{ops::udp_drop::flow_limit},
+      oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other};
   std::uint64_t hello_verify_sent_ = 0;
 };
 

@@ -23,7 +23,16 @@ std::string describe(const service& svc) {
   o << "transport = " << (svc.udp.enabled ? "udp (DTLS 1.2)" : "tcp (TLS)") << "\n";
   o << "listen = " << svc.listen.to_string() << "\n";
   o << (server ? "target = " : "connect = ") << svc.target.to_string() << "\n";
-  o << "cert = " << svc.files.cert << "\nkey = " << svc.files.key << "\nca = " << svc.files.ca << "\n";
+  if (!svc.files.psk.empty()) {
+    o << "psk_file = " << svc.files.psk << "\n";
+  } else {
+    o << "cert = " << svc.files.cert << "\nkey = " << svc.files.key << "\nca = " << svc.files.ca << "\n";
+    o << "crl = " << (svc.files.crl.empty() ? std::string("(none: revocation not checked)") : svc.files.crl) << "\n";
+    const auto warn = svc.tls.expiry_warning;
+    o << "expiry_warning = "
+      << (warn.count() % 86400 == 0 ? std::to_string(warn.count() / 86400) + "d" : format_duration(warn)) << "\n";
+  }
+  o << "reload_interval = " << format_duration(svc.reload_interval) << (svc.reload_interval.count() ? "" : " (SIGHUP only)") << "\n";
   o << "tls_min = " << (svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3") << "\n";
   if (server) {
     const auto& a = svc.tls.allow;

@@ -31,6 +31,18 @@ struct udp_settings {
   std::chrono::milliseconds flow_idle = 60s;    // no datagram either way ends a flow
 };
 
+// Mux mode (issue 4): many legacy TCP connections as streams over a few long-lived TLS
+// connections (common/mux/PROTOCOL.md). tunnel-out always serves both modes on its port.
+enum class carry_mode { automatic, mux, raw };
+
+struct mux_settings {
+  carry_mode mode = carry_mode::automatic;      // tunnel-in --mode
+  std::size_t pool = 0;                         // tunnel-in --pool (resolved: --threads)
+  std::chrono::milliseconds keepalive = 15s;    // --keepalive: silence that ends a connection (0: never)
+  std::uint64_t rotate_bytes = 16ull << 30;     // --rotate-after SIZE (0: never)
+  std::chrono::milliseconds rotate_age = 24h;   // --rotate-after DUR (0: never)
+};
+
 struct service {
   tls::role side = tls::role::server;  // server: tunnel-out, client: tunnel-in
   net::address listen;
@@ -39,6 +51,7 @@ struct service {
   tls::tls_options tls;
   timeouts limits;
   udp_settings udp;
+  mux_settings mux;
   std::size_t max_conns = 0;           // resolved at start-up when not given
   std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given

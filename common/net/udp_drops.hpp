@@ -4,18 +4,23 @@
 #include <chrono>
 #include <cstdint>
 
+#include "ops/metrics.hpp"
+
 namespace tunnel::net {
 
 class drop_counter {
  public:
   using clock = std::chrono::steady_clock;
 
-  explicit drop_counter(std::chrono::milliseconds log_interval = std::chrono::seconds(10))
-      : interval_(log_interval) {}
+  // `reason` is the label under which drops show in tunnel_udp_datagrams_dropped_total.
+  explicit drop_counter(ops::udp_drop reason = ops::udp_drop::other,
+                        std::chrono::milliseconds log_interval = std::chrono::seconds(10))
+      : reason_(reason), interval_(log_interval) {}
 
   // Counts one drop. True when a log line is due: the first drop, then at most one per
   // interval. since_last_log() then says how many drops the line covers.
   bool count(clock::time_point now = clock::now()) {
+    ops::metrics::get().count(reason_);
     ++total_;
     ++since_log_;
     if (logged_once_ && now - last_log_ < interval_) return false;
@@ -32,6 +37,7 @@ class drop_counter {
   std::uint64_t total() const { return total_; }
 
  private:
+  ops::udp_drop reason_;
   std::chrono::milliseconds interval_;
   std::uint64_t total_ = 0;
   std::uint64_t since_log_ = 0;

@@ -1,11 +1,15 @@
 #include "ops/flow_log.hpp"
 
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 
 namespace tunnel::ops {
 
 void log_flow_authorized(const flow_record& rec, const std::string& version, const std::string& ciphersuite,
                          bool connection_id) {
+  auto& m = metrics::get();
+  m.udp_flows_active.fetch_add(1, std::memory_order_relaxed);
+  m.udp_flows_total.fetch_add(1, std::memory_order_relaxed);
   info("flow authorized")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)
@@ -17,6 +21,13 @@ void log_flow_authorized(const flow_record& rec, const std::string& version, con
 void log_flow_closed(const flow_record& rec, const std::string& reason) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count();
+  // Counted when the flow ends (both relays log every authorized flow's end exactly once).
+  auto& m = metrics::get();
+  m.udp_flows_active.fetch_sub(1, std::memory_order_relaxed);
+  m.udp_datagrams_up.fetch_add(rec.datagrams_up, std::memory_order_relaxed);
+  m.udp_datagrams_down.fetch_add(rec.datagrams_down, std::memory_order_relaxed);
+  m.bytes_up.fetch_add(rec.bytes_up, std::memory_order_relaxed);
+  m.bytes_down.fetch_add(rec.bytes_down, std::memory_order_relaxed);
   info("flow closed")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)

@@ -30,6 +30,10 @@ class runtime {
 
   // The context where listeners and signals live (worker 0's).
   asio::io_context& main_context() { return workers_.front()->io; }
+  // Worker i's context (i < worker_count()), for work that must live on every worker, such
+  // as mux mode's pooled connections.
+  std::size_t worker_count() const { return workers_.size(); }
+  asio::io_context& worker_context(std::size_t i) { return workers_.at(i)->io; }
 
   // Starts accepting on `acceptor` (which must belong to main_context()); at most
   // `max_conns` connections live at once, the rest are closed at once with a warning.

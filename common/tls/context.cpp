@@ -45,6 +45,9 @@ constexpr std::uint32_t dtls_retransmit_max_ms = 32000;
 
 // Same order on both sides: the TLS 1.3 client sends one key share, a mismatch costs a
 // HelloRetryRequest. P-256 must be present for TLS 1.2 with P-256 certificates.
+// mbedTLS keeps the pointer: static storage. (Must match mux::alpn_name.)
+const char* mux_alpn_list[] = {"tunnel-mux/1", nullptr};
+
 const std::uint16_t groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
                                 MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
                                 MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, 0};
@@ -94,6 +97,7 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
   }
 #endif
   if (options_.carrier == transport::datagram) configure_datagram(server);
+  else if (options_.mux_alpn) check(mbedtls_ssl_conf_alpn_protocols(&config_, mux_alpn_list), "ALPN");
   // Last: PSK mode replaces the certificate suites and key exchange modes chosen above.
   if (creds_->psk())
     check(configure_psk(config_, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");

@@ -28,6 +28,9 @@ struct tls_options {
   std::optional<std::string> server_name;   // client: name to verify (nullopt: pins only)
   std::vector<policy::spki_digest> pins;    // client: accepted server keys (empty: any)
   transport carrier = transport::stream;
+  // Mux mode (stream transport only): the client offers ALPN "tunnel-mux/1", the server
+  // accepts it; a client offering no ALPN still gets plain TLS (raw mode).
+  bool mux_alpn = false;
   // Warn when our own or a peer's certificate expires within this (--expiry-warning).
   std::chrono::seconds expiry_warning{14 * 24 * 3600};
 };

@@ -125,4 +125,9 @@ std::string engine::version() const { return mbedtls_ssl_get_version(&ssl_); }
 
 std::string engine::ciphersuite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
 
+std::string engine::alpn() const {
+  const char* p = mbedtls_ssl_get_alpn_protocol(&ssl_);
+  return p ? std::string(p) : std::string();
+}
+
 }  // namespace tunnel::tls

@@ -47,6 +47,8 @@ class engine {
   std::string verify_failure() const;
   std::string version() const;
   std::string ciphersuite() const;
+  // The protocol ALPN settled on ("" when none: raw mode).
+  std::string alpn() const;
 
   // The largest plaintext one write() call accepts.
   std::size_t max_record_payload() const;

@@ -104,6 +104,18 @@ asio::awaitable<std::error_code> tls_stream::write_all(std::span<const std::byte
   co_return std::error_code{};
 }
 
+asio::awaitable<std::error_code> tls_stream::write_records(std::span<const std::span<const std::byte>> records) {
+  // engine::write never blocks (its output queue grows): encrypt everything, flush once.
+  for (auto data : records) {
+    while (!data.empty()) {
+      const int rc = engine_.write(data);
+      if (rc < 0) co_return make_mbedtls_error(rc);
+      data = data.subspan(static_cast<std::size_t>(rc));
+    }
+  }
+  co_return co_await flush();
+}
+
 asio::awaitable<std::error_code> tls_stream::shutdown_send() {
   const int rc = engine_.close_notify();
   if (rc != 0) co_return make_mbedtls_error(rc);

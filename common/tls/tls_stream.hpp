@@ -23,6 +23,10 @@ class tls_stream {
 
   asio::awaitable<net::io_result> read_some(std::span<std::byte> buffer);
   asio::awaitable<std::error_code> write_all(std::span<const std::byte> data);
+  // Mux: encrypts each span as its own record(s) and sends them all with one socket write,
+  // so frames from many streams share records and syscalls. The spans must stay valid
+  // until it completes. Fails like write_all.
+  asio::awaitable<std::error_code> write_records(std::span<const std::span<const std::byte>> records);
   // Sends close_notify, then shuts down the socket's sending side. Reading goes on.
   asio::awaitable<std::error_code> shutdown_send();
   void close();

@@ -25,6 +25,10 @@ TUNNEL_OUT = BIN_DIR / "tunnel-out"
 
 DEFAULT_TIMEOUT = 10.0
 
+# How tunnel-in carries connections (its --mode): "" leaves the default (auto); the TCP
+# suite runs with TUNNEL_MODE=raw and TUNNEL_MODE=mux too.
+TUNNEL_MODE = os.environ.get("TUNNEL_MODE", "")
+
 
 # --------------------------------------------------------------------------------------
 # Addresses
@@ -309,6 +313,7 @@ class Processes:
             "--key", str(cred.key),
             "--ca", str(ca or self.pki.ca_cert),
             *log_args(level),
+            *(["--mode", TUNNEL_MODE] if TUNNEL_MODE else []),
             *extra,
         ]
         return self.start(TUNNEL_IN, args, wait=wait, name="tunnel-in")

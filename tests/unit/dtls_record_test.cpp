@@ -87,7 +87,7 @@ TEST_CASE("endpoint keys tell addresses, ports and families apart") {
 
 TEST_CASE("a drop counter logs the first drop, then at most once per interval") {
   using namespace std::chrono_literals;
-  net::drop_counter c(1s);
+  net::drop_counter c(ops::udp_drop::other, 1s);
   const auto t0 = net::drop_counter::clock::time_point{} + 100s;
   CHECK(c.count(t0));
   CHECK(c.since_last_log() == 1);

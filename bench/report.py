@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's results.tsv into the markdown summary and the ratio chart.
+
+    python3 bench/report.py RESULTS_DIR
+
+Reads RESULTS_DIR/results.tsv (test, variant, rep, metric, value), machine.md and notes.txt;
+writes RESULTS_DIR/summary.md (also printed) and RESULTS_DIR/ratios.svg. Only the standard
+library: the chart is plain SVG written here.
+"""
+import collections
+import math
+import os
+import statistics
+import sys
+
+OURS = ["raw", "mux"]
+
+
+def load(path):
+    data = collections.defaultdict(list)  # (test, variant, metric) -> [values]
+    with open(path) as f:
+        next(f)
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 5:
+                continue
+            test, variant, rep, metric, value = parts
+            try:
+                data[(test, variant, metric)].append(float(value))
+            except ValueError:
+                pass
+    return data
+
+
+class Figures:
+    def __init__(self, data):
+        self.data = data
+
+    def med(self, test, variant, metric):
+        v = self.data.get((test, variant, metric))
+        return statistics.median(v) if v else None
+
+    def spread(self, test, variant, metric):
+        v = self.data.get((test, variant, metric))
+        if not v or len(v) < 2:
+            return ""
+        return f"{min(v):.4g}–{max(v):.4g}"
+
+    def failed(self, test, variant):
+        return any(k[0] == test and k[1] == variant and (k[2] == "failed" or k[2].endswith("_failed")
+                   or k[2].startswith("failed") or k[2] == "unavailable") for k in self.data)
+
+    def variants(self, test):
+        return {k[1] for k in self.data if k[0] == test}
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    a = abs(x)
+    if a >= 1000:
+        s = f"{x:,.0f}"
+    elif a >= 100:
+        s = f"{x:.0f}"
+    elif a >= 10:
+        s = f"{x:.1f}"
+    elif a >= 1:
+        s = f"{x:.2f}"
+    else:
+        s = f"{x:.3f}"
+    return s + unit
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "—"
+    return f"{r:.2f}×"
+
+
+def main():
+    out = sys.argv[1]
+    data = load(os.path.join(out, "results.tsv"))
+    F = Figures(data)
+    lines = []
+    P = lines.append
+
+    machine = ""
+    mpath = os.path.join(out, "machine.md")
+    if os.path.exists(mpath):
+        machine = open(mpath).read()
+
+    def avail(test, v, metric_probe=None):
+        return any(k[0] == test and k[1] == v for k in data)
+
+    # ------------------------------------------------------------ main table rows
+    # each row: label, unit, getter(variant) -> value or None, better ("high"/"low"), ratio_vs_direct?
+    def g(test, metric, scale=1.0):
+        def get(v):
+            x = F.med(test, v, metric)
+            return None if x is None else x * scale
+        return get
+
+    def added_p50(v):
+        a, d = F.med("rr1", v, "p50_ms"), F.med("rr1", "direct", "p50_ms")
+        return None if a is None or d is None else a - d
+
+    rows = [
+        ("Bulk, 1 TCP connection", "Gbit/s", g("bulk", "bulk_1_bps", 1e-9), "high", True),
+        ("Bulk, 8 TCP connections", "Gbit/s", g("bulk", "bulk_8_bps", 1e-9), "high", True),
+        ("Request/response, 1 client: p50", "ms", g("rr1", "p50_ms"), "low", True),
+        ("… p50 added over direct", "ms", added_p50, "low", False),
+        ("Request/response, 1 client: rate", "req/s", g("rr1", "rps"), "high", True),
+        ("Request/response, 50 clients: rate", "req/s", g("rr50", "rps"), "high", True),
+        ("Request/response, 50 clients: p99", "ms", g("rr50", "p99_ms"), "low", True),
+        ("New connection per request (-k 0, 10 clients)", "req/s", g("cpr", "rps"), "high", True),
+        ("Memory per idle connection @1000 (in+out)", "KiB", g("mem1000", "kib_per_conn"), "low", False),
+        ("… client side (tunnel-in / stunnel client)", "KiB", g("mem1000", "kib_per_conn_in"), "low", False),
+        ("… server side (tunnel-out / stunnel server)", "KiB", g("mem1000", "kib_per_conn_out"), "low", False),
+        ("Memory per idle connection @5000 (in+out)", "KiB", g("mem5000", "kib_per_conn"), "low", False),
+        ("… client side", "KiB", g("mem5000", "kib_per_conn_in"), "low", False),
+        ("… server side", "KiB", g("mem5000", "kib_per_conn_out"), "low", False),
+    ]
+
+    all_variants = ["direct", "stunnel", "raw", "mux"]
+    present = [v for v in all_variants if any(k[1] == v for k in data)]
+    ours_present = [v for v in OURS if v in present]
+
+    P("# Benchmark: direct vs stunnel vs tunnel-in/tunnel-out")
+    P("")
+    for l in machine.splitlines():
+        if l.startswith(("date:", "kernel:", "nproc:", "loadavg", "tunnel-in:", "git HEAD:", "mbedtls:", "stunnel:", "features:", "options:")):
+            P(f"- {l}")
+    P("")
+    P("Medians over the repetitions (spread in results.tsv and the detail table below). "
+      "Ratios are ours ÷ the other, so read them with the row's direction: ↑ higher is better, ↓ lower is better.")
+    P("")
+    hdr = ["figure", "unit"] + present
+    for o in ours_present:
+        if "stunnel" in present:
+            hdr.append(f"{o}/stunnel")
+    for o in ours_present:
+        hdr.append(f"{o}/direct")
+    P("| " + " | ".join(hdr) + " |")
+    P("|" + "---|" * len(hdr))
+    for label, unit, get, better, vs_direct in rows:
+        vals = {v: get(v) for v in present}
+        if all(x is None for x in vals.values()):
+            continue
+        arrow = "↑" if better == "high" else "↓"
+        cells = [f"{label} {arrow}", unit]
+        for v in present:
+            x = vals[v]
+            if x is None and v != "direct":
+                test = None
+                cells.append("failed" if any(k[1] == v and k[2].startswith("failed") for k in data) else "—")
+            else:
+                cells.append(fmt(x) if not (v == "direct" and not vs_direct and label.startswith("Memory")) else "—")
+        for o in ours_present:
+            if "stunnel" in present:
+                cells.append(fmt_ratio(ratio(vals.get(o), vals.get("stunnel"))))
+        for o in ours_present:
+            cells.append(fmt_ratio(ratio(vals.get(o), vals.get("direct"))) if vs_direct else "—")
+        P("| " + " | ".join(cells) + " |")
+    P("")
+
+    # ------------------------------------------------------------ held connections
+    held = []
+    for n in (1000, 5000):
+        for v in ["stunnel"] + OURS:
+            ok = F.med(f"mem{n}", v, "setup_ok")
+            if ok is None and not F.failed(f"mem{n}", v):
+                continue
+            rok = F.med(f"mem{n}", v, "recheck_ok")
+            secs = F.med(f"mem{n}", v, "setup_secs")
+            alive = F.med(f"mem{n}", v, "processes_alive")
+            thr_in = F.med(f"mem{n}", v, "threads_in")
+            thr_out = F.med(f"mem{n}", v, "threads_out")
+            held.append((n, v, ok, rok, secs, alive, thr_in, thr_out))
+    if held:
+        P("Idle connections held (memory test): opened through the tunnel, one PING each, held, PINGed again.")
+        P("")
+        P("| connections | variant | set up ok | still answering | set-up time (s) | set-up rate (conn/s) | processes alive | threads in/out |")
+        P("|---|---|---|---|---|---|---|---|")
+        for n, v, ok, rok, secs, alive, ti, to in held:
+            rate = (ok / secs) if ok and secs else None
+            P(f"| {n} | {v} | {fmt(ok) if ok is not None else 'failed'} | {fmt(rok)} | {fmt(secs)} | {fmt(rate)} | "
+              f"{'yes' if alive == 1 else ('no' if alive == 0 else '—')} | {fmt(ti)}/{fmt(to)} |")
+        P("")
+
+    # ------------------------------------------------------------ UDP
+    udp_vs = [v for v in ["direct", "socat", "raw", "mux"] if any(k[0] == "udp" and k[1] == v for k in data)]
+    rates = sorted({int(k[2].split("_")[1]) for k in data if k[0] == "udp" and k[2].startswith("rate_")})
+    if udp_vs:
+        P(f"UDP, one flow, 512-byte datagrams, offered at fixed rates (delivered datagrams/s, loss %):")
+        P("")
+        hdr = ["offered /s"] + udp_vs + [f"{o}/{b}" for o in OURS if o in udp_vs for b in ("socat", "direct") if b in udp_vs]
+        P("| " + " | ".join(hdr) + " |")
+        P("|" + "---|" * len(hdr))
+        for r in rates:
+            cells = [f"{r:,}"]
+            for v in udp_vs:
+                got = F.med("udp", v, f"rate_{r}")
+                loss = F.med("udp", v, f"loss_{r}")
+                if got is None:
+                    cells.append("unavailable" if F.failed("udp", v) else "—")
+                else:
+                    cells.append(f"{got:,.0f} ({100 * loss:.2f}% lost)")
+            for o in OURS:
+                if o not in udp_vs:
+                    continue
+                for b in ("socat", "direct"):
+                    if b in udp_vs:
+                        cells.append(fmt_ratio(ratio(F.med("udp", o, f"rate_{r}"), F.med("udp", b, f"rate_{r}"))))
+            P("| " + " | ".join(cells) + " |")
+        for v in udp_vs:
+            if F.failed("udp", v) and F.med("udp", v, f"rate_{rates[0]}" if rates else "x") is None:
+                P(f"\n{v}: unavailable (see notes).")
+        P("")
+
+    # ------------------------------------------------------------ ceiling
+    ce = {m: F.med("ceiling", "mbedtls", m) for m in [
+        "chacha20_poly1305_encrypt_Bps", "chacha20_poly1305_decrypt_Bps", "aes_128_gcm_encrypt_Bps",
+        "aes_128_gcm_decrypt_Bps", "aes_256_gcm_encrypt_Bps", "aes_256_gcm_decrypt_Bps",
+        "handshake_cpu_ms_both", "handshake_cpu_ms_client", "handshake_cpu_ms_server"]}
+    ceiling_Bps = None
+    if ce["chacha20_poly1305_encrypt_Bps"]:
+        ceiling_Bps = min(ce["chacha20_poly1305_encrypt_Bps"], ce["chacha20_poly1305_decrypt_Bps"])
+        P("The ceiling (mbedTLS on one core of this machine, 16 KiB records, CPU time):")
+        P("")
+        P("| figure | value |")
+        P("|---|---|")
+        for name, key in [("ChaCha20-Poly1305", "chacha20_poly1305"), ("AES-128-GCM", "aes_128_gcm"), ("AES-256-GCM", "aes_256_gcm")]:
+            e, d = ce[f"{key}_encrypt_Bps"], ce[f"{key}_decrypt_Bps"]
+            P(f"| {name} encrypt / decrypt | {e / 1e6:.0f} / {d / 1e6:.0f} MB/s ({8 * min(e, d) / 1e9:.2f} Gbit/s) |")
+        hs = ce["handshake_cpu_ms_both"]
+        P(f"| TLS 1.3 mutual-auth handshake (ECDSA P-256, X25519), both ends | {hs:.2f} ms CPU "
+          f"(client {ce['handshake_cpu_ms_client']:.2f}, server {ce['handshake_cpu_ms_server']:.2f}) |")
+        P(f"| → handshakes/s at most, {os.cpu_count()} cores, both ends on this host | {1000 * os.cpu_count() / hs:.0f} |")
+        for o in ours_present:
+            b1 = F.med("bulk", o, "bulk_1_bps")
+            if b1:
+                P(f"| {o} bulk 1 connection ÷ ChaCha20-Poly1305 ceiling | {b1 / 8 / ceiling_Bps:.0%} |")
+        P("")
+
+    # ------------------------------------------------------------ targets
+    targets = []  # (name, variant, value_text, target_text, pass?)
+
+    def tgt(name, variant, value, limit, higher, fmtv=fmt_ratio):
+        if value is None:
+            targets.append((name, variant, "not measured", ("≥ " if higher else "≤ ") + fmtv(limit), None))
+            return
+        ok = value >= limit if higher else value <= limit
+        targets.append((name, variant, fmtv(value), ("≥ " if higher else "≤ ") + fmtv(limit), ok))
+
+    st = lambda test, metric: F.med(test, "stunnel", metric)
+    if "mux" in present:
+        tgt("new connection per request vs stunnel", "mux", ratio(F.med("cpr", "mux", "rps"), st("cpr", "rps")), 10, True)
+    else:
+        targets.append(("new connection per request vs stunnel", "mux", "mux not available", "≥ 10.00×", None))
+    for o in OURS:
+        if o not in present:
+            continue
+        tgt("50-client request rate vs stunnel", o, ratio(F.med("rr50", o, "rps"), st("rr50", "rps")), 2, True)
+        tgt("50-client p99 vs stunnel", o, ratio(F.med("rr50", o, "p99_ms"), st("rr50", "p99_ms")), 0.5, False)
+        tgt("1-client p50 added over direct vs stunnel's", o, ratio(added_p50(o), added_p50("stunnel")), 0.5, False)
+        for n in (1000, 5000):
+            m = F.med(f"mem{n}", o, "kib_per_conn")
+            s = F.med(f"mem{n}", "stunnel", "kib_per_conn")
+            if m is None and s is None and not F.failed(f"mem{n}", o):
+                continue
+            tgt(f"memory per idle connection @{n} vs stunnel", o, ratio(m, s), 0.1 if o == "mux" else 0.5, False)
+        if ceiling_Bps:
+            b1 = F.med("bulk", o, "bulk_1_bps")
+            tgt("bulk 1 connection vs mbedTLS ChaCha20-Poly1305 ceiling", o,
+                None if b1 is None else b1 / 8 / ceiling_Bps, 0.85, True, lambda x: f"{x:.0%}")
+        ok5 = F.med("mem5000", o, "setup_ok")
+        rok5 = F.med("mem5000", o, "recheck_ok")
+        if ok5 is not None or F.failed("mem5000", o):
+            held_ok = ok5 == 5000 and rok5 == 5000 and F.med("mem5000", o, "processes_alive") == 1
+            targets.append(("5000 concurrent tunneled connections, no error", o,
+                            f"{fmt(ok5)} set up, {fmt(rok5)} answering", "5000 / 5000", held_ok))
+        else:
+            targets.append(("5000 concurrent tunneled connections, no error", o, "not run (--quick)", "5000 / 5000", None))
+
+    P("## Targets")
+    P("")
+    P("| target | ours | measured | target | result |")
+    P("|---|---|---|---|---|")
+    for name, v, val, lim, ok in targets:
+        res = "**pass**" if ok else ("**MISS**" if ok is False else "n/a")
+        P(f"| {name} | {v} | {val} | {lim} | {res} |")
+    P("")
+
+    # ------------------------------------------------------------ detail
+    P("<details><summary>All medians with min–max over repetitions</summary>")
+    P("")
+    P("| test | variant | metric | median | min–max | n |")
+    P("|---|---|---|---|---|---|")
+    for (test, v, metric), vals in sorted(data.items()):
+        P(f"| {test} | {v} | {metric} | {statistics.median(vals):.6g} | {F.spread(test, v, metric)} | {len(vals)} |")
+    P("")
+    P("</details>")
+    P("")
+
+    notes = os.path.join(out, "notes.txt")
+    if os.path.exists(notes):
+        P("## Notes from the run")
+        P("")
+        for l in open(notes):
+            P(f"- {l.strip()}")
+        P("")
+
+    # ------------------------------------------------------------ chart
+    bars = []  # (label, ratio, target, higher_is_better)
+    def add_bar(label, r, t, higher):
+        if r is not None and r > 0:
+            bars.append((label, r, t, higher))
+    for o in ours_present:
+        add_bar(f"{o}: bulk 1 conn", ratio(F.med("bulk", o, "bulk_1_bps"), st("bulk", "bulk_1_bps")), None, True)
+        add_bar(f"{o}: bulk 8 conns", ratio(F.med("bulk", o, "bulk_8_bps"), st("bulk", "bulk_8_bps")), None, True)
+        add_bar(f"{o}: 1-client added p50", ratio(added_p50(o), added_p50("stunnel")), 0.5, False)
+        add_bar(f"{o}: 50-client rate", ratio(F.med("rr50", o, "rps"), st("rr50", "rps")), 2, True)
+        add_bar(f"{o}: 50-client p99", ratio(F.med("rr50", o, "p99_ms"), st("rr50", "p99_ms")), 0.5, False)
+        add_bar(f"{o}: new conn/request", ratio(F.med("cpr", o, "rps"), st("cpr", "rps")), 10 if o == "mux" else None, True)
+        for n in (1000, 5000):
+            add_bar(f"{o}: memory/conn @{n}", ratio(F.med(f"mem{n}", o, "kib_per_conn"), st(f"mem{n}", "kib_per_conn")),
+                    0.1 if o == "mux" else 0.5, False)
+    write_svg(os.path.join(out, "ratios.svg"), bars)
+    P(f"Chart of ours/stunnel ratios: ratios.svg")
+
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+
+
+def write_svg(path, bars):
+    """Horizontal bars on a log scale around 1 (= same as stunnel). Green: better than stunnel
+    in the row's direction; a black tick marks the target where there is one."""
+    if not bars:
+        return
+    lo, hi = 0.01, 100.0
+    for _, r, t, _ in bars:
+        lo = min(lo, r / 1.5)
+        hi = max(hi, r * 1.5)
+    lo = 10 ** math.floor(math.log10(lo))
+    hi = 10 ** math.ceil(math.log10(hi))
+    W, left, right, top, rowh = 900, 230, 40, 50, 24
+    H = top + rowh * len(bars) + 60
+    plot_w = W - left - right
+
+    def x(v):
+        return left + plot_w * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+    o = []
+    o.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">')
+    o.append(f'<rect width="{W}" height="{H}" fill="white"/>')
+    o.append(f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="15">ours ÷ stunnel (log scale; 1 = same as stunnel)</text>')
+    o.append(f'<text x="{W / 2}" y="37" text-anchor="middle" fill="#555">green = better than stunnel, red = worse; '
+             f'black tick = target; rows marked ↓ are better when smaller</text>')
+    d = lo
+    while d <= hi * 1.0001:
+        xx = x(d)
+        o.append(f'<line x1="{xx:.1f}" y1="{top - 5}" x2="{xx:.1f}" y2="{H - 45}" stroke="{"#333" if abs(d - 1) < 1e-9 else "#ddd"}"/>')
+        o.append(f'<text x="{xx:.1f}" y="{H - 30}" text-anchor="middle">{d:g}×</text>')
+        d *= 10
+    for i, (label, r, t, higher) in enumerate(bars):
+        y = top + i * rowh
+        good = (r >= 1) if higher else (r <= 1)
+        color = "#3a9a4a" if good else "#c0392b"
+        x0, x1 = sorted((x(1), x(r)))
+        arrow = "↑" if higher else "↓"
+        o.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{label} {arrow}</text>')
+        o.append(f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(1, x1 - x0):.1f}" height="{rowh - 8}" fill="{color}"/>')
+        tx = x(r) + (4 if r >= 1 else -4)
+        o.append(f'<text x="{tx:.1f}" y="{y + 15}" text-anchor="{"start" if r >= 1 else "end"}" font-size="11">{r:.2f}×</text>')
+        if t:
+            o.append(f'<line x1="{x(t):.1f}" y1="{y + 1}" x2="{x(t):.1f}" y2="{y + rowh - 1}" stroke="black" stroke-width="3"/>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+if __name__ == "__main__":
+    main()

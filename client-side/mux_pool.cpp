@@ -1,0 +1,298 @@
+#include "mux_pool.hpp"
+
+#include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <list>
+#include <random>
+
+#include "net/dial.hpp"
+#include "ops/log.hpp"
+#include "tls/handshake.hpp"
+
+namespace tunnel::client {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+// Reconnect backoff after failures: doubling from 200 ms to 10 s, each wait drawn from
+// [half, whole] so that many tunnel-ins restarting together do not reconnect in step.
+constexpr std::chrono::milliseconds backoff_min = 200ms, backoff_max = 10s;
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<std::int64_t> pick(d.count() / 2, d.count());
+  return std::chrono::milliseconds(pick(rng));
+}
+
+mux::session_settings settings_for(const config::service& svc) {
+  mux::session_settings s;
+  s.client = true;
+  s.keepalive = svc.mux.keepalive;
+  s.rotate_bytes = svc.mux.rotate_bytes;
+  s.rotate_age = svc.mux.rotate_age;
+  return s;
+}
+
+std::string identity_of(const tls::tls_stream& secure) {
+  return secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
+}
+
+}  // namespace
+
+// Everything one worker's sessions share; touched only on that worker's thread (except
+// `io`, which is fixed). Held by shared_ptr by every coroutine on the worker, so it lives
+// as long as the last of them.
+struct mux_pool::worker_state {
+  struct entry {
+    mux::session* session;
+    bool adopted;
+  };
+  struct slot {
+    explicit slot(asio::io_context& io) : wake(io, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer wake;  // cancelled when its session changes state, or on stop
+  };
+
+  explicit worker_state(asio::io_context& ctx) : io(ctx) {}
+  asio::io_context& io;
+  std::list<entry> sessions;
+  std::vector<std::shared_ptr<slot>> slots;
+  bool started = false, stopping = false;
+  std::size_t pending = 0;  // slots dialling, or with a session the server has not answered yet
+
+  bool has_own_session() const {
+    return std::any_of(sessions.begin(), sessions.end(),
+                       [](const entry& e) { return !e.adopted && e.session->usable() && e.session->ready(); });
+  }
+};
+
+namespace {
+
+using worker_state = mux_pool::worker_state;
+
+// Runs one session to its end on its worker; owns the TLS connection and the session.
+asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_ptr<tls::tls_stream> secure,
+                                  std::unique_ptr<mux::session> s, std::shared_ptr<worker_state::slot> owner,
+                                  std::shared_ptr<bool> ended) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto started = clock::now();
+  const std::string reason = co_await s->run();
+  ws->sessions.remove_if([&](const worker_state::entry& e) { return e.session == s.get(); });
+  *ended = true;
+  const bool failed_early = !s->ready();
+  ops::event(failed_early ? spdlog::level::warn : spdlog::level::info, "mux connection closed")
+      .kv("identity", identity_of(*secure))
+      .kv("reason", reason)
+      .kv("streams", s->stats().streams_opened)
+      .kv("bytes_sent", s->stats().bytes_sent)
+      .kv("bytes_received", s->stats().bytes_received)
+      .kv("duration_s", std::chrono::duration<double>(clock::now() - started).count());
+  s.reset();  // before the TLS stream it borrows
+  if (owner) owner->wake.cancel();
+}
+
+// Registers `s` on `ws` and starts its coroutine. Returns the session.
+mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tls::tls_stream> secure,
+                     const config::service& svc, std::shared_ptr<worker_state::slot> owner,
+                     std::shared_ptr<bool> ended) {
+  auto s = std::make_unique<mux::session>(*secure, settings_for(svc));
+  mux::session* raw = s.get();
+  const bool adopted = owner == nullptr;
+  ws->sessions.push_back({raw, adopted});
+  worker_state* w = ws.get();  // alive while the session is (run_session holds it)
+  raw->on_change([w, raw, owner, adopted] {
+    if (owner) owner->wake.cancel();
+    // An adopted connection has done its job once idle, if the worker has its own.
+    if (adopted && raw->stream_count() == 0 && !raw->retiring() && !raw->ended() && w->has_own_session())
+      raw->goaway(mux::reset_code::cancel, "surplus connection");
+  });
+  if (w->stopping) raw->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
+  asio::co_spawn(ws->io, run_session(ws, std::move(secure), std::move(s), std::move(owner), std::move(ended)),
+                 asio::detached);
+  return raw;
+}
+
+// One pool slot: keeps one session up on its worker.
+asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr<worker_state::slot> sl,
+                               std::size_t index, const config::service& svc,
+                               std::shared_ptr<tls::context_source> source) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  std::chrono::milliseconds backoff{0};
+  std::string last_failure;
+  while (!ws->stopping) {
+    if (backoff.count() > 0) {
+      sl->wake.expires_after(jittered(backoff));
+      co_await sl->wake.async_wait(as_result);
+      if (ws->stopping) break;
+    }
+    ++ws->pending;
+    auto attempt = co_await connect_tunnel(svc, source->current());
+    if (ws->stopping) break;
+    std::string failure;
+    if (!attempt.secure) failure = (attempt.unreachable ? "tunnel-out unreachable: " : "handshake failed: ") + attempt.reason;
+    else if (attempt.secure->tls().alpn() != mux::alpn_name) failure = "tunnel-out does not offer mux mode (ALPN tunnel-mux/1)";
+    if (!failure.empty()) {
+      --ws->pending;
+      backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
+      // The first failure of a run is a warning; the same failure again is debug noise.
+      ops::event(failure == last_failure ? spdlog::level::debug : spdlog::level::warn, "mux connection failed")
+          .kv("slot", static_cast<std::uint64_t>(index))
+          .kv("identity", attempt.identity)
+          .kv("reason", failure)
+          .kv("retry_in_ms", static_cast<std::int64_t>(backoff.count()));
+      last_failure = failure;
+      continue;
+    }
+    ops::info("mux connection up")
+        .kv("slot", static_cast<std::uint64_t>(index))
+        .kv("identity", identity_of(*attempt.secure))
+        .kv("tls", attempt.secure->tls().version())
+        .kv("cipher", attempt.secure->tls().ciphersuite());
+    auto ended = std::make_shared<bool>(false);
+    mux::session* s = launch(ws, std::move(attempt.secure), svc, sl, ended);
+    bool was_ready = false, counted = true;
+    // Wait until the session stops taking streams; it then finishes its streams on its own
+    // while this slot brings up the replacement (make before break).
+    while (!*ended && !ws->stopping && s->usable()) {
+      was_ready = was_ready || s->ready();
+      if (was_ready && counted) --ws->pending, counted = false;
+      sl->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await sl->wake.async_wait(as_result);
+    }
+    if (!*ended) was_ready = was_ready || s->ready();
+    if (counted) --ws->pending;
+    if (was_ready) {
+      backoff = std::chrono::milliseconds{0};
+      last_failure.clear();
+    } else {
+      backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
+      last_failure = "session failed before tunnel-out answered";
+    }
+  }
+}
+
+}  // namespace
+
+asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
+                                               std::shared_ptr<const tls::tls_context> context) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  tunnel_attempt out;
+  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
+  if (dialed.ec) {
+    out.unreachable = true;
+    out.reason = dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message();
+    co_return out;
+  }
+  auto secure = std::make_unique<tls::tls_stream>(std::move(dialed.socket), std::move(context));
+  const auto hs = co_await tls::run_handshake(*secure, svc.limits.handshake);
+  out.identity = identity_of(*secure);
+  if (!hs.ok) {
+    out.reason = hs.reason;
+    secure->close();
+    co_return out;
+  }
+  out.secure = std::move(secure);
+  co_return out;
+}
+
+mux_pool::mux_pool(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source)
+    : svc_(svc), source_(std::move(source)) {
+  for (std::size_t i = 0; i < rt.worker_count(); ++i)
+    workers_.push_back(std::make_shared<worker_state>(rt.worker_context(i)));
+  for (std::size_t i = 0; i < svc.mux.pool; ++i) {
+    auto& ws = *workers_[i % workers_.size()];
+    ws.slots.push_back(std::make_shared<worker_state::slot>(ws.io));
+  }
+}
+
+mux_pool::~mux_pool() = default;
+
+void mux_pool::start() {
+  if (started_.exchange(true)) return;
+  std::size_t index = 0;
+  for (auto& ws : workers_) {
+    for (auto& sl : ws->slots) {
+      asio::post(ws->io, [ws, sl, index, &svc = svc_, source = source_] {
+        if (ws->stopping) return;
+        asio::co_spawn(ws->io, run_slot(ws, sl, index, svc, source), asio::detached);
+      });
+      ++index;
+    }
+  }
+}
+
+void mux_pool::stop() {
+  for (auto& ws : workers_) {
+    asio::post(ws->io, [ws] {
+      ws->stopping = true;
+      for (auto& sl : ws->slots) sl->wake.cancel();
+      // Copy: goaway may end a session, which removes its entry.
+      std::vector<mux::session*> sessions;
+      for (auto& e : ws->sessions) sessions.push_back(e.session);
+      for (auto* s : sessions) s->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
+    });
+  }
+}
+
+mux_pool::worker_state* mux_pool::local(const asio::any_io_executor& ex) {
+  auto& ctx = asio::query(ex, asio::execution::context);
+  for (auto& ws : workers_)
+    if (&static_cast<asio::execution_context&>(ws->io) == &ctx) return ws.get();
+  return nullptr;
+}
+
+mux::session* mux_pool::pick(const asio::any_io_executor& ex) {
+  auto* ws = local(ex);
+  if (!ws) return nullptr;
+  mux::session* best = nullptr;
+  bool best_adopted = true;
+  for (auto& e : ws->sessions) {
+    if (!e.session->usable() || !e.session->ready()) continue;
+    const bool better = !best || (best_adopted && !e.adopted) ||
+                        (best_adopted == e.adopted && e.session->stream_count() < best->stream_count());
+    if (better) {
+      best = e.session;
+      best_adopted = e.adopted;
+    }
+  }
+  return best;
+}
+
+asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds limit) {
+  const auto ex = co_await asio::this_coro::executor;
+  auto* ws = local(ex);
+  const auto deadline = clock::now() + limit;
+  asio::steady_timer tick(ex);
+  for (;;) {
+    if (auto* s = pick(ex)) co_return s;
+    if (!ws || ws->pending == 0 || ws->stopping || clock::now() >= deadline) {
+      ops::debug("no mux connection ready on this worker")
+          .kv("pending", static_cast<std::uint64_t>(ws ? ws->pending : 0))
+          .kv("sessions", static_cast<std::uint64_t>(ws ? ws->sessions.size() : 0))
+          .kv("started", ws && ws->started ? "yes" : "no");
+      co_return nullptr;
+    }
+    // Start-up and reconnects only: a short poll keeps this path free of shared wake-ups.
+    tick.expires_after(5ms);
+    co_await tick.async_wait(as_result);
+    if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return nullptr;
+  }
+}
+
+mux::session* mux_pool::adopt(const asio::any_io_executor& ex, std::unique_ptr<tls::tls_stream> secure) {
+  auto* w = local(ex);
+  if (!w) return nullptr;
+  std::shared_ptr<worker_state> ws;
+  for (auto& candidate : workers_)
+    if (candidate.get() == w) ws = candidate;
+  return launch(ws, std::move(secure), svc_, nullptr, std::make_shared<bool>(false));
+}
+
+}  // namespace tunnel::client

@@ -1,0 +1,467 @@
+#include "mux/session.hpp"
+
+#include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstring>
+#include <random>
+
+#include "mux/error.hpp"
+
+namespace tunnel::mux {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using clock = std::chrono::steady_clock;
+
+// Writers stop queueing beyond this (they wait for the writer to drain it): streams then
+// take turns at about one frame each, and a fast stream cannot put megabytes ahead of a
+// slow one's small request.
+constexpr std::size_t outbound_limit = 256 * 1024;
+// Credit goes back once a quarter of a window has been taken: fewer WINDOW frames than
+// per-read updates, and the sender never idles waiting for credit on a fast path.
+constexpr std::uint32_t stream_update_threshold = initial_stream_window / 4;
+constexpr std::uint32_t connection_update_threshold = initial_connection_window / 4;
+
+bool is_cancelled(const asio::cancellation_state& cs) { return cs.cancelled() != asio::cancellation_type::none; }
+
+std::uint64_t random_nonzero() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uint64_t v = 0;
+  while (v == 0) v = rng();
+  return v;
+}
+
+}  // namespace
+
+session::session(tls::tls_stream& tls, session_settings settings)
+    : tls_(tls),
+      settings_(settings),
+      writer_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
+      started_(clock::now()),
+      last_rx_(started_) {}
+
+session::~session() { end_streams(errc::connection_lost); }
+
+bool session::usable() const {
+  return !ended_ && !closing_ && !retiring() && failure_.empty() &&
+         streams_.size() < settings_.max_streams;
+}
+
+asio::awaitable<std::string> session::run() {
+  using namespace asio::experimental::awaitable_operators;
+  co_await asio::this_coro::throw_if_cancelled(false);
+  running_ = true;
+  // The client asks first: in TLS 1.3 a server's refusal of our certificate arrives only
+  // after our handshake "succeeded", so the session is ready once the server has answered.
+  if (settings_.client) {
+    ping_outstanding_ = random_nonzero();
+    encode_ping(out_, ping_outstanding_, false);
+    frame_ends_.push_back(out_.size());
+  }
+  // `||`: the first coroutine to return (each returns normally, recording any failure)
+  // cancels the other two.
+  co_await (reader() || writer() || keepalive());
+  if (is_cancelled(co_await asio::this_coro::cancellation_state) && failure_.empty()) {
+    failure_ = "cut at shutdown";
+    stream_error_ = errc::cut_at_shutdown;
+  }
+  ended_ = true;
+  end_streams(stream_error_ ? stream_error_ : make_error_code(errc::connection_lost));
+  changed();
+  co_return failure_.empty() ? std::string("closed") : failure_;
+}
+
+std::unique_ptr<stream> session::open(std::string_view service, std::string_view origin) {
+  if (!usable() || next_id_ == 0 || next_id_ > 0x7fffffff) return nullptr;
+  auto s = std::make_unique<stream>(*this, next_id_++, writer_wake_.get_executor());
+  encode_open(out_, s->id(), service, origin);
+  frame_ends_.push_back(out_.size());
+  streams_.emplace(s->id(), s.get());
+  ++stats_.streams_opened;
+  wake_writer();
+  return s;
+}
+
+void session::goaway(reset_code code, std::string_view reason) {
+  if (goaway_sent_ || ended_) return;
+  goaway_sent_ = true;
+  encode_goaway(out_, last_peer_id_, code, reason);
+  frame_ends_.push_back(out_.size());
+  wake_writer();
+  changed();
+  maybe_finish();
+}
+
+// ---- called by streams ------------------------------------------------------------------
+
+bool session::outbound_full() const { return out_.size() >= outbound_limit; }
+
+bool session::queue_data(stream& s, std::span<const std::byte> data) {
+  if (outbound_full()) return false;
+  encode_data(out_, s.id(), data);
+  frame_ends_.push_back(out_.size());
+  send_credit_ -= static_cast<std::int64_t>(data.size());
+  wake_writer();
+  return true;
+}
+
+void session::queue_fin(stream& s) {
+  encode_fin(out_, s.id());
+  frame_ends_.push_back(out_.size());
+  wake_writer();
+}
+
+void session::queue_reset(std::uint32_t id, reset_code code, std::string_view reason) {
+  if (ended_) return;
+  encode_reset(out_, id, code, reason);
+  frame_ends_.push_back(out_.size());
+  wake_writer();
+}
+
+void session::consumed(stream& s, std::size_t n) {
+  s.consumed_unacked_ += static_cast<std::uint32_t>(n);
+  if (s.consumed_unacked_ >= stream_update_threshold && !s.fin_received_) {
+    encode_window(out_, s.id(), s.consumed_unacked_);
+    frame_ends_.push_back(out_.size());
+    s.recv_window_ += s.consumed_unacked_;
+    s.consumed_unacked_ = 0;
+    wake_writer();
+  }
+  consumed_unacked_ += static_cast<std::uint32_t>(n);
+  if (consumed_unacked_ >= connection_update_threshold) {
+    encode_window(out_, 0, consumed_unacked_);
+    frame_ends_.push_back(out_.size());
+    recv_window_ += consumed_unacked_;
+    consumed_unacked_ = 0;
+    wake_writer();
+  }
+}
+
+void session::forget(stream& s) {
+  // Bytes the relay never took still count against the connection window: give them back.
+  const std::size_t unread = s.in_.size() - s.in_begin_;
+  streams_.erase(s.id());
+  if (unread > 0 && !ended_) {
+    consumed_unacked_ += static_cast<std::uint32_t>(unread);
+    if (consumed_unacked_ >= connection_update_threshold) {
+      encode_window(out_, 0, consumed_unacked_);
+      frame_ends_.push_back(out_.size());
+      recv_window_ += consumed_unacked_;
+      consumed_unacked_ = 0;
+      wake_writer();
+    }
+  }
+  changed();
+  maybe_finish();
+}
+
+// ---- the three coroutines -------------------------------------------------------------
+
+asio::awaitable<void> session::reader() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  // A frame is at most one record's plaintext and a read returns at most one record's
+  // rest, so after compaction there is always room for one more read.
+  std::vector<std::byte> acc(2 * max_frame_size);
+  std::size_t filled = 0;
+  for (;;) {
+    const auto r = co_await tls_.read_some(std::span(acc).subspan(filled));
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (r.ec) {
+      // close_notify after GOAWAY (or with nothing open) is the clean end.
+      if (r.ec == asio::error::eof && (retiring() || streams_.empty())) {
+        closing_ = true;
+        wake_writer();
+        co_return;
+      }
+      fail(r.ec == asio::error::eof ? "the peer closed the connection" : "tunnel read: " + r.ec.message(),
+           errc::connection_lost);
+      co_return;
+    }
+    filled += r.bytes;
+    stats_.bytes_received += r.bytes;
+    ++stats_.records_received;  // a read returns at most one record: never undercounts
+    last_rx_ = clock::now();
+    std::size_t begin = 0;
+    for (;;) {
+      const auto d = decode(std::span<const std::byte>(acc).subspan(begin, filled - begin));
+      if (d.status == decode_status::need_more) break;
+      if (d.status != decode_status::ok) {
+        protocol_error(std::string("bad frame: ") + describe(d.status));
+        co_return;
+      }
+      begin += d.consumed;
+      if (!dispatch(d.f)) co_return;
+    }
+    if (begin > 0) {
+      std::memmove(acc.data(), acc.data() + begin, filled - begin);
+      filled -= begin;
+    }
+    check_rotation();
+  }
+}
+
+asio::awaitable<void> session::writer() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  std::vector<std::span<const std::byte>> records;
+  for (;;) {
+    if (out_.empty()) {
+      if (!failure_.empty()) co_return;
+      if (closing_) {
+        // Everything queued is out: end with close_notify so the peer sees a clean end.
+        co_await tls_.shutdown_send();
+        co_return;
+      }
+      co_await writer_wake_.async_wait(as_result);
+      if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+      continue;
+    }
+    sending_.swap(out_);
+    sending_ends_.swap(frame_ends_);
+    // Pack whole frames into records of at most one record's plaintext each.
+    records.clear();
+    std::size_t record_begin = 0, previous_end = 0;
+    for (const std::size_t end : sending_ends_) {
+      if (end - record_begin > max_frame_size) {
+        records.emplace_back(sending_.data() + record_begin, previous_end - record_begin);
+        record_begin = previous_end;
+      }
+      previous_end = end;
+    }
+    if (previous_end > record_begin) records.emplace_back(sending_.data() + record_begin, previous_end - record_begin);
+    const auto ec = co_await tls_.write_records(records);
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (ec) {
+      fail("tunnel write: " + ec.message(), errc::connection_lost);
+      co_return;
+    }
+    stats_.bytes_sent += sending_.size();
+    stats_.records_sent += records.size();
+    sending_.clear();
+    sending_ends_.clear();
+    wake_streams();  // the queue drained: writers blocked on it may go on
+    check_rotation();
+  }
+}
+
+asio::awaitable<void> session::keepalive() {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  const auto k = settings_.keepalive;
+  // Silence of k/2 sends a ping; silence of k ends the session: a peer that answers at
+  // all answers a ping within half the bound.
+  const auto period = k.count() > 0 ? std::max<std::chrono::milliseconds>(k / 4, 10ms) : 1s;
+  for (;;) {
+    tick.expires_after(period);
+    co_await tick.async_wait(as_result);
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    check_rotation();
+    if (k.count() == 0) continue;
+    const auto silent = clock::now() - last_rx_;
+    if (silent >= k) {
+      fail("keepalive timeout: no answer from the peer for " + std::to_string(k.count()) + "ms",
+           errc::keepalive_timeout);
+      co_return;
+    }
+    if (silent >= k / 2 && ping_outstanding_ == 0) {
+      ping_outstanding_ = random_nonzero();
+      encode_ping(out_, ping_outstanding_, false);
+      frame_ends_.push_back(out_.size());
+      wake_writer();
+    }
+  }
+}
+
+// ---- frames from the peer ---------------------------------------------------------------
+
+bool session::dispatch(const frame& f) {
+  switch (f.type) {
+    case frame_type::open:
+      if (settings_.client) {
+        protocol_error("OPEN from the server");
+        return false;
+      }
+      if (f.stream <= last_peer_id_) {
+        protocol_error("stream id not increasing");
+        return false;
+      }
+      on_open(f);
+      break;
+    case frame_type::data:
+      on_data(f);
+      break;
+    case frame_type::fin:
+      if (auto it = streams_.find(f.stream); it != streams_.end()) it->second->deliver_fin();
+      break;
+    case frame_type::reset:
+      if (auto it = streams_.find(f.stream); it != streams_.end()) {
+        stream* s = it->second;
+        streams_.erase(it);
+        s->fail(error_for(f.code));
+        changed();
+        maybe_finish();
+      }
+      break;
+    case frame_type::window:
+      on_window(f);
+      break;
+    case frame_type::datagram:
+      break;  // UDP over mux is not carried by this version: dropped
+    case frame_type::ping:
+      encode_ping(out_, f.opaque, true);
+      frame_ends_.push_back(out_.size());
+      wake_writer();
+      break;
+    case frame_type::pong:
+      if (f.opaque == ping_outstanding_) {
+        ping_outstanding_ = 0;
+        if (!ready_) {
+          ready_ = true;
+          changed();
+        }
+      }
+      break;
+    case frame_type::goaway:
+      on_goaway(f);
+      break;
+  }
+  return failure_.empty();
+}
+
+void session::on_open(const frame& f) {
+  last_peer_id_ = f.stream;
+  // The peer's first stream proves it accepted us, like a pong does.
+  ready_ = true;
+  if (goaway_sent_) {
+    queue_reset(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
+    return;
+  }
+  if (streams_.size() >= settings_.max_streams || !on_accept_) {
+    queue_reset(f.stream, reset_code::limit, "too many streams on this connection");
+    return;
+  }
+  auto s = std::make_unique<stream>(*this, f.stream, writer_wake_.get_executor());
+  s->service_ = std::string(f.service);
+  s->origin_ = std::string(f.origin);
+  streams_.emplace(f.stream, s.get());
+  ++stats_.streams_opened;
+  on_accept_(std::move(s));
+}
+
+void session::on_data(const frame& f) {
+  const auto n = static_cast<std::int64_t>(f.payload.size());
+  recv_window_ -= n;
+  if (recv_window_ < 0) {
+    protocol_error("peer exceeded the connection window");
+    return;
+  }
+  auto it = streams_.find(f.stream);
+  if (it == streams_.end() || it->second->fin_received_) {
+    // A stream we already dropped: its bytes still used connection credit; give it back.
+    consumed_unacked_ += static_cast<std::uint32_t>(n);
+    if (consumed_unacked_ >= connection_update_threshold) {
+      encode_window(out_, 0, consumed_unacked_);
+      frame_ends_.push_back(out_.size());
+      recv_window_ += consumed_unacked_;
+      consumed_unacked_ = 0;
+      wake_writer();
+    }
+    return;
+  }
+  stream& s = *it->second;
+  if (n > s.recv_window_) {
+    protocol_error("peer exceeded a stream window");
+    return;
+  }
+  s.deliver(f.payload);
+}
+
+void session::on_window(const frame& f) {
+  if (f.stream == 0) {
+    send_credit_ += f.increment;
+    if (send_credit_ > max_window) {
+      protocol_error("connection window overflow");
+      return;
+    }
+    wake_streams();
+    return;
+  }
+  auto it = streams_.find(f.stream);
+  if (it == streams_.end()) return;
+  stream& s = *it->second;
+  s.send_credit_ += f.increment;
+  if (s.send_credit_ > max_window) {
+    protocol_error("stream window overflow");
+    return;
+  }
+  s.writable_.cancel();
+}
+
+void session::on_goaway(const frame& f) {
+  goaway_received_ = true;
+  if (settings_.client) {
+    // Streams the server never saw will never be served: fail them now.
+    std::vector<stream*> unseen;
+    for (auto& [id, s] : streams_)
+      if (id > f.last_stream) unseen.push_back(s);
+    for (stream* s : unseen) {
+      streams_.erase(s->id());
+      s->fail(errc::peer_shutdown);
+    }
+  }
+  changed();
+  maybe_finish();
+}
+
+// ---- state ------------------------------------------------------------------------------
+
+void session::fail(std::string reason, std::error_code for_streams) {
+  if (!failure_.empty()) return;
+  failure_ = std::move(reason);
+  stream_error_ = for_streams;
+  wake_writer();
+  changed();
+}
+
+void session::protocol_error(std::string reason) {
+  encode_goaway(out_, last_peer_id_, reset_code::protocol, reason);
+  frame_ends_.push_back(out_.size());
+  fail("mux protocol error: " + reason, errc::protocol);
+}
+
+void session::wake_writer() { writer_wake_.cancel(); }
+
+void session::wake_streams() {
+  for (auto& [id, s] : streams_) s->writable_.cancel();
+}
+
+void session::maybe_finish() {
+  if (retiring() && streams_.empty() && !closing_) {
+    closing_ = true;
+    wake_writer();
+  }
+}
+
+void session::check_rotation() {
+  if (!settings_.client || retiring() || closing_) return;
+  const bool by_bytes = settings_.rotate_bytes > 0 &&
+                        stats_.bytes_sent + stats_.bytes_received >= settings_.rotate_bytes;
+  const bool by_records = settings_.rotate_records > 0 &&
+                          std::max(stats_.records_sent, stats_.records_received) >= settings_.rotate_records;
+  const bool by_age = settings_.rotate_age.count() > 0 && clock::now() - started_ >= settings_.rotate_age;
+  if (by_bytes || by_records || by_age) goaway(reset_code::cancel, "rotation");
+}
+
+void session::changed() {
+  if (on_change_) on_change_();
+}
+
+void session::end_streams(std::error_code ec) {
+  auto streams = std::move(streams_);
+  streams_.clear();
+  for (auto& [id, s] : streams) s->fail(ec);
+}
+
+}  // namespace tunnel::mux

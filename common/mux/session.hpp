@@ -1,0 +1,131 @@
+#pragma once
+// A mux session: many streams over one authenticated TLS connection (PROTOCOL.md).
+// One reader, one writer and one keepalive coroutine per session, all on the session's
+// thread, so nothing here takes a lock. The writer batches: whatever frames are queued when
+// it wakes are packed into as few TLS records as fit and sent with one socket write.
+//
+// Ownership: the session borrows the tls_stream (the caller keeps both alive until run()
+// returns) and never owns streams; streams register themselves by id.
+#include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mux/frame.hpp"
+#include "mux/stream.hpp"
+#include "tls/tls_stream.hpp"
+
+namespace tunnel::mux {
+
+using namespace std::chrono_literals;
+
+struct session_settings {
+  bool client = true;                            // tunnel-in opens streams, tunnel-out accepts
+  std::chrono::milliseconds keepalive = 15s;     // silence that makes a peer dead (0: never)
+  std::uint64_t rotate_bytes = 0;                // retire after this many bytes either way (0: never)
+  std::chrono::milliseconds rotate_age{0};       // retire after this long (0: never)
+  // Records sent or received before retiring: AES-GCM's per-key limit in TLS 1.3 is 2^24.5
+  // records (RFC 8446 5.5) and mbedTLS 3.6 has no KeyUpdate, so a connection is replaced
+  // well before: a third of it.
+  std::uint64_t rotate_records = 1ull << 23;
+  std::size_t max_streams = 1024;                // streams at once on one session
+};
+
+struct session_stats {
+  std::uint64_t bytes_sent = 0, bytes_received = 0;  // plaintext, frames included
+  std::uint64_t records_sent = 0, records_received = 0;
+  std::uint64_t streams_opened = 0;
+};
+
+class session {
+ public:
+  // Called for each stream the peer opens (tunnel-out); takes ownership of the stream.
+  using accept_handler = std::function<void(std::unique_ptr<stream>)>;
+
+  session(tls::tls_stream& tls, session_settings settings);
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  // Runs until the connection ends: an error, a keepalive timeout, cancellation, or a
+  // clean close after GOAWAY once no stream is left. Never throws for I/O errors. Every
+  // stream still registered then fails. Returns the reason ("closed" when clean).
+  asio::awaitable<std::string> run();
+
+  // tunnel-in: a new stream (OPEN queued, data may follow at once). nullptr when the
+  // session no longer takes streams (GOAWAY either way, ended, full).
+  std::unique_ptr<stream> open(std::string_view service, std::string_view origin);
+  void on_accept(accept_handler h) { on_accept_ = std::move(h); }
+  // Called (on this thread) whenever usable()/ready() may have changed or a stream left.
+  void on_change(std::function<void()> f) { on_change_ = std::move(f); }
+
+  // No new streams from now on; the session ends once the last stream has.
+  void goaway(reset_code code, std::string_view reason);
+
+  bool ready() const { return ready_; }  // the peer has answered (our first ping)
+  bool usable() const;                   // open() would succeed
+  bool ended() const { return ended_; }
+  bool retiring() const { return goaway_sent_ || goaway_received_; }
+  std::size_t stream_count() const { return streams_.size(); }
+  const session_stats& stats() const { return stats_; }
+  const tls::tls_stream& tls() const { return tls_; }
+
+ private:
+  friend class stream;
+  // From streams (same thread).
+  bool queue_data(stream& s, std::span<const std::byte> data);  // false: outbound full
+  void queue_fin(stream& s);
+  void queue_reset(std::uint32_t id, reset_code code, std::string_view reason);
+  void consumed(stream& s, std::size_t n);
+  void forget(stream& s);
+  std::int64_t connection_credit() const { return send_credit_; }
+
+  asio::awaitable<void> reader();
+  asio::awaitable<void> writer();
+  asio::awaitable<void> keepalive();
+  bool dispatch(const frame& f);  // false: protocol error (already recorded)
+  void on_open(const frame& f);
+  void on_data(const frame& f);
+  void on_window(const frame& f);
+  void on_goaway(const frame& f);
+  void fail(std::string reason, std::error_code for_streams);
+  void protocol_error(std::string reason);
+  void wake_writer();
+  void wake_streams();
+  void maybe_finish();
+  void check_rotation();
+  void changed();
+  void end_streams(std::error_code ec);
+  bool outbound_full() const;
+
+  tls::tls_stream& tls_;
+  session_settings settings_;
+  std::unordered_map<std::uint32_t, stream*> streams_;
+  std::uint32_t next_id_ = 1;        // client: next stream id
+  std::uint32_t last_peer_id_ = 0;   // server: highest stream id opened by the peer
+  // Connection-level flow control.
+  std::int64_t send_credit_ = initial_connection_window;
+  std::int64_t recv_window_ = initial_connection_window;
+  std::uint32_t consumed_unacked_ = 0;
+  // Outbound frames, packed into records by the writer; frame_ends_ marks frame boundaries.
+  std::vector<std::byte> out_, sending_;
+  std::vector<std::size_t> frame_ends_, sending_ends_;
+  asio::steady_timer writer_wake_;
+  std::chrono::steady_clock::time_point started_, last_rx_;
+  std::uint64_t ping_outstanding_ = 0;  // opaque value of our unanswered ping (0: none)
+  std::uint64_t ping_counter_ = 0;
+  bool ready_ = false, running_ = false, ended_ = false, closing_ = false;
+  bool goaway_sent_ = false, goaway_received_ = false;
+  std::string failure_;              // the first failure, which ends the session
+  std::error_code stream_error_;     // what streams fail with when the session ends
+  session_stats stats_;
+  accept_handler on_accept_;
+  std::function<void()> on_change_;
+};
+
+}  // namespace tunnel::mux

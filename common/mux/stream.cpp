@@ -1,0 +1,130 @@
+#include "mux/stream.hpp"
+
+#include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstring>
+
+#include "mux/session.hpp"
+
+namespace tunnel::mux {
+namespace {
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Asio 1.22: a cancelled timer wait completes normally; look at the coroutine's state.
+asio::awaitable<bool> cancelled() {
+  co_return (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+}
+}  // namespace
+
+stream::stream(session& owner, std::uint32_t id, asio::any_io_executor ex)
+    : session_(&owner),
+      id_(id),
+      readable_(ex, asio::steady_timer::time_point::max()),
+      writable_(ex, asio::steady_timer::time_point::max()) {}
+
+stream::~stream() { leave(reset_code::cancel, "stream closed"); }
+
+asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
+  for (;;) {
+    if (in_begin_ < in_.size()) {
+      const std::size_t n = std::min(buffer.size(), in_.size() - in_begin_);
+      std::memcpy(buffer.data(), in_.data() + in_begin_, n);
+      in_begin_ += n;
+      if (in_begin_ == in_.size()) {
+        in_.clear();
+        in_begin_ = 0;
+      }
+      if (session_) session_->consumed(*this, n);
+      co_return net::io_result{{}, n};
+    }
+    if (fin_received_) co_return net::io_result{asio::error::eof, 0};
+    if (error_) co_return net::io_result{error_, 0};
+    if (!session_) co_return net::io_result{errc::connection_lost, 0};
+    co_await readable_.async_wait(as_result);
+    if (co_await cancelled()) co_return net::io_result{asio::error::operation_aborted, 0};
+  }
+}
+
+asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> data) {
+  while (!data.empty()) {
+    if (error_) co_return error_;
+    if (!session_) co_return errc::connection_lost;
+    if (fin_sent_) co_return errc::stream_closed;
+    const std::int64_t credit = std::min(send_credit_, session_->connection_credit());
+    if (credit > 0) {
+      const auto n = std::min({data.size(), static_cast<std::size_t>(credit), max_payload});
+      // The session refuses while its outbound queue is full: wait for the writer then.
+      if (session_->queue_data(*this, data.first(n))) {
+        send_credit_ -= static_cast<std::int64_t>(n);
+        data = data.subspan(n);
+        continue;
+      }
+    }
+    // No credit (the peer's buffers are full: its reader is slow) or a full queue: wait to
+    // be woken by a WINDOW frame, a drained queue, or the end of the stream.
+    co_await writable_.async_wait(as_result);
+    if (co_await cancelled()) co_return asio::error::operation_aborted;
+  }
+  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> stream::shutdown_send() {
+  if (error_) co_return error_;
+  if (!session_) co_return errc::connection_lost;
+  if (!fin_sent_) {
+    fin_sent_ = true;
+    session_->queue_fin(*this);
+  }
+  co_return std::error_code{};
+}
+
+void stream::close() {
+  leave(reset_code::cancel, "stream closed");
+  if (!error_) error_ = errc::stream_closed;
+  wake();
+}
+
+void stream::reset(reset_code code, std::string_view reason) {
+  leave(code, reason);
+  if (!error_) error_ = errc::stream_closed;
+  wake();
+}
+
+void stream::leave(reset_code code, std::string_view reason) {
+  if (!session_) return;
+  // A stream that ended both ways needs no RESET; anything else tells the peer to drop it.
+  if (!error_ && !ended_cleanly()) session_->queue_reset(id_, code, reason);
+  session* s = session_;
+  session_ = nullptr;
+  s->forget(*this);
+}
+
+void stream::deliver(std::span<const std::byte> data) {
+  if (in_begin_ > 0 && in_begin_ >= in_.size() / 2) {
+    in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_begin_));
+    in_begin_ = 0;
+  }
+  in_.insert(in_.end(), data.begin(), data.end());
+  recv_window_ -= static_cast<std::int64_t>(data.size());
+  readable_.cancel();
+}
+
+void stream::deliver_fin() {
+  fin_received_ = true;
+  readable_.cancel();
+}
+
+void stream::fail(std::error_code ec) {
+  if (!error_) error_ = ec;
+  session_ = nullptr;
+  wake();
+}
+
+void stream::wake() {
+  readable_.cancel();
+  writable_.cancel();
+}
+
+}  // namespace tunnel::mux

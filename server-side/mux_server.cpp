@@ -1,0 +1,173 @@
+#include "mux_server.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "net/dial.hpp"
+#include "net/plain_stream.hpp"
+#include "net/pump.hpp"
+#include "ops/log.hpp"
+#include "ops/metrics.hpp"
+
+namespace tunnel::server {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+using namespace std::chrono_literals;
+constexpr std::string_view service_name = "default";
+
+// What every stream of one connection shares.
+struct connection_info {
+  ops::connection_record rec;
+  std::optional<policy::peer_identity> peer;
+  std::string version, cipher;
+  std::size_t live_streams = 0;  // stream coroutines still running (this thread only)
+};
+
+struct stream_count_guard {
+  std::atomic<std::size_t>& n;
+  explicit stream_count_guard(std::atomic<std::size_t>& c) : n(c) { n.fetch_add(1, std::memory_order_relaxed); }
+  ~stream_count_guard() { n.fetch_sub(1, std::memory_order_relaxed); }
+};
+
+void finish(mux::stream& st, const net::pump_result& result) {
+  if (result.clean) st.close();
+  else if (result.reason.find("timeout") != std::string::npos) st.reset(mux::reset_code::timeout, result.reason);
+  else st.reset(mux::reset_code::cancel, result.reason);
+}
+
+asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_info> conn,
+                                   std::unique_ptr<mux::stream> st) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  struct live_guard {
+    connection_info& c;
+    ~live_guard() { --c.live_streams; }
+  } live{*conn};
+  const auto& svc = host.svc();
+  ops::connection_record rec = conn->rec;
+  rec.started = std::chrono::steady_clock::now();
+  // Authorization at stream open, before anything reaches the target.
+  std::string refusal;
+  if (st->service() != service_name) refusal = "unknown service " + st->service();
+  else if (conn->peer && !host.current()->admits(*conn->peer)) refusal = "peer certificate not on the allow-list";
+  if (!refusal.empty()) {
+    ops::warn("stream refused").kv("peer", rec.peer).kv("origin", st->origin()).kv("identity", rec.identity).kv("reason", refusal);
+    ops::metrics::get().count(ops::handshake_failure::policy);
+    st->reset(mux::reset_code::refused, refusal);
+    co_return;
+  }
+  if (host.streams.load(std::memory_order_relaxed) >= svc.max_conns) {
+    ops::warn("connection refused: limit reached")
+        .kv("peer", rec.peer)
+        .kv("origin", st->origin())
+        .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns));
+    ops::metrics::get().count(ops::outcome::limit);
+    st->reset(mux::reset_code::limit, "tunnel-out connection limit reached");
+    co_return;
+  }
+  stream_count_guard counted(host.streams);
+  ops::log_authorized(rec, conn->version, conn->cipher);
+  ops::debug("stream opened").kv("peer", rec.peer).kv("origin", st->origin()).kv("stream", static_cast<std::uint64_t>(st->id()));
+
+  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
+  if (dialed.ec) {
+    const std::string error = dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message();
+    ops::warn("target unreachable").kv("peer", rec.peer).kv("identity", rec.identity).kv("target", rec.target).kv("error", error);
+    st->reset(mux::reset_code::unreachable, error);
+    ops::log_closed(rec, 0, 0, "target unreachable", false);
+    co_return;
+  }
+  net::plain_stream plain(std::move(dialed.socket));
+  const auto result = co_await net::pump(*st, plain, {svc.limits.idle, svc.limits.close}, "client", "target");
+  finish(*st, result);
+  plain.close();
+  ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
+}
+
+}  // namespace
+
+void mux_host::drain() {
+  std::vector<std::pair<mux::session*, asio::any_io_executor>> live;
+  {
+    std::lock_guard lock(mutex_);
+    draining_ = true;
+    live = sessions_;
+  }
+  for (auto& [s, ex] : live) {
+    // Looked up again on the session's own thread, where it is added and removed: the
+    // pointer is only used if the session is still there.
+    asio::post(ex, [this, s = s] {
+      bool present = false;
+      {
+        std::lock_guard lock(mutex_);
+        for (auto& e : sessions_) present = present || e.first == s;
+      }
+      if (present) s->goaway(mux::reset_code::shutdown, "tunnel-out shutting down");
+    });
+  }
+}
+
+void mux_host::add(mux::session* s, asio::any_io_executor ex) {
+  bool draining;
+  {
+    std::lock_guard lock(mutex_);
+    sessions_.emplace_back(s, std::move(ex));
+    draining = draining_;
+  }
+  if (draining) s->goaway(mux::reset_code::shutdown, "tunnel-out shutting down");
+}
+
+void mux_host::remove(mux::session* s) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(sessions_, [s](const auto& e) { return e.first == s; });
+}
+
+asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::connection_record rec) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto ex = co_await asio::this_coro::executor;
+  const auto& svc = host.svc();
+  auto conn = std::make_shared<connection_info>();
+  conn->rec = rec;
+  conn->peer = secure.tls().peer();
+  conn->version = secure.tls().version();
+  conn->cipher = secure.tls().ciphersuite();
+  ops::info("mux connection authorized")
+      .kv("peer", rec.peer)
+      .kv("identity", rec.identity)
+      .kv("tls", conn->version)
+      .kv("cipher", conn->cipher);
+
+  mux::session_settings settings;
+  settings.client = false;
+  settings.keepalive = svc.mux.keepalive;
+  mux::session session(secure, settings);
+  session.on_accept([&host, conn, ex](std::unique_ptr<mux::stream> st) {
+    ++conn->live_streams;
+    asio::co_spawn(ex, serve_stream(host, conn, std::move(st)), asio::detached);
+  });
+  host.add(&session, ex);
+  const std::string reason = co_await session.run();
+  host.remove(&session);
+  // Let the streams log their end (they fail at once now) before this connection counts as
+  // gone: the shutdown drain waits for connections, not for stream coroutines.
+  asio::steady_timer tick(ex);
+  for (int i = 0; i < 200 && conn->live_streams > 0; ++i) {
+    tick.expires_after(10ms);
+    co_await tick.async_wait(as_result);
+  }
+  ops::info("mux connection closed")
+      .kv("peer", rec.peer)
+      .kv("identity", rec.identity)
+      .kv("reason", reason)
+      .kv("streams", session.stats().streams_opened)
+      .kv("bytes_sent", session.stats().bytes_sent)
+      .kv("bytes_received", session.stats().bytes_received)
+      .kv("duration_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count());
+}
+
+}  // namespace tunnel::server
