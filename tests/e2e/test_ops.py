@@ -91,16 +91,24 @@ def echo_through(address: str, payload: bytes) -> None:
 
 def test_metrics_move_by_the_bytes_and_connections_relayed(procs, servers):
     echo = servers.echo()
-    out, tin = procs.pair(echo.address, out_args=["--status", "127.0.0.1:0"], in_args=["--status", "127.0.0.1:0"])
+    # Raw mode: one TLS connection per legacy connection, so both sides count the same.
+    out, tin = procs.pair(echo.address, out_args=["--status", "127.0.0.1:0"],
+                          in_args=["--status", "127.0.0.1:0", "--mode", "raw"])
     payloads = [os.urandom(1000), os.urandom(70000)]
     for p in payloads:
         echo_through(tin.address, p)
     total = sum(len(p) for p in payloads)
     for proc in (out, tin):
         proc.wait_for_log(lambda r: r.get("msg") == "connection closed" and r["bytes_down"] == 70000)
-        code, text = http_get(status_address(proc), "/metrics")
-        assert code == 200
-        m = parse_metrics(text)
+        # The gauge drops when the connection's coroutine has finished, just after its log line.
+        deadline = time.monotonic() + 3
+        while True:
+            code, text = http_get(status_address(proc), "/metrics")
+            assert code == 200
+            m = parse_metrics(text)
+            if metric(m, "tunnel_connections_active") == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert metric(m, "tunnel_bytes_total", direction="up") == total
         assert metric(m, "tunnel_bytes_total", direction="down") == total
         assert metric(m, "tunnel_connections_total", outcome="closed") == 2
@@ -113,7 +121,7 @@ def test_metrics_move_by_the_bytes_and_connections_relayed(procs, servers):
 def test_metrics_count_a_refused_client_by_reason(procs, servers, pki):
     target = servers.counter()
     out = procs.tunnel_out(target.address, "--allow-cn", "client-b", "--status", "127.0.0.1:0")
-    tin = procs.tunnel_in(out.listen)
+    tin = procs.tunnel_in(out.listen, "--mode", "raw")  # exactly one handshake per connection
     with connect(tin.address) as s:
         s.sendall(b"x")
         assert harness.closed_by_peer(s, timeout=5)
