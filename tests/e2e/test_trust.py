@@ -61,6 +61,16 @@ def serial_text(serial: int) -> str:
     return ":".join(f"{b:02X}" for b in raw)
 
 
+# These tests are about what each new TLS handshake presents and checks, so tunnel-in runs
+# in raw mode (one TLS connection per legacy connection) where the build has mux mode.
+_RAW = ["--mode", "raw"] if "--mode" in run_cli(TUNNEL_IN, ["--help"]).stdout else []
+
+
+def tunnel_in_raw(procs, connect_to, *extra, **kw):
+    udp = "--udp" in extra
+    return procs.tunnel_in(connect_to, *extra, *([] if udp else _RAW), **kw)
+
+
 @pytest.fixture
 def ca(pki):
     return tt.Authority.load(pki.ca_cert, pki.ca_key)
@@ -132,7 +142,7 @@ def test_pair_runs_end_to_end_with_tunnel_certs_output(procs, servers, tmp_dir):
                            cred=server, ca=pki_dir / "ca.crt")
     for name in ("client", "plc-7"):
         client = type("cred", (), {"cert": pki_dir / f"{name}.crt", "key": pki_dir / f"{name}.key"})
-        tin = procs.tunnel_in(out.listen, cred=client, ca=pki_dir / "ca.crt")
+        tin = tunnel_in_raw(procs, out.listen, cred=client, ca=pki_dir / "ca.crt")
         assert_echo(tin.address)
     identities = [r["identity"] for r in out.logs_with_msg("connection authorized")]
     assert any(i.startswith("CN=poller") for i in identities), identities
@@ -147,7 +157,7 @@ def test_sighup_reload_under_load_has_zero_failures_and_new_serial(pki, ca, proc
     crt, key, old = server_files
     target = servers.echo()
     out = start_out(procs, target, crt, key, "--threads", "2")
-    tin = procs.tunnel_in(out.listen)
+    tin = tunnel_in_raw(procs, out.listen)
     assert tt.presented_serial(out, pki.client_a.cert, pki.client_a.key, pki.ca_cert) == old.serial
 
     slow = tt.SlowTransfer(tin.address, total=6 << 20, chunk=64 << 10, pause=0.02).start()
@@ -181,7 +191,7 @@ def test_symlink_swap_is_picked_up_by_reload_interval(pki, ca, procs, servers, t
     target = servers.echo()
     out = start_out(procs, target, secret.path("tls.crt"), secret.path("tls.key"), "--reload-interval", "1s",
                     ca_path=secret.path("ca.crt"))
-    tin = procs.tunnel_in(out.listen)
+    tin = tunnel_in_raw(procs, out.listen)
 
     slow = tt.SlowTransfer(tin.address, total=6 << 20, chunk=64 << 10, pause=0.03).start()
     assert slow.started.wait(10)
@@ -233,7 +243,7 @@ def test_failed_reload_keeps_old_credentials_and_process(pki, procs, servers, se
     shutil.copy(pki.ca_cert, ca_path)
     target = servers.echo()
     out = start_out(procs, target, crt, key, ca_path=ca_path)
-    tin = procs.tunnel_in(out.listen)
+    tin = tunnel_in_raw(procs, out.listen)
     assert_echo(tin.address)
 
     breakage(crt, key, ca_path, tmp_dir)
@@ -254,7 +264,7 @@ def test_failed_interval_reload_is_logged_once_then_recovers(pki, ca, procs, ser
     crt, key, old = server_files
     target = servers.echo()
     out = start_out(procs, target, crt, key, "--reload-interval", "1s")
-    tin = procs.tunnel_in(out.listen)
+    tin = tunnel_in_raw(procs, out.listen)
     new = tt.issue(ca, "tunnel-out-v2")
     tt.write_atomic(crt, new.cert_pem())  # the key still belongs to the old certificate
     out.wait_for_log("credential reload failed; keeping the previous credentials", timeout=5)
@@ -275,8 +285,8 @@ def test_revoked_client_is_refused_with_crl(pki, ca, procs, servers, tmp_dir):
     crl.write_bytes(tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
     target = servers.echo()
     out = procs.tunnel_out(target.address, "--crl", str(crl))
-    good = procs.tunnel_in(out.listen, cred=pki.client_a)
-    revoked = procs.tunnel_in(out.listen, cred=pki.client_b)
+    good = tunnel_in_raw(procs, out.listen, cred=pki.client_a)
+    revoked = tunnel_in_raw(procs, out.listen, cred=pki.client_b)
     assert_echo(good.address)
     assert_refused(revoked)
     failed = out.wait_for_log("handshake failed")
@@ -290,8 +300,8 @@ def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, serve
     crl.write_bytes(tt.make_crl(ca, [], der=True))  # DER, revoking nothing yet
     target = servers.echo()
     out = procs.tunnel_out(target.address, "--crl", str(crl))
-    tin_b = procs.tunnel_in(out.listen, cred=pki.client_b)
-    tin_a = procs.tunnel_in(out.listen, cred=pki.client_a)
+    tin_b = tunnel_in_raw(procs, out.listen, cred=pki.client_b)
+    tin_a = tunnel_in_raw(procs, out.listen, cred=pki.client_a)
     assert_echo(tin_b.address)
     # A connection opened before the reload stays up after it.
     live = connect(tin_b.address)
@@ -314,7 +324,7 @@ def test_tunnel_in_refuses_revoked_server(pki, ca, procs, servers, tmp_dir):
     crl.write_bytes(tt.make_crl(ca, [pki.server.certificate.serial_number]))
     target = servers.counter()
     out = procs.tunnel_out(target.address)
-    tin = procs.tunnel_in(out.listen, "--crl", str(crl))
+    tin = tunnel_in_raw(procs, out.listen, "--crl", str(crl))
     assert_refused(tin)
     assert "revoked" in tin.wait_for_log("handshake with tunnel-out failed")["reason"].lower()
     assert target.connection_count == 0
@@ -343,9 +353,9 @@ def test_pin_is_checked_against_reloaded_key(pki, ca, procs, servers, server_fil
     target = servers.echo()
     out = start_out(procs, target, crt, key)
     old_pin = tt_spki(old)
-    pinned_old = procs.tunnel_in(out.listen, "--pin-spki-sha256", old_pin)
+    pinned_old = tunnel_in_raw(procs, out.listen, "--pin-spki-sha256", old_pin)
     new = tt.issue(ca, "tunnel-out-v2")
-    both = procs.tunnel_in(out.listen, "--pin-spki-sha256", old_pin, "--pin-spki-sha256", tt_spki(new))
+    both = tunnel_in_raw(procs, out.listen, "--pin-spki-sha256", old_pin, "--pin-spki-sha256", tt_spki(new))
     assert_echo(pinned_old.address)
     tt.write_atomic(key, new.key_pem(), 0o600)
     tt.write_atomic(crt, new.cert_pem())
@@ -385,13 +395,13 @@ def test_allow_spki_pin_admits_after_client_cert_renewal_with_same_key(pki, ca, 
     crt, key = tmp_dir / "c.crt", tmp_dir / "c.key"
     tt.write_atomic(crt, original.cert_pem())
     tt.write_atomic(key, original.key_pem(), 0o600)
-    tin = procs.tunnel_in(out.listen, "--reload-interval", "1s", cred=type("c", (), {"cert": crt, "key": key}))
+    tin = tunnel_in_raw(procs, out.listen, "--reload-interval", "1s", cred=type("c", (), {"cert": crt, "key": key}))
     assert_echo(tin.address)
     from cryptography.hazmat.primitives import serialization
     tt.write_atomic(crt, renewed.public_bytes(serialization.Encoding.PEM))
     reloaded(tin, "interval", timeout=5)
     assert_echo(tin.address)
-    other = procs.tunnel_in(out.listen, cred=pki.client_a)
+    other = tunnel_in_raw(procs, out.listen, cred=pki.client_a)
     assert_refused(other)
 
 
@@ -401,7 +411,7 @@ def test_expiry_warnings_for_own_and_peer_certificates(pki, procs, servers):
     out = procs.tunnel_out(target.address, "--expiry-warning", "30d")
     own = out.wait_for_log("our certificate expires soon")
     assert own["level"] == "warning" and 6 < own["days_left"] <= 7, own
-    tin = procs.tunnel_in(out.listen, "--expiry-warning", "30d")
+    tin = tunnel_in_raw(procs, out.listen, "--expiry-warning", "30d")
     tin.wait_for_log("our certificate expires soon")
     for _ in range(3):
         assert_echo(tin.address)
@@ -429,8 +439,9 @@ def psk_key():
 def psk_pair(procs, target, psk_out: Path, psk_in: Path, *extra):
     out = procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", target.address, "--psk-file",
                                    str(psk_out), *harness.log_args(), *extra], name="tunnel-out")
+    raw = [] if "--udp" in extra else _RAW
     tin = procs.start(TUNNEL_IN, ["--listen", "127.0.0.1:0", "--connect", out.listen, "--psk-file", str(psk_in),
-                                  *harness.log_args(), *extra], name="tunnel-in")
+                                  *harness.log_args(), *extra, *raw], name="tunnel-in")
     return out, tin
 
 
@@ -612,7 +623,7 @@ def test_udp_new_flows_use_reloaded_certificate(pki, ca, procs, server_files):
     echo = UdpEcho()
     try:
         out = start_out(procs, echo, crt, key, "--udp")
-        tin = procs.tunnel_in(out.listen, "--udp")
+        tin = tunnel_in_raw(procs, out.listen, "--udp")
         assert udp_roundtrip(tin.address, b"one") == b"one"
         new = tt.issue(ca, "tunnel-out-v2")
         tt.write_atomic(key, new.key_pem(), 0o600)
