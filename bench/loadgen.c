@@ -9,6 +9,14 @@
 //         "check" -> pings every open connection again, prints "check ok=N fail=F"
 //         EOF     -> closes everything and exits.
 //
+//   loadgen rr PORT CLIENTS WARMUP SECONDS
+//       Closed-loop request/response against a Redis server (or a tunnel in front of one)
+//       on 127.0.0.1:PORT: CLIENTS connections each keep one PING in flight. Connections
+//       are opened first; once each has had its first reply (TLS handshakes done) WARMUP
+//       seconds pass, then the
+//       replies to requests sent in the next SECONDS are counted and timed. Prints
+//       "rr clients=C requests=N rps=R p50_ms=.. p90_ms=.. p99_ms=.. p999_ms=.. max_ms=.. errors=E".
+//
 //   loadgen udp SEND_PORT SINK_PORT SIZE SECONDS RATE...
 //       For each RATE: sends RATE datagrams/s of SIZE bytes to 127.0.0.1:SEND_PORT for
 //       SECONDS, paced in 1 ms slots, and counts what arrives at a socket bound to
@@ -353,6 +361,106 @@ static int cmd_udp(int argc, char** argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------- rr
+// Closed-loop request/response: CLIENTS connections, each with one PING in flight; after
+// WARMUP seconds (connections set up, TLS handshakes done, caches warm) the replies of
+// the next SECONDS are timed.
+static int cmp_u32(const void* a, const void* b) {
+  uint32_t x = *(const uint32_t*)a, y = *(const uint32_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+struct rr_conn {
+  int fd;
+  int connected;
+  double sent_at;
+};
+
+static int cmd_rr(int argc, char** argv) {
+  if (argc != 6) return 2;
+  int port = atoi(argv[2]), clients = atoi(argv[3]);
+  double warm = atof(argv[4]), secs = atof(argv[5]);
+  memset(&target, 0, sizeof target);
+  target.sin_family = AF_INET;
+  target.sin_port = htons((uint16_t)port);
+  inet_pton(AF_INET, "127.0.0.1", &target.sin_addr);
+  static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+  struct rr_conn* cs = calloc((size_t)clients, sizeof *cs);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  size_t cap = 1 << 20, n = 0;
+  uint32_t* lat_ns = malloc(cap * sizeof *lat_ns);  // latencies in ns (saturating at ~4.29 s)
+  uint64_t errors = 0;
+  // The clock starts once every connection has had its first reply (all handshakes done),
+  // plus WARMUP; 120 s at most for that.
+  double t_start = now_s(), t_measure = 1e300, t_end = t_start + 120 + warm + secs;
+  int first_replies = 0;
+  int* answered = calloc((size_t)clients, sizeof *answered);
+  for (int i = 0; i < clients; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr*)&target, sizeof target) < 0) die("connect");
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    cs[i].fd = fd;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    cs[i].sent_at = now_s();
+    if (send(fd, ping, sizeof ping - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof ping - 1)) die("send");
+  }
+  struct epoll_event evs[256];
+  uint64_t measured_done = 0;
+  while (1) {
+    double t = now_s();
+    if (t >= t_end) break;
+    int k = epoll_wait(ep, evs, 256, 100);
+    for (int j = 0; j < k; j++) {
+      struct rr_conn* c = &cs[evs[j].data.u32];
+      char buf[512];
+      ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r <= 0) {
+        errors++;
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        continue;
+      }
+      if (!memchr(buf, '\n', (size_t)r)) continue;  // "+PONG\r\n" arrives whole in practice
+      double done = now_s();
+      if (!answered[evs[j].data.u32]) {
+        answered[evs[j].data.u32] = 1;
+        if (++first_replies == clients) {
+          t_measure = done + warm;
+          t_end = t_measure + secs;
+        }
+      }
+      if (c->sent_at >= t_measure && done <= t_end) {
+        if (n == cap) {
+          cap *= 2;
+          lat_ns = realloc(lat_ns, cap * sizeof *lat_ns);
+        }
+        double d = (done - c->sent_at) * 1e9;
+        lat_ns[n++] = d > 4.29e9 ? 4290000000u : (uint32_t)d;
+        measured_done++;
+      }
+      c->sent_at = now_s();
+      if (send(c->fd, ping, sizeof ping - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof ping - 1)) {
+        errors++;
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+      }
+    }
+  }
+  if (first_replies < clients) {
+    printf("rr clients=%d answered=%d errors=%llu setup=failed\n", clients, first_replies, (unsigned long long)errors);
+    return 1;
+  }
+  qsort(lat_ns, n, sizeof *lat_ns, cmp_u32);
+#define PCT(p) (n ? lat_ns[(size_t)((p) * (double)(n - 1))] / 1e6 : 0.0)
+  printf("rr clients=%d setup_secs=%.3f requests=%zu secs=%.3f rps=%.1f p50_ms=%.4f p90_ms=%.4f p99_ms=%.4f p999_ms=%.4f max_ms=%.4f errors=%llu\n",
+         clients, t_measure - warm - t_start, n, secs, n / secs, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999), n ? lat_ns[n - 1] / 1e6 : 0.0,
+         (unsigned long long)errors);
+  for (int i = 0; i < clients; i++) close(cs[i].fd);
+  return errors ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   struct rlimit rl;
@@ -362,6 +470,7 @@ int main(int argc, char** argv) {
   }
   if (argc >= 2 && strcmp(argv[1], "hold") == 0) return cmd_hold(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "udp") == 0) return cmd_udp(argc, argv);
-  fprintf(stderr, "usage: loadgen hold HOST PORT N CONC | loadgen udp SEND_PORT SINK_PORT SIZE SECONDS RATE...\n");
+  if (argc >= 2 && strcmp(argv[1], "rr") == 0) return cmd_rr(argc, argv);
+  fprintf(stderr, "usage: loadgen hold HOST PORT N CONC | loadgen rr PORT CLIENTS WARMUP SECONDS | loadgen udp SEND_PORT SINK_PORT SIZE SECONDS RATE...\n");
   return 2;
 }

@@ -34,14 +34,14 @@ done
 
 if [ "$QUICK" = 1 ]; then
   : "${REPS:=1}"
-  BULK_SECS=2; BULK_OMIT=1
-  RR_SECS=1.5                 # target duration of one redis-benchmark run
+  BULK_SECS=2; BULK_OMIT=0
+  RR_SECS=2                   # measured seconds of one request/response run
   MEM_COUNTS="1000"
   UDP_RATES="10000 30000"; UDP_SECS=2
   CEIL_SECS=0.5
 else
   : "${REPS:=3}"
-  BULK_SECS=3; BULK_OMIT=1
+  BULK_SECS=3; BULK_OMIT=0
   RR_SECS=3
   MEM_COUNTS="1000 5000"
   UDP_RATES="10000 30000 60000"; UDP_SECS=3
@@ -280,6 +280,8 @@ rotate() {  # rotate REP ITEMS... : the items starting at REP mod N (spreads dri
   for ((i = 0; i < n; i++)); do printf '%s ' "${a[$(((i + r) % n))]}"; done
 }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }  # utime + stime
+CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- 6. ceiling
 if want ceiling; then
@@ -314,10 +316,21 @@ if want bulk; then
       [ "${BULK_OK[$v]}" = 1 ] || continue
       for par in 1 8; do
         say "bulk rep $rep $v x$par (load $(loadavg))"
+        read -r pi po <<<"${STACK_PIDS[$v]:-} "
+        ci0=0; co0=0; [ -n "${pi:-}" ] && ci0=$(cpu_ticks "$pi") && co0=$(cpu_ticks "$po")
         if timeout $((BULK_SECS + BULK_OMIT + 30)) iperf3 -c 127.0.0.1 -p "${STACK_PORT[$v]}" -t "$BULK_SECS" -O "$BULK_OMIT" \
              -P "$par" -J > "$WORK/iperf.json" 2>>"$LOGS/iperf3-client.log"; then
           bps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"])' "$WORK/iperf.json" 2>/dev/null || echo "")
+          bytes=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bytes"])' "$WORK/iperf.json" 2>/dev/null || echo "")
           if [ -n "$bps" ]; then record bulk "$v" "$rep" "bulk_${par}_bps" "$bps"; else record bulk "$v" "$rep" "bulk_${par}_failed" 1; fi
+          if [ -n "${pi:-}" ] && [ -n "$bytes" ]; then
+            # CPU seconds each tunnel end spent on this run: bytes per CPU-second of the busier
+            # end is what the tunnel would carry with a core to itself (load-independent).
+            ci=$(python3 -c "print(($(cpu_ticks "$pi") - $ci0) / $CLK_TCK)"); co=$(python3 -c "print(($(cpu_ticks "$po") - $co0) / $CLK_TCK)")
+            record bulk "$v" "$rep" "bulk_${par}_cpu_in_s" "$ci"; record bulk "$v" "$rep" "bulk_${par}_cpu_out_s" "$co"
+            python3 -c "import sys; b,ci,co=map(float,sys.argv[1:]); m=max(ci,co); print(b/m if m>0 else '')" "$bytes" "$ci" "$co" \
+              | { read -r x; [ -n "$x" ] && record bulk "$v" "$rep" "bulk_${par}_Bps_per_cpu" "$x" || true; }
+          fi
         else
           record bulk "$v" "$rep" "bulk_${par}_failed" 1
           say "bulk $v x$par failed"
@@ -330,48 +343,52 @@ if want bulk; then
 fi
 
 # ---------------------------------------------------------------- 2./3. redis request/response
+# 2: our closed-loop client (loadgen rr) times PINGs after every connection is up and a
+#    warm-up has passed, so TLS handshakes do not pollute the steady-state percentiles.
+# 3: redis-benchmark -k 0 (a new connection for every request), sized by a short probe.
 # redis-benchmark --csv: "test","rps","avg_ms","min_ms","p50_ms","p95_ms","p99_ms","max_ms"
 rb() {  # rb PORT N CLIENTS KEEPALIVE TIMEOUT -> prints the csv line or nothing
   timeout "$5" redis-benchmark -h 127.0.0.1 -p "$1" -t ping_mbulk -n "$2" -c "$3" -k "$4" --csv 2>>"$LOGS/redis-benchmark.log" \
     | tr -d '"' | awk -F, '$1=="PING_MBULK"{print}' | tail -1
 }
+kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }  # kv KEY LINE
 if want redis; then
   port; REDIS_PORT=$PORT
   start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --maxclients 12000; REDIS_PID=$LAST_PID
   wait_listen "$REDIS_PORT" || note "redis-server did not start"
-  declare -A RB_N RB_DEAD
+  declare -A CPR_N RB_DEAD
   for v in "${VARIANTS[@]}"; do
     RB_DEAD[$v]=0
     if ! start_variant "$v" "$REDIS_PORT" redis || [ "$(timeout 20 redis-cli -p "${STACK_PORT[$v]}" ping 2>/dev/null)" != PONG ]; then
-      note "redis: $v failed its sanity PING; not measured"; RB_DEAD[$v]=1; record redis "$v" 0 failed 1; continue
+      note "redis: $v failed its sanity PING; not measured"; RB_DEAD[$v]=1; record rr1 "$v" 0 failed 1; continue
     fi
-    # Size each run from a short probe so that it lasts about RR_SECS.
-    for kind in rr1 rr50 cpr; do
-      case $kind in rr1) c=1; k=1; n0=500 ;; rr50) c=50; k=1; n0=2000 ;; cpr) c=10; k=0; n0=100 ;; esac
-      line=$(rb "${STACK_PORT[$v]}" "$n0" "$c" "$k" 30)
-      if [ -z "$line" ]; then
-        RB_N[$v.$kind]=0; note "redis: $v $kind probe ($n0 requests, $c clients, keepalive $k) failed or took > 30 s"
-        record "$kind" "$v" 0 failed 1; continue
-      fi
-      rps=$(cut -d, -f2 <<<"$line")
-      RB_N[$v.$kind]=$(python3 -c "import sys; print(max(200, min(400000, int(float(sys.argv[1]) * float(sys.argv[2])))))" "$rps" "$RR_SECS")
-    done
+    # Size the connection-per-request runs from a short probe so each lasts about RR_SECS.
+    line=$(rb "${STACK_PORT[$v]}" 100 10 0 30)
+    if [ -z "$line" ]; then
+      CPR_N[$v]=0; note "redis: $v connection-per-request probe (100 requests, 10 clients, -k 0) failed or took > 30 s"
+      record cpr "$v" 0 failed 1
+    else
+      CPR_N[$v]=$(python3 -c "import sys; print(max(200, min(200000, int(float(sys.argv[1]) * float(sys.argv[2])))))" "$(cut -d, -f2 <<<"$line")" "$RR_SECS")
+    fi
   done
   for ((rep = 1; rep <= REPS; rep++)); do
     for v in $(rotate "$rep" "${VARIANTS[@]}"); do
       [ "${RB_DEAD[$v]}" = 1 ] && continue
-      for kind in rr1 rr50 cpr; do
-        n=${RB_N[$v.$kind]}; [ "$n" = 0 ] && continue
-        case $kind in rr1) c=1; k=1 ;; rr50) c=50; k=1 ;; cpr) c=10; k=0 ;; esac
-        say "$kind rep $rep $v n=$n c=$c k=$k (load $(loadavg))"
-        line=$(rb "${STACK_PORT[$v]}" "$n" "$c" "$k" $((60 + 8 * ${RR_SECS%.*})))
-        if [ -z "$line" ]; then record "$kind" "$v" "$rep" failed 1; say "$kind $v failed"; continue; fi
-        IFS=, read -r _ rps avg mn p50 p95 p99 mx <<<"$line"
-        record "$kind" "$v" "$rep" rps "$rps"
-        record "$kind" "$v" "$rep" p50_ms "$p50"
-        record "$kind" "$v" "$rep" p99_ms "$p99"
-        record "$kind" "$v" "$rep" avg_ms "$avg"
+      for clients in 1 50; do
+        say "rr$clients rep $rep $v (load $(loadavg))"
+        line=$(timeout $((150 + ${RR_SECS%.*})) "$B/loadgen" rr "${STACK_PORT[$v]}" "$clients" 1 "$RR_SECS" 2>>"$LOGS/loadgen-rr.log" || true)
+        echo "$v $line" >> "$LOGS/loadgen-rr.log"
+        if [ -z "$(kv rps "$line")" ] || [ "$(kv errors "$line")" != 0 ]; then record "rr$clients" "$v" "$rep" failed 1; say "rr$clients $v failed: $line"; continue; fi
+        for m in rps p50_ms p90_ms p99_ms p999_ms max_ms setup_secs; do record "rr$clients" "$v" "$rep" "$m" "$(kv $m "$line")"; done
       done
+      n=${CPR_N[$v]:-0}; [ "$n" = 0 ] && continue
+      say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
+      line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
+      if [ -z "$line" ]; then record cpr "$v" "$rep" failed 1; say "cpr $v failed"; continue; fi
+      IFS=, read -r _ rps avg mn p50 p95 p99 mx <<<"$line"
+      record cpr "$v" "$rep" rps "$rps"
+      record cpr "$v" "$rep" p50_ms "$p50"
+      record cpr "$v" "$rep" p99_ms "$p99"
     done
   done
   for v in "${VARIANTS[@]}"; do stop_variant "$v"; done
@@ -447,6 +464,8 @@ if want udp; then
     case "$v" in
       direct) UPORT[$v]=$SINK ;;
       socat)
+        # socat 1.7.4 checks the server name by looking the name up as an IPv6 address, so
+        # "localhost" and "127.0.0.1" fail here; ::1 is one of the server certificate's IP SANs.
         port; p_out=$PORT; port; p_in=$PORT
         start socat-dtls-server socat -T 3600 \
           "OPENSSL-DTLS-SERVER:$p_out,bind=127.0.0.1,reuseaddr,cert=$PKI/server.crt,key=$PKI/server.key,cafile=$PKI/ca.crt,verify=1" \
@@ -455,7 +474,7 @@ if want udp; then
         wait_listen "$p_out" udp || return 1
         start socat-dtls-client socat -T 3600 \
           "UDP-LISTEN:$p_in,bind=127.0.0.1,reuseaddr" \
-          "OPENSSL-DTLS-CLIENT:127.0.0.1:$p_out,cert=$PKI/client.crt,key=$PKI/client.key,cafile=$PKI/ca.crt,verify=1,commonname=localhost"; pi=$LAST_PID
+          "OPENSSL-DTLS-CLIENT:127.0.0.1:$p_out,cert=$PKI/client.crt,key=$PKI/client.key,cafile=$PKI/ca.crt,verify=1,commonname=::1"; pi=$LAST_PID
         UPORT[$v]=$p_in; UPIDS[$v]="$pi $po"
         wait_listen "$p_in" udp || return 1 ;;
       raw|mux)
