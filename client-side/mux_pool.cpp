@@ -66,6 +66,7 @@ struct mux_pool::worker_state {
   std::vector<std::shared_ptr<slot>> slots;
   bool started = false, stopping = false;
   std::size_t pending = 0;  // slots dialling, or with a session the server has not answered yet
+  std::uint64_t settled = 0;  // attempts that ended (up and answered, or failed)
 
   bool has_own_session() const {
     return std::any_of(sessions.begin(), sessions.end(),
@@ -126,10 +127,13 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
   co_await asio::this_coro::throw_if_cancelled(false);
   std::chrono::milliseconds backoff{0};
   std::string last_failure;
+  // Its own timer: sessions poke sl->wake whenever they change, which must not cut a
+  // backoff short.
+  asio::steady_timer pause(ws->io);
   while (!ws->stopping) {
     if (backoff.count() > 0) {
-      sl->wake.expires_after(jittered(backoff));
-      co_await sl->wake.async_wait(as_result);
+      pause.expires_after(jittered(backoff));
+      co_await pause.async_wait(as_result);
       if (ws->stopping) break;
     }
     ++ws->pending;
@@ -140,6 +144,7 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
     else if (attempt.secure->tls().alpn() != mux::alpn_name) failure = "tunnel-out does not offer mux mode (ALPN tunnel-mux/1)";
     if (!failure.empty()) {
       --ws->pending;
+      ++ws->settled;
       backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
       // The first failure of a run is a warning; the same failure again is debug noise.
       ops::event(failure == last_failure ? spdlog::level::debug : spdlog::level::warn, "mux connection failed")
@@ -162,12 +167,12 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
     // while this slot brings up the replacement (make before break).
     while (!*ended && !ws->stopping && s->usable()) {
       was_ready = was_ready || s->ready();
-      if (was_ready && counted) --ws->pending, counted = false;
+      if (was_ready && counted) --ws->pending, ++ws->settled, counted = false;
       sl->wake.expires_at(asio::steady_timer::time_point::max());
       co_await sl->wake.async_wait(as_result);
     }
     if (!*ended) was_ready = was_ready || s->ready();
-    if (counted) --ws->pending;
+    if (counted) --ws->pending, ++ws->settled;
     if (was_ready) {
       backoff = std::chrono::milliseconds{0};
       last_failure.clear();
@@ -269,10 +274,13 @@ asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds 
   const auto ex = co_await asio::this_coro::executor;
   auto* ws = local(ex);
   const auto deadline = clock::now() + limit;
+  const auto settled = ws ? ws->settled : 0;
   asio::steady_timer tick(ex);
   for (;;) {
     if (auto* s = pick(ex)) co_return s;
-    if (!ws || ws->pending == 0 || ws->stopping || clock::now() >= deadline) {
+    // Only the attempt under way is worth waiting for: once one settled without giving us
+    // a session, a connection of our own says precisely why it fails.
+    if (!ws || ws->pending == 0 || ws->settled != settled || ws->stopping || clock::now() >= deadline) {
       ops::debug("no mux connection ready on this worker")
           .kv("pending", static_cast<std::uint64_t>(ws ? ws->pending : 0))
           .kv("sessions", static_cast<std::uint64_t>(ws ? ws->sessions.size() : 0))

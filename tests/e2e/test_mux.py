@@ -1,0 +1,196 @@
+"""End-to-end tests of mux mode: many legacy TCP connections as streams over a few pooled,
+pre-authenticated TLS connections (common/mux/PROTOCOL.md).
+
+The whole TCP suite also runs in mux mode (TUNNEL_MODE=mux); these tests cover what only
+mux mode has: the pool, flow-control isolation, keepalive, reconnection, rotation, and
+the negotiation with raw-mode peers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import harness
+from harness import connect, echo_roundtrip, recv_all, sha256
+
+MiB = 1 << 20
+
+
+def mux_pair(procs, target, in_args=(), out_args=(), pool=2):
+    out = procs.tunnel_out(target.address, *out_args, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", str(pool), *in_args, level="info")
+    wait_until(lambda: len(tin.logs_with_msg("mux connection up")) >= pool, "the pool is up")
+    return out, tin
+
+
+def wait_until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def rss_kib(proc) -> int:
+    with open(f"/proc/{proc.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_1000_short_connections_need_no_new_handshake(procs, servers):
+    target = servers.echo()
+    out, tin = mux_pair(procs, target)
+    before = len(out.logs_with_msg("mux connection authorized"))
+    assert before == 2
+
+    started = time.monotonic()
+    for i in range(1000):
+        payload = f"request {i}\n".encode()
+        assert echo_roundtrip(tin.address, payload) == payload
+    elapsed = time.monotonic() - started
+
+    assert len(out.logs_with_msg("mux connection authorized")) == before, "a legacy connection cost a handshake"
+    assert not tin.logs_with_msg("mux connection failed")
+    wait_until(lambda: len(out.logs_with_msg("connection closed")) == 1000, "tunnel-out logged every stream")
+    assert all(r["reason"] == "closed" for r in out.logs_with_msg("connection closed"))
+    print(f"1000 connections in {elapsed:.2f}s")
+
+
+def test_stalled_legacy_reader_does_not_slow_another_stream(procs, servers):
+    # The target pours 64 MiB into every connection; the first legacy client never reads.
+    flood = os.urandom(MiB) * 64
+    target = servers.sender(flood, shutdown_after_send=True)
+    out, tin = mux_pair(procs, target, pool=1)
+    rss_before = rss_kib(tin), rss_kib(out)
+
+    stalled = connect(tin.address, timeout=30)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"x")
+    target.wait_connections(1)
+    time.sleep(1.0)  # let the stalled stream fill every buffer it may
+
+    started = time.monotonic()
+    with connect(tin.address, timeout=30) as s:
+        s.sendall(b"y")
+        got = recv_all(s)
+    elapsed = time.monotonic() - started
+    assert sha256(got) == sha256(flood), f"got {len(got)} of {len(flood)} bytes"
+    assert elapsed < 15, f"64 MiB beside a stalled stream took {elapsed:.1f}s"
+
+    # Memory stays within the windows: the stalled stream holds at most its window in each
+    # process (plus socket buffers), not the 64 MiB the target sent.
+    grown = rss_kib(tin) - rss_before[0], rss_kib(out) - rss_before[1]
+    assert max(grown) < 24 * 1024, f"RSS grew by {grown} KiB"
+    stalled.close()
+
+
+def test_tunnel_out_killed_mid_transfer_resets_streams_and_pool_recovers(procs, servers):
+    target = servers.echo()
+    out, tin = mux_pair(procs, target, in_args=["--keepalive", "2s"])
+    port = out.port
+
+    s = connect(tin.address, timeout=10)
+    s.sendall(b"a" * 100_000)
+    assert len(harness.recv_exactly(s, 100_000)) == 100_000
+    out.proc.kill()  # SIGKILL: no GOAWAY, no close_notify
+    started = time.monotonic()
+    assert harness.closed_by_peer(s, timeout=5), "legacy client still connected after tunnel-out died"
+    assert time.monotonic() - started < 2.5
+    s.close()
+
+    # While tunnel-out is down, legacy connections are closed promptly.
+    with connect(tin.address) as s2:
+        assert harness.closed_by_peer(s2, timeout=5)
+
+    out2 = procs.tunnel_out(target.address, listen=f"127.0.0.1:{port}", level="info")
+    wait_until(lambda: out2.logs_with_msg("mux connection authorized"), "the pool reconnected", timeout=15)
+    payload = os.urandom(200_000)
+    assert echo_roundtrip(tin.address, payload) == payload
+    assert tin.running()
+
+
+def test_keepalive_ends_streams_when_tunnel_out_freezes(procs, servers):
+    target = servers.echo()
+    out, tin = mux_pair(procs, target, in_args=["--keepalive", "1s"])
+    s = connect(tin.address, timeout=10)
+    s.sendall(b"ping\n")
+    assert harness.recv_exactly(s, 5) == b"ping\n"
+    out.signal(signal.SIGSTOP)  # alive for TCP, silent for the tunnel
+    try:
+        started = time.monotonic()
+        assert harness.closed_by_peer(s, timeout=6), "stream outlived a silent tunnel-out"
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0, f"streams reset after {elapsed:.1f}s with --keepalive 1s"
+        closed = tin.wait_for_log(lambda r: r.get("msg") == "mux connection closed" and "keepalive" in r.get("reason", ""))
+        assert closed["level"] in ("info", "warning")
+    finally:
+        out.signal(signal.SIGCONT)
+        s.close()
+
+
+def test_rotation_keeps_long_transfers_intact(procs, servers):
+    target = servers.echo()
+    out, tin = mux_pair(procs, target, in_args=["--rotate-after", "256KiB"], pool=1)
+    payloads = [os.urandom(3 * MiB) for _ in range(3)]
+    results = {}
+
+    def transfer(i):
+        results[i] = echo_roundtrip(tin.address, payloads[i], timeout=60)
+
+    threads = [threading.Thread(target=transfer, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)  # start on different connections as they rotate
+    for t in threads:
+        t.join(60)
+    for i, p in enumerate(payloads):
+        assert sha256(results.get(i, b"")) == sha256(p), f"transfer {i} damaged"
+    more = os.urandom(MiB)
+    assert echo_roundtrip(tin.address, more) == more
+    # Rotation replaced the connection several times.
+    assert len(out.logs_with_msg("mux connection authorized")) >= 3
+    assert tin.logs_with_msg("mux connection closed")
+
+
+def test_auto_mode_switches_to_mux_with_tunnel_out(procs, servers):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", "auto", "--pool", "2", level="info")
+    assert echo_roundtrip(tin.address, b"first\n") == b"first\n"
+    wait_until(lambda: len(out.logs_with_msg("mux connection authorized")) >= 2, "the pool filled")
+    n = len(out.logs_with_msg("mux connection authorized"))
+    for i in range(20):
+        assert echo_roundtrip(tin.address, b"more\n") == b"more\n"
+    assert len(out.logs_with_msg("mux connection authorized")) <= n + 1
+
+
+def test_raw_mode_client_still_gets_plain_tls(procs, servers):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", "raw", level="info")
+    assert echo_roundtrip(tin.address, b"raw\n") == b"raw\n"
+    out.wait_for_log("connection authorized")
+    assert not out.logs_with_msg("mux connection authorized")
+
+
+def test_sigterm_on_tunnel_out_drains_streams_with_goaway(procs, servers):
+    target = servers.sink()
+    out, tin = mux_pair(procs, target)
+    chunks = [os.urandom(64 * 1024) for _ in range(10)]
+    with connect(tin.address, timeout=20) as s:
+        s.sendall(chunks[0])
+        target.wait_connections(1)
+        out.signal(signal.SIGTERM)
+        out.wait_for_log("shutting down: no longer accepting")
+        for c in chunks[1:]:
+            s.sendall(c)
+            time.sleep(0.05)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s).decode() == sha256(b"".join(chunks))
+    assert out.wait(10) == 0
+    assert not out.logs_with_msg("shutdown timeout passed; closing remaining connections")
