@@ -40,6 +40,7 @@ session::session(tls::tls_stream& tls, session_settings settings)
     : tls_(tls),
       settings_(settings),
       writer_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
+      reader_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       started_(clock::now()),
       last_rx_(started_) {}
 
@@ -170,10 +171,17 @@ asio::awaitable<void> session::reader() {
     const auto r = co_await tls_.read_some(std::span(acc).subspan(filled));
     if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (r.ec) {
-      // close_notify after GOAWAY (or with nothing open) is the clean end.
+      // close_notify after GOAWAY (or with nothing open) is the clean end. Answer with
+      // ours before the socket closes: closing it with our own frames unsent would end the
+      // peer's connection with a reset, which discards what it has not read yet.
       if (r.ec == asio::error::eof && (retiring() || streams_.empty())) {
+        peer_closed_ = true;
         closing_ = true;
         wake_writer();
+        while (!close_sent_ && failure_.empty()) {
+          co_await reader_wake_.async_wait(as_result);
+          if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+        }
         co_return;
       }
       fail(r.ec == asio::error::eof ? "the peer closed the connection" : "tunnel read: " + r.ec.message(),
@@ -207,12 +215,19 @@ asio::awaitable<void> session::writer() {
   co_await asio::this_coro::throw_if_cancelled(false);
   std::vector<std::span<const std::byte>> records;
   for (;;) {
+    if (close_sent_) out_.clear(), frame_ends_.clear();  // nothing may follow close_notify
     if (out_.empty()) {
       if (!failure_.empty()) co_return;
-      if (closing_) {
+      if (closing_ && !close_sent_) {
         // Everything queued is out: end with close_notify so the peer sees a clean end.
         co_await tls_.shutdown_send();
-        co_return;
+        close_sent_ = true;
+        close_sent_at_ = clock::now();
+        reader_wake_.cancel();
+        if (peer_closed_) co_return;
+        // Then wait for the peer's close_notify (the reader returns on it): closing the
+        // socket while the peer still sends would reset the connection under its unread
+        // bytes. The keepalive bounds the wait.
       }
       co_await writer_wake_.async_wait(as_result);
       if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
@@ -252,12 +267,13 @@ asio::awaitable<void> session::keepalive() {
   const auto k = settings_.keepalive;
   // Silence of k/2 sends a ping; silence of k ends the session: a peer that answers at
   // all answers a ping within half the bound.
-  const auto period = k.count() > 0 ? std::max<std::chrono::milliseconds>(k / 4, 10ms) : 1s;
+  const auto period = k.count() > 0 ? std::clamp<std::chrono::milliseconds>(k / 4, 10ms, 1s) : 1s;
   for (;;) {
     tick.expires_after(period);
     co_await tick.async_wait(as_result);
     if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     check_rotation();
+    if (close_sent_ && clock::now() - close_sent_at_ > 5s) co_return;  // the peer never answered
     if (k.count() == 0) continue;
     const auto silent = clock::now() - last_rx_;
     if (silent >= k) {

@@ -116,11 +116,14 @@ class session {
   std::vector<std::byte> out_, sending_;
   std::vector<std::size_t> frame_ends_, sending_ends_;
   asio::steady_timer writer_wake_;
+  asio::steady_timer reader_wake_;  // the reader waits here for our close_notify to go out
   std::chrono::steady_clock::time_point started_, last_rx_;
   std::uint64_t ping_outstanding_ = 0;  // opaque value of our unanswered ping (0: none)
   std::uint64_t ping_counter_ = 0;
   bool ready_ = false, running_ = false, ended_ = false, closing_ = false;
   bool goaway_sent_ = false, goaway_received_ = false;
+  bool close_sent_ = false, peer_closed_ = false;  // close_notify each way
+  std::chrono::steady_clock::time_point close_sent_at_;
   std::string failure_;              // the first failure, which ends the session
   std::error_code stream_error_;     // what streams fail with when the session ends
   session_stats stats_;

@@ -39,10 +39,10 @@ def start(args):
 def run(mode, pki, target, n, conc, threads):
     out, out_addr = start([BIN / "tunnel-out", "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{target}",
                            "--cert", pki / "server.crt", "--key", pki / "server.key", "--ca", pki / "ca.crt",
-                           "--log-format", "json", "--log-level", "warn", "--threads", threads])
+                           "--log-format", "json", "--log-level", "info", "--threads", threads])
     tin, in_addr = start([BIN / "tunnel-in", "--listen", "127.0.0.1:0", "--connect", out_addr, "--server-name", "localhost",
                           "--cert", pki / "client.crt", "--key", pki / "client.key", "--ca", pki / "ca.crt",
-                          "--log-format", "json", "--log-level", "warn", "--mode", mode, "--threads", threads])
+                          "--log-format", "json", "--log-level", "info", "--mode", mode, "--threads", threads])
     host, port = in_addr.rsplit(":", 1); port = int(port)
     time.sleep(1.0)
     lat = []; lock = threading.Lock(); counter = iter(range(n)); errors = [0]
