@@ -54,6 +54,13 @@ int main(int argc, char** argv) {
       // One snapshot per connection: a reload changes new handshakes, never live ones.
       mux = std::make_unique<server::mux_host>(svc, source);
       rt->on_shutdown([m = mux.get()] { m->drain(); });
+      // Live mux sessions were authenticated with the old CA/CRL: retire them, so a peer
+      // revoked by the reload cannot open new streams on a session it already holds.
+      rt->on_reload([source, m = mux.get(), seen = source->current()](bool) mutable {
+        if (source->current() == seen) return;
+        seen = source->current();
+        m->retire_all("credentials reloaded");
+      });
       rt->serve(std::move(acceptor), svc.max_conns, [&svc, source, m = mux.get()](net::generic_socket s) {
         return server::relay_connection(svc, source->current(), std::move(s), m);
       });

@@ -92,22 +92,29 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
 }  // namespace
 
 void mux_host::drain() {
-  std::vector<std::pair<mux::session*, asio::any_io_executor>> live;
   {
     std::lock_guard lock(mutex_);
     draining_ = true;
+  }
+  retire_all("tunnel-out shutting down");
+}
+
+void mux_host::retire_all(std::string_view reason) {
+  std::vector<std::pair<mux::session*, asio::any_io_executor>> live;
+  {
+    std::lock_guard lock(mutex_);
     live = sessions_;
   }
   for (auto& [s, ex] : live) {
     // Looked up again on the session's own thread, where it is added and removed: the
     // pointer is only used if the session is still there.
-    asio::post(ex, [this, s = s] {
+    asio::post(ex, [this, s = s, why = std::string(reason)] {
       bool present = false;
       {
         std::lock_guard lock(mutex_);
         for (auto& e : sessions_) present = present || e.first == s;
       }
-      if (present) s->goaway(mux::reset_code::shutdown, "tunnel-out shutting down");
+      if (present) s->goaway(mux::reset_code::shutdown, why);
     });
   }
 }

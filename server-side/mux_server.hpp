@@ -28,6 +28,10 @@ class mux_host {
 
   // Any thread (the shutdown hook): GOAWAY on every session; later sessions get it at once.
   void drain();
+  // Any thread (after a successful credential reload): GOAWAY on every live session, so new
+  // streams need a fresh handshake checked against the new CA, CRL and key. Open streams
+  // finish; sessions opened later are unaffected.
+  void retire_all(std::string_view reason);
 
   const config::service& svc() const { return svc_; }
   std::shared_ptr<const tls::tls_context> current() const { return source_->current(); }

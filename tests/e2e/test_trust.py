@@ -319,6 +319,33 @@ def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, serve
     live.close()
 
 
+def test_crl_reload_retires_live_mux_sessions(pki, ca, procs, servers, tmp_dir):
+    # In mux mode a client holds pre-authenticated sessions; a reload that revokes it must
+    # stop its new streams too, not only its new handshakes.
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, []))
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--crl", str(crl))
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", cred=pki.client_b)
+    assert_echo(tin.address)
+    out.wait_for_log("mux connection authorized")
+    tt.write_atomic(crl, tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    before = target.connection_count
+    deadline = time.monotonic() + 10
+    while True:
+        # Once the old sessions are retired, reconnecting needs a handshake: refused.
+        try:
+            assert_refused(tin, timeout=2)
+            break
+        except (AssertionError, OSError):
+            assert time.monotonic() < deadline, "revoked client still served over its mux session"
+            time.sleep(0.2)
+    assert "revoked" in out.wait_for_log("handshake failed")["reason"].lower()
+    assert target.connection_count <= before + 1  # at most a stream racing the reload
+
+
 def test_tunnel_in_refuses_revoked_server(pki, ca, procs, servers, tmp_dir):
     crl = tmp_dir / "ca.crl"
     crl.write_bytes(tt.make_crl(ca, [pki.server.certificate.serial_number]))
