@@ -67,7 +67,11 @@ int main(int argc, char** argv) {
         });
       }
     }
-    operations = std::make_unique<ops::operations>(*rt, svc, svc.udp.enabled ? ops::readiness_check{} : ops::next_hop_reachable(svc.target));
+    // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
+    ops::readiness_check ready;
+    if (!svc.udp.enabled) ready = ops::next_hop_reachable(svc.target);
+    if (!svc.udp.enabled && svc.mux.mode == config::carry_mode::mux) ready = ops::both(ready, ops::mux_pool_up);
+    operations = std::make_unique<ops::operations>(*rt, svc, ready);
   } catch (const std::exception& e) {
     std::cerr << "tunnel-in: error: " << e.what() << "\n";
     return 2;

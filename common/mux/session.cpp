@@ -1,5 +1,7 @@
 #include "mux/session.hpp"
 
+#include "ops/metrics.hpp"
+
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -42,9 +44,22 @@ session::session(tls::tls_stream& tls, session_settings settings)
       writer_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       reader_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       started_(clock::now()),
-      last_rx_(started_) {}
+      last_rx_(started_) {
+  ops::metrics::get().mux_sessions_active.fetch_add(1, std::memory_order_relaxed);
+}
 
-session::~session() { end_streams(errc::connection_lost); }
+session::~session() {
+  end_streams(errc::connection_lost);
+  auto& m = ops::metrics::get();
+  m.mux_sessions_active.fetch_sub(1, std::memory_order_relaxed);
+  if (ready_) m.mux_sessions_ready.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void session::mark_ready() {
+  if (ready_) return;
+  ready_ = true;
+  ops::metrics::get().mux_sessions_ready.fetch_add(1, std::memory_order_relaxed);
+}
 
 bool session::usable() const {
   return !ended_ && !closing_ && !retiring() && failure_.empty() &&
@@ -334,7 +349,7 @@ bool session::dispatch(const frame& f) {
       if (f.opaque == ping_outstanding_) {
         ping_outstanding_ = 0;
         if (!ready_) {
-          ready_ = true;
+          mark_ready();
           changed();
         }
       }
@@ -349,7 +364,7 @@ bool session::dispatch(const frame& f) {
 void session::on_open(const frame& f) {
   last_peer_id_ = f.stream;
   // The peer's first stream proves it accepted us, like a pong does.
-  ready_ = true;
+  mark_ready();
   if (goaway_sent_) {
     queue_reset(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
     return;

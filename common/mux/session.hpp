@@ -98,6 +98,7 @@ class session {
   void wake_writer();
   void wake_streams();
   void maybe_finish();
+  void mark_ready();  // the peer has answered; counted in ops::metrics
   void check_rotation();
   void changed();
   void end_streams(std::error_code ec);

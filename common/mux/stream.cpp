@@ -1,5 +1,7 @@
 #include "mux/stream.hpp"
 
+#include "ops/metrics.hpp"
+
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/this_coro.hpp>
@@ -22,9 +24,14 @@ stream::stream(session& owner, std::uint32_t id, asio::any_io_executor ex)
     : session_(&owner),
       id_(id),
       readable_(ex, asio::steady_timer::time_point::max()),
-      writable_(ex, asio::steady_timer::time_point::max()) {}
+      writable_(ex, asio::steady_timer::time_point::max()) {
+  ops::metrics::get().mux_streams_active.fetch_add(1, std::memory_order_relaxed);
+}
 
-stream::~stream() { leave(reset_code::cancel, "stream closed"); }
+stream::~stream() {
+  leave(reset_code::cancel, "stream closed");
+  ops::metrics::get().mux_streams_active.fetch_sub(1, std::memory_order_relaxed);
+}
 
 asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
   for (;;) {

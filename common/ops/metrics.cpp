@@ -130,6 +130,12 @@ std::string metrics::render() const {
     w.sample("tunnel_udp_datagrams_dropped_total", std::string("reason=\"") + udp_drop_names[i] + "\"",
              load(udp_dropped[i]));
 
+  w.header("tunnel_mux_sessions", "gauge", "Mux connections, by state (ready: the peer has answered).");
+  w.sample("tunnel_mux_sessions", "state=\"open\"", load(mux_sessions_active));
+  w.sample("tunnel_mux_sessions", "state=\"ready\"", load(mux_sessions_ready));
+  w.header("tunnel_mux_streams_active", "gauge", "Legacy connections carried as mux streams now.");
+  w.sample("tunnel_mux_streams_active", "", load(mux_streams_active));
+
   w.header("tunnel_reloads_total", "counter", "Credential reloads that succeeded.");
   w.sample("tunnel_reloads_total", "", load(reloads));
   w.header("tunnel_reload_failures_total", "counter", "Credential reloads that failed (old credentials kept).");

@@ -12,6 +12,7 @@
 
 #include "net/dial.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 #include "ops/privileges.hpp"
 #include "ops/systemd.hpp"
 
@@ -55,7 +56,24 @@ asio::awaitable<std::string> probe(net::address to, std::shared_ptr<reachability
   co_return cache->verdict;
 }
 
+asio::awaitable<std::string> both_checks(readiness_check base, std::function<std::string()> also) {
+  std::string why;
+  if (base) why = co_await base();
+  if (why.empty() && also) why = also();
+  co_return why;
+}
+
 }  // namespace
+
+readiness_check both(readiness_check base, std::function<std::string()> also) {
+  return [base, also] { return both_checks(base, also); };
+}
+
+std::string mux_pool_up() {
+  return metrics::get().mux_sessions_ready.load(std::memory_order_relaxed) > 0
+             ? std::string()
+             : std::string("no mux connection to tunnel-out is up yet");
+}
 
 readiness_check next_hop_reachable(const net::address& to) {
   auto cache = std::make_shared<reachability_cache>();

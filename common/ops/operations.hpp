@@ -19,6 +19,12 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
 // probe per second (results are cached), bounded by 2 s. "" when reachable.
 readiness_check next_hop_reachable(const net::address& to);
 
+// `base`, then `also` (a synchronous check, "" when fine): the first reason wins.
+readiness_check both(readiness_check base, std::function<std::string()> also);
+
+// For tunnel-in in mux mode: ready once at least one mux connection has been answered.
+std::string mux_pool_up();
+
 class operations {
  public:
   // Starts the status endpoint (if --status), drops privileges (if --user), arms the

@@ -349,3 +349,29 @@ def test_compose_and_kubernetes_files_parse_and_use_only_accepted_flags(pki, tmp
         probe_port = c["readinessProbe"]["httpGet"]["port"]
         assert probe_port in [p["name"] for p in c["ports"]]
         assert "--status" in c["args"]
+
+
+def test_mux_pool_and_streams_show_in_metrics_and_readyz(procs, servers):
+    hold = servers.hold()
+    out = procs.tunnel_out(hold.address, "--status", "127.0.0.1:0")
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "2", "--status", "127.0.0.1:0")
+    address = status_address(tin)
+    deadline = time.monotonic() + 5
+    while http_get(address, "/readyz")[0] != 200:  # ready once the pool has answered
+        assert time.monotonic() < deadline, http_get(address, "/readyz")
+        time.sleep(0.1)
+    m = parse_metrics(http_get(address, "/metrics")[1])
+    assert metric(m, "tunnel_mux_sessions", state="ready") == 2
+    with connect(tin.address) as a, connect(tin.address) as b:
+        a.sendall(b"x")
+        b.sendall(b"y")
+        hold.wait_connections(2)
+        for proc in (tin, out):
+            m = parse_metrics(http_get(status_address(proc), "/metrics")[1])
+            assert metric(m, "tunnel_mux_streams_active") == 2
+            assert metric(m, "tunnel_mux_sessions", state="open") == 2
+    out.kill()  # tunnel-out gone at once (a drain would wait for the held streams)
+    deadline = time.monotonic() + 10
+    while http_get(address, "/readyz")[0] != 503:  # the pool is gone with tunnel-out
+        assert time.monotonic() < deadline, "/readyz stayed ready without tunnel-out"
+        time.sleep(0.2)
