@@ -1,6 +1,7 @@
 #include "ops/operations.hpp"
 
 #include <sys/socket.h>
+#include <time.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -93,7 +94,16 @@ operations::operations(runtime& rt, const config::service& svc, readiness_check 
     info("dropped privileges").kv("user", svc.user);
   }
   rt.on_shutdown([] { systemd::notify("STOPPING=1"); });
-  rt.on_reload([](bool) { systemd::notify("READY=1\nSTATUS=credentials reloaded"); });
+  rt.on_reload([](bool periodic) {
+    if (periodic) return;  // a timed content check is not a reload the manager asked for
+    // The reload itself ran synchronously just before this hook (hooks run in order on the
+    // main context): report the RELOADING=1 / READY=1 pair the notify-reload protocol wants.
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
+    systemd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
+    systemd::notify("READY=1\nSTATUS=credentials reloaded");
+  });
   if (auto interval = systemd::watchdog_interval())
     asio::co_spawn(rt.main_context(), watchdog_loop(*interval), asio::detached);
   systemd::notify("READY=1\nSTATUS=serving");

@@ -216,12 +216,16 @@ def receive_states(sock, until: str, timeout: float = 5) -> list[str]:
     raise AssertionError(f"{until} not received; got {states}")
 
 
-def test_notify_socket_receives_ready_and_stopping(procs, servers, notify_socket):
+def test_notify_socket_receives_ready_reloading_and_stopping(procs, servers, notify_socket):
     path, sock = notify_socket
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
     out = procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", servers.echo().address,
                                    "--cert", str(procs.pki.server.cert), "--key", str(procs.pki.server.key),
                                    "--ca", str(procs.pki.ca_cert), *harness.log_args()], env=env)
+    assert "READY=1" in receive_states(sock, "READY=1")
+    out.signal(signal.SIGHUP)
+    states = receive_states(sock, "RELOADING=1")
+    assert any(s.startswith("MONOTONIC_USEC=") for s in states), states
     assert "READY=1" in receive_states(sock, "READY=1")
     out.signal(signal.SIGTERM)
     assert "STOPPING=1" in receive_states(sock, "STOPPING=1")
