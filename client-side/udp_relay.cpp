@@ -11,6 +11,7 @@
 
 #include "config/duration.hpp"
 #include "net/timeout.hpp"
+#include "net/udp_receive.hpp"
 #include "ops/log.hpp"
 #include "tls/error.hpp"
 
@@ -71,33 +72,11 @@ void udp_relay::stop() {
       .kv("dropped_send_failed", send_failed_.total());
 }
 
-void udp_relay::drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size) {
-  if (!c.count()) return;
-  ops::warn(what)
-      .kv("peer", net::describe(from))
-      .kv("size", static_cast<std::uint64_t>(size))
-      .kv("dropped_since_last_log", c.since_last_log())
-      .kv("dropped_total", c.total());
-}
-
 asio::awaitable<void> udp_relay::receive_loop() {
-  // Wait for readability, then read without blocking into the shared buffer.
-  while (!stopping_) {
-    auto [ec] = co_await socket_.async_wait(net::udp::socket::wait_read, as_result);
-    if (ec || stopping_) co_return;
-    for (int i = 0; i < batch && !stopping_; ++i) {
-      net::udp::endpoint from;
-      std::error_code rec;
-      const std::size_t n = socket_.receive_from(asio::buffer(datagram_), from, 0, rec);
-      if (rec == asio::error::would_block) break;
-      if (rec) break;  // an ICMP error for an earlier reply: nothing to do for it here
-      try {
-        on_legacy_datagram(std::span<const unsigned char>(datagram_.data(), n), from);
-      } catch (const std::exception& e) {
-        ops::error("datagram handling failed").kv("peer", net::describe(from)).kv("error", e.what());
-      }
-    }
-  }
+  co_await net::receive_datagrams(socket_, datagram_, stopping_, batch,
+                                  [this](std::span<const unsigned char> d, const net::udp::endpoint& from) {
+                                    on_legacy_datagram(d, from);
+                                  });
 }
 
 void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::udp::endpoint& from) {
@@ -124,7 +103,7 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
   }
   if (!f->ready) {
     if (f->queued.size() >= max_queued)
-      return drop(queue_full_, "datagram dropped: queue full while the DTLS handshake runs", from, d.size());
+      return net::log_drop(queue_full_, "datagram dropped: queue full while the DTLS handshake runs", from, d.size());
     f->queued.emplace_back(d.begin(), d.end());
     return;
   }
@@ -133,7 +112,7 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
 
 void udp_relay::send_secure(udp_flow& f, std::span<const unsigned char> d) {
   // DTLS cannot carry an empty datagram (mbedTLS skips empty records).
-  if (d.empty()) return drop(empty_, "datagram dropped: empty", f.legacy, 0);
+  if (d.empty()) return net::log_drop(empty_, "datagram dropped: empty", f.legacy, 0);
   // Never split or truncate: a datagram that does not fit one record for the MTU is lost
   // whole and counted.
   if (d.size() > f.tls->max_payload()) {
@@ -160,7 +139,7 @@ void udp_relay::flush(udp_flow& f) {
     const auto ec = net::send_datagram(f.secure, out);
     // connection_refused reports an ICMP error for an earlier datagram; this one went.
     if (ec && ec != asio::error::connection_refused)
-      drop(send_failed_, "datagram dropped: sending to tunnel-out failed", f.legacy, out.size());
+      net::log_drop(send_failed_, "datagram dropped: sending to tunnel-out failed", f.legacy, out.size());
   }
   f.tls->output().clear();
 }
@@ -175,7 +154,7 @@ void udp_relay::read_records(udp_flow& f) {
       f.rec.datagrams_down++;
       f.rec.bytes_down += n;
       if (net::send_datagram(socket_, std::span<const unsigned char>(plaintext_.data(), n), f.legacy))
-        drop(send_failed_, "datagram dropped: sending to the legacy client failed", f.legacy, n);
+        net::log_drop(send_failed_, "datagram dropped: sending to the legacy client failed", f.legacy, n);
       continue;
     }
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ) {

@@ -49,7 +49,6 @@ class udp_relay {
   asio::awaitable<bool> handshake(udp_flow& f);
   asio::awaitable<void> secure_to_legacy(udp_flow& f);
   asio::awaitable<void> watch(udp_flow& f);
-  void drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size);
 
   asio::io_context& io_;
   const config::service& svc_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/duration.hpp"
+#include "net/udp_receive.hpp"
 #include "ops/log.hpp"
 #include "tls/dtls_record.hpp"
 #include "tls/error.hpp"
@@ -66,52 +67,28 @@ void udp_relay::stop() {
       .kv("hello_verify_requests", hello_verify_sent_);
 }
 
-void udp_relay::drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size) {
-  if (!c.count()) return;
-  ops::warn(what)
-      .kv("peer", net::describe(from))
-      .kv("size", static_cast<std::uint64_t>(size))
-      .kv("dropped_since_last_log", c.since_last_log())
-      .kv("dropped_total", c.total());
-}
-
 asio::awaitable<void> udp_relay::receive_loop() {
-  // Wait for readability, then read without blocking into the shared buffer: a pending
-  // asynchronous receive per socket would need a buffer of its own.
-  while (!stopping_) {
-    auto [ec] = co_await socket_.async_wait(net::udp::socket::wait_read, as_result);
-    if (ec || stopping_) co_return;
-    for (int i = 0; i < batch && !stopping_; ++i) {
-      net::udp::endpoint from;
-      std::error_code rec;
-      const std::size_t n = socket_.receive_from(asio::buffer(datagram_), from, 0, rec);
-      if (rec == asio::error::would_block) break;
-      if (rec) break;  // an ICMP error for an earlier send: nothing to do for it here
-      try {
-        route(std::span<const unsigned char>(datagram_.data(), n), from);
-      } catch (const std::exception& e) {
-        // Out of memory for a new context, most likely: lose this datagram, keep serving.
-        ops::error("datagram handling failed").kv("peer", net::describe(from)).kv("error", e.what());
-      }
-    }
-  }
+  co_await net::receive_datagrams(socket_, datagram_, stopping_, batch,
+                                  [this](std::span<const unsigned char> d, const net::udp::endpoint& from) {
+                                    route(d, from);
+                                  });
 }
 
 void udp_relay::route(std::span<const unsigned char> d, const net::udp::endpoint& from) {
   const auto view = tls::classify_record(d, tls::server_cid_length);
-  if (view.kind == tls::record_kind::invalid) return drop(garbage_, "datagram dropped: not DTLS", from, d.size());
+  if (view.kind == tls::record_kind::invalid) return net::log_drop(garbage_, "datagram dropped: not DTLS", from, d.size());
   if (view.kind == tls::record_kind::cid) {
     std::uint64_t cid = 0;
     std::memcpy(&cid, view.cid.data(), sizeof cid);
     const auto it = by_cid_.find(cid);
     if (it == by_cid_.end())
-      return drop(unknown_cid_, "datagram dropped: unknown connection ID", from, d.size());
+      return net::log_drop(unknown_cid_, "datagram dropped: unknown connection ID", from, d.size());
     udp_flow& f = *it->second;
     if (from != f.peer) {
       // A new source address is believed only for a record that authenticates under this
       // session's keys and is no replay; anyone can copy a CID off the wire.
       if (!f.tls->handshake_done() || f.tls->check_record(d) != 0)
-        return drop(unverified_move_, "datagram dropped: unauthenticated record from a new address", from,
+        return net::log_drop(unverified_move_, "datagram dropped: unauthenticated record from a new address", from,
                     d.size());
       ops::info("flow moved to a new address")
           .kv("identity", f.rec.identity)
@@ -127,7 +104,7 @@ void udp_relay::route(std::span<const unsigned char> d, const net::udp::endpoint
   }
   if (const auto it = by_addr_.find(net::endpoint_key(from)); it != by_addr_.end()) return deliver(*it->second, d);
   if (view.kind == tls::record_kind::client_hello) return admit(d, from);
-  drop(garbage_, "datagram dropped: no flow for this address", from, d.size());
+  net::log_drop(garbage_, "datagram dropped: no flow for this address", from, d.size());
 }
 
 std::uint64_t udp_relay::fresh_cid() {
@@ -153,7 +130,7 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   const std::uint64_t cid = fresh_cid();
   if (g.set_client_id(key) != 0 ||
       g.enable_cid(std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(&cid), sizeof cid)) != 0)
-    return drop(garbage_, "datagram dropped: cannot prepare a DTLS context", from, d.size());
+    return net::log_drop(garbage_, "datagram dropped: cannot prepare a DTLS context", from, d.size());
   g.feed(d);
   const int rc = g.handshake();
   if (rc == MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED) {
@@ -171,7 +148,7 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   // Anything else was malformed; its alert (if any) is not sent to an unverified address.
   if (rc != MBEDTLS_ERR_SSL_WANT_READ || g.output().empty()) {
     g.output().clear();
-    return drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
+    return net::log_drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
   }
   if (by_cid_.size() >= svc_.udp.max_flows) {
     g.output().clear();
@@ -245,7 +222,7 @@ void udp_relay::read_records(udp_flow& f) {
       f.rec.datagrams_up++;
       f.rec.bytes_up += n;
       if (net::send_datagram(f.target, std::span<const unsigned char>(plaintext_.data(), n)))
-        drop(send_failed_, "datagram dropped: sending to the target failed", target_, n);
+        net::log_drop(send_failed_, "datagram dropped: sending to the target failed", target_, n);
       continue;
     }
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ) {
@@ -262,7 +239,7 @@ void udp_relay::read_records(udp_flow& f) {
 
 void udp_relay::send_to_peer(udp_flow& f) {
   for (const auto& out : f.tls->output())
-    if (net::send_datagram(socket_, out, f.peer)) drop(send_failed_, "datagram dropped: send failed", f.peer, out.size());
+    if (net::send_datagram(socket_, out, f.peer)) net::log_drop(send_failed_, "datagram dropped: send failed", f.peer, out.size());
   f.tls->output().clear();
 }
 

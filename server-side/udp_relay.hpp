@@ -55,7 +55,6 @@ class udp_relay {
   asio::awaitable<void> run_flow(std::unique_ptr<udp_flow> f);
   asio::awaitable<void> watch(udp_flow& f, bool handshake_phase);
   asio::awaitable<void> target_to_peer(udp_flow& f);
-  void drop(net::drop_counter& c, const char* what, const net::udp::endpoint& from, std::size_t size);
   std::uint64_t fresh_cid();
 
   asio::io_context& io_;
