@@ -1,4 +1,6 @@
 #include "tls/engine.hpp"
+
+#include "tls/error.hpp"
 #include "tls/validity.hpp"
 
 #include <cstring>
@@ -107,18 +109,7 @@ std::size_t engine::max_record_payload() const {
 }
 
 std::string engine::verify_failure() const {
-  if (refused_by_policy_)
-    return context_->options().side == role::server ? "peer certificate not on the allow-list"
-                                                    : "server key does not match any pin";
-  const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_);
-  if (flags == 0 || flags == static_cast<std::uint32_t>(-1)) return {};
-  char text[512];
-  const int n = mbedtls_x509_crt_verify_info(text, sizeof text, "", flags & ~MBEDTLS_X509_BADCERT_OTHER);
-  std::string out = n > 0 ? std::string(text, static_cast<std::size_t>(n)) : std::string();
-  for (auto& c : out)
-    if (c == '\n') c = ';';
-  while (!out.empty() && (out.back() == ';' || out.back() == ' ')) out.pop_back();
-  return out;
+  return describe_verify_failure(ssl_, context_->options().side, refused_by_policy_);
 }
 
 std::string engine::version() const { return mbedtls_ssl_get_version(&ssl_); }

@@ -39,6 +39,20 @@ const std::error_category& mbedtls_category() {
   return category;
 }
 
+std::string describe_verify_failure(const mbedtls_ssl_context& ssl, role side, bool refused_by_policy) {
+  if (refused_by_policy)
+    return side == role::server ? "peer certificate not on the allow-list" : "server key does not match any pin";
+  const std::uint32_t flags = mbedtls_ssl_get_verify_result(&ssl);
+  if (flags == 0 || flags == static_cast<std::uint32_t>(-1)) return {};
+  char text[512];
+  const int n = mbedtls_x509_crt_verify_info(text, sizeof text, "", flags & ~MBEDTLS_X509_BADCERT_OTHER);
+  std::string out = n > 0 ? std::string(text, static_cast<std::size_t>(n)) : std::string();
+  for (auto& c : out)
+    if (c == '\n') c = ';';
+  while (!out.empty() && (out.back() == ';' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
 std::error_code make_error_code(tls_errc e) {
   static const tls_error_category category;
   return {static_cast<int>(e), category};

@@ -1,6 +1,11 @@
 #pragma once
 // mbedTLS error codes (negative ints) as std::error_code.
+#include <mbedtls/ssl.h>
+
+#include <string>
 #include <system_error>
+
+#include "tls/context.hpp"
 
 namespace tunnel::tls {
 
@@ -18,6 +23,11 @@ enum class tls_errc {
   refused_after_handshake,  // TLS 1.3 client: the server rejected us after our Finished
 };
 std::error_code make_error_code(tls_errc e);
+
+// Why peer verification failed, for a log line ("The certificate validity has expired;
+// ..."), or "" when it did not. `refused_by_policy`: our allow-list (server) or pins
+// (client) turned the peer down, which mbedTLS only knows as BADCERT_OTHER.
+std::string describe_verify_failure(const mbedtls_ssl_context& ssl, role side, bool refused_by_policy);
 
 }  // namespace tunnel::tls
 
