@@ -17,61 +17,95 @@
 
 using namespace tunnel;
 
+namespace {
+
+// What runs for the services of the process; destroyed before the runtime, whose
+// contexts the relays and pools use.
+struct running {
+  std::vector<std::unique_ptr<client::udp_relay>> udp;
+  std::vector<std::unique_ptr<client::mux_pool>> pools;  // mux/auto mode
+};
+
+void log_listening(const config::service& svc, const net::generic_acceptor& acceptor) {
+  ops::info("listening")
+      .kv("listen", net::bound_address(acceptor))
+      .kv("service", svc.name.empty() ? "(none)" : svc.name)
+      .kv("connect", svc.target.to_string())
+      .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
+      .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
+      .kv("threads", static_cast<std::uint64_t>(svc.threads))
+      .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
+      .kv("idle_timeout", config::format_duration(svc.limits.idle));
+}
+
+// Binds one TCP service and starts accepting; returns its readiness check.
+ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc,
+                               std::shared_ptr<tls::context_source> source, running& live) {
+  auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen);
+  log_listening(svc, acceptor);
+  // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
+  ops::readiness_check ready = ops::next_hop_reachable(svc.target);
+  // One snapshot per connection: a reload changes new handshakes, never live ones.
+  if (svc.mux.mode == config::carry_mode::raw) {
+    rt.serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
+      return client::relay_connection(svc, source->current(), std::move(s));
+    });
+    return ready;
+  }
+  live.pools.push_back(std::make_unique<client::mux_pool>(rt, svc, source));
+  client::mux_pool* pool = live.pools.back().get();
+  // mux: connections up from the start. auto: from the first connection that finds
+  // tunnel-out speaking mux (no connection is made to a peer that may not want it).
+  if (svc.mux.mode == config::carry_mode::mux) {
+    pool->start();
+    ready = ops::both(ready, ops::mux_pool_up);
+  }
+  rt.on_shutdown([pool] { pool->stop(); });
+  rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, pool](net::generic_socket s) {
+    return client::relay_mux(svc, *pool, source->current(), std::move(s));
+  });
+  return ready;
+}
+
+// Every check in turn; the first reason wins.
+asio::awaitable<std::string> all_ready(std::vector<ops::readiness_check> checks) {
+  for (auto& check : checks) {
+    std::string why = co_await check();
+    if (!why.empty()) co_return why;
+  }
+  co_return std::string();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   auto cli = config::parse_command_line(tls::role::client, argc, argv);
-  if (!cli.svc) return cli.exit_code;
-  const config::service svc = std::move(*cli.svc);
-  std::shared_ptr<tls::context_source> source;  // the current credentials, swapped on reload
+  if (!cli.run) return cli.exit_code;
+  const config::settings cfg = std::move(*cli.run);
+  const config::service& proc = cfg.process();
+  std::vector<std::shared_ptr<tls::context_source>> sources;  // per service: swapped on reload
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
-  std::unique_ptr<client::udp_relay> udp;  // destroyed before rt, whose context it uses
-  std::unique_ptr<client::mux_pool> pool;  // mux/auto mode; destroyed before rt
+  running live;  // destroyed before rt
   try {
-    ops::init_logging("tunnel-in", svc.log_level, svc.log_format);
+    ops::init_logging("tunnel-in", proc.log_level, proc.log_format);
     tls::init_library();
-    source = std::make_shared<tls::context_source>(svc.tls, svc.files);
+    for (const auto& svc : cfg.services) sources.push_back(ops::load_credentials(svc, svc.tls));
     if (cli.check_only) {  // the files loaded and matched: print what would run
-      std::cout << config::describe(svc);
+      std::cout << config::describe(cfg);
       return 0;
     }
-    rt = std::make_unique<ops::runtime>(svc.threads, svc.limits.shutdown);
-    rt->on_reload([source](bool periodic) {
-      source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
-    });
-    rt->reload_every(svc.reload_interval);
-    if (svc.udp.enabled) {
-      udp = client::serve_udp(*rt, svc, source);
-    } else {
-      auto acceptor = ops::listen_or_inherit(rt->main_context(), svc.listen);
-      ops::info("listening")
-          .kv("listen", net::bound_address(acceptor))
-          .kv("connect", svc.target.to_string())
-          .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
-          .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
-          .kv("threads", static_cast<std::uint64_t>(svc.threads))
-          .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
-          .kv("idle_timeout", config::format_duration(svc.limits.idle));
-      // One snapshot per connection: a reload changes new handshakes, never live ones.
-      if (svc.mux.mode == config::carry_mode::raw) {
-        rt->serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
-          return client::relay_connection(svc, source->current(), std::move(s));
-        });
-      } else {
-        pool = std::make_unique<client::mux_pool>(*rt, svc, source);
-        // mux: connections up from the start. auto: from the first connection that finds
-        // tunnel-out speaking mux (no connection is made to a peer that may not want it).
-        if (svc.mux.mode == config::carry_mode::mux) pool->start();
-        rt->on_shutdown([p = pool.get()] { p->stop(); });
-        rt->serve(std::move(acceptor), svc.max_conns, [&svc, source, p = pool.get()](net::generic_socket s) {
-          return client::relay_mux(svc, *p, source->current(), std::move(s));
-        });
-      }
+    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
+    ops::reload_credentials(*rt, cfg, sources);
+    std::vector<ops::readiness_check> checks;
+    for (std::size_t i = 0; i < cfg.services.size(); ++i) {
+      const config::service& svc = cfg.services[i];
+      if (svc.udp.enabled) live.udp.push_back(client::serve_udp(*rt, svc, sources[i]));
+      else checks.push_back(serve_tcp(*rt, svc, sources[i], live));
     }
-    // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
     ops::readiness_check ready;
-    if (!svc.udp.enabled) ready = ops::next_hop_reachable(svc.target);
-    if (!svc.udp.enabled && svc.mux.mode == config::carry_mode::mux) ready = ops::both(ready, ops::mux_pool_up);
-    operations = std::make_unique<ops::operations>(*rt, svc, ready);
+    if (!checks.empty()) ready = [checks] { return all_ready(checks); };
+    operations = std::make_unique<ops::operations>(*rt, proc, ready);
   } catch (const std::exception& e) {
     std::cerr << "tunnel-in: error: " << e.what() << "\n";
     return 2;

@@ -13,7 +13,9 @@ namespace tunnel::client {
 namespace {
 
 // The service name streams are opened for (tunnel-out serves one service per process).
-constexpr std::string_view service_name = "default";
+// What a stream asks for when the service has no name: tunnel-out routes it to its only
+// service on the port (and refuses it where the port has several).
+constexpr std::string_view unnamed_service = "default";
 
 std::string identity_of(const tls::tls_stream& secure) {
   return secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
@@ -37,6 +39,7 @@ asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));
   rec.target = svc.target.to_string();
+  rec.service = svc.name;
   net::set_low_latency(socket);
   net::plain_stream plain(std::move(socket));
 
@@ -84,7 +87,8 @@ asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
     session = pool.adopt(ex, std::move(attempt.secure));
     pool.start();  // auto mode: tunnel-out speaks mux, so keep connections ready from now on
   }
-  std::unique_ptr<mux::stream> st = session ? session->open(service_name, rec.peer) : nullptr;
+  const std::string_view service = svc.name.empty() ? unnamed_service : std::string_view(svc.name);
+  std::unique_ptr<mux::stream> st = session ? session->open(service, rec.peer) : nullptr;
   if (!st) {
     ops::warn("tunnel-out unreachable").kv("peer", rec.peer).kv("connect", rec.target).kv("error", "no mux connection available");
     plain.close();

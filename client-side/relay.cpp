@@ -23,6 +23,7 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));
   rec.target = svc.target.to_string();
+  rec.service = svc.name;
   net::set_low_latency(socket);
   net::plain_stream plain(std::move(socket));
 

@@ -321,6 +321,7 @@ std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& sv
   auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
   ops::info("listening")
       .kv("listen", relay->bound_address())
+      .kv("service", svc.name.empty() ? "(none)" : svc.name)
       .kv("connect", svc.target.to_string())
       .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
       .kv("transport", "udp")

@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(build-essential cmake ninja-build pkg-config libasio-dev libcli11-dev libspdlog-dev
-          libfmt-dev doctest-dev libmbedtls-dev openssl python3 python3-pytest
+          libfmt-dev doctest-dev libtomlplusplus-dev libmbedtls-dev openssl python3 python3-pytest
           python3-cryptography python3-yaml iproute2 procps)
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"

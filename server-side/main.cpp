@@ -1,4 +1,4 @@
-// tunnel-out: accepts mutually authenticated TLS and relays to a plaintext legacy server.
+// tunnel-out: accepts mutually authenticated TLS and relays to plaintext legacy servers.
 #include <iostream>
 
 #include "config/cli.hpp"
@@ -8,6 +8,7 @@
 #include "ops/operations.hpp"
 #include "ops/runtime.hpp"
 #include "mux_server.hpp"
+#include "port.hpp"
 #include "relay.hpp"
 #include "udp_relay.hpp"
 #include "tls/context.hpp"
@@ -16,56 +17,73 @@
 
 using namespace tunnel;
 
+namespace {
+
+void log_listening(const server::port& p, const net::generic_acceptor& acceptor) {
+  for (const auto* svc : p.services) {
+    ops::info("listening")
+        .kv("listen", net::bound_address(acceptor))
+        .kv("service", svc->name.empty() ? "(any)" : svc->name)
+        .kv("target", svc->target.to_string())
+        .kv("tls_min", svc->tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
+        .kv("threads", static_cast<std::uint64_t>(svc->threads))
+        .kv("max_conns", static_cast<std::uint64_t>(svc->max_conns))
+        .kv("idle_timeout", config::format_duration(svc->limits.idle));
+    if (svc->tls.routes.front().allow.empty() && svc->files.psk.empty())
+      ops::warn("no allow-list given: every client certificate issued by --ca is admitted")
+          .kv("service", svc->name.empty() ? "(any)" : svc->name);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   auto cli = config::parse_command_line(tls::role::server, argc, argv);
-  if (!cli.svc) return cli.exit_code;
-  const config::service svc = std::move(*cli.svc);
-  std::shared_ptr<tls::context_source> source;  // the current credentials, swapped on reload
-  std::unique_ptr<server::mux_host> mux;  // destroyed after rt: posted work refers to it
+  if (!cli.run) return cli.exit_code;
+  const config::settings cfg = std::move(*cli.run);
+  const config::service& proc = cfg.process();
+  const std::vector<server::port> ports = server::group_ports(cfg);
+  std::vector<std::shared_ptr<tls::context_source>> sources;  // one per port, then per UDP service
+  std::vector<std::unique_ptr<server::mux_host>> muxes;  // destroyed after rt: posted work refers to them
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
-  std::unique_ptr<server::udp_relay> udp;  // destroyed before rt, whose context it uses
+  std::vector<std::unique_ptr<server::udp_relay>> udp;  // destroyed before rt, whose context they use
   try {
-    ops::init_logging("tunnel-out", svc.log_level, svc.log_format);
+    ops::init_logging("tunnel-out", proc.log_level, proc.log_format);
     tls::init_library();
-    source = std::make_shared<tls::context_source>(svc.tls, svc.files);
+    for (const auto& p : ports) sources.push_back(ops::load_credentials(p.first(), p.tls()));
+    for (const auto& svc : cfg.services)
+      if (svc.udp.enabled) sources.push_back(ops::load_credentials(svc, svc.tls));
     if (cli.check_only) {  // the files loaded and matched: print what would run
-      std::cout << config::describe(svc);
+      std::cout << config::describe(cfg);
       return 0;
     }
-    rt = std::make_unique<ops::runtime>(svc.threads, svc.limits.shutdown);
-    rt->on_reload([source](bool periodic) {
-      source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
-    });
-    rt->reload_every(svc.reload_interval);
-    if (svc.udp.enabled) {
-      udp = server::serve_udp(*rt, svc, source);
-    } else {
-      auto acceptor = ops::listen_or_inherit(rt->main_context(), svc.listen);
-      ops::info("listening")
-          .kv("listen", net::bound_address(acceptor))
-          .kv("target", svc.target.to_string())
-          .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
-          .kv("threads", static_cast<std::uint64_t>(svc.threads))
-          .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
-          .kv("idle_timeout", config::format_duration(svc.limits.idle));
-      if (svc.tls.allow.empty() && svc.files.psk.empty())
-        ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
-      // One snapshot per connection: a reload changes new handshakes, never live ones.
-      mux = std::make_unique<server::mux_host>(svc, source);
-      rt->on_shutdown([m = mux.get()] { m->drain(); });
+    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
+    ops::reload_credentials(*rt, cfg, sources);
+    std::size_t next_source = ports.size();
+    for (const auto& svc : cfg.services)
+      if (svc.udp.enabled) udp.push_back(server::serve_udp(*rt, svc, sources[next_source++]));
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+      const server::port& p = ports[i];
+      const auto source = sources[i];
+      auto acceptor = ops::listen_or_inherit(rt->main_context(), p.first().listen);
+      log_listening(p, acceptor);
+      muxes.push_back(std::make_unique<server::mux_host>(p, source));
+      server::mux_host* mux = muxes.back().get();
+      rt->on_shutdown([mux] { mux->drain(); });
       // Live mux sessions were authenticated with the old CA/CRL: retire them, so a peer
       // revoked by the reload cannot open new streams on a session it already holds.
-      rt->on_reload([source, m = mux.get(), seen = source->current()](bool) mutable {
+      rt->on_reload([source, mux, seen = source->current()](bool) mutable {
         if (source->current() == seen) return;
         seen = source->current();
-        m->retire_all("credentials reloaded");
+        mux->retire_all("credentials reloaded");
       });
-      rt->serve(std::move(acceptor), svc.max_conns, [&svc, source, m = mux.get()](net::generic_socket s) {
-        return server::relay_connection(svc, source->current(), std::move(s), m);
+      // One snapshot per connection: a reload changes new handshakes, never live ones.
+      rt->serve(std::move(acceptor), p.first().max_conns, [&p, source, mux](net::generic_socket s) {
+        return server::relay_connection(p, source->current(), std::move(s), mux);
       });
     }
-    operations = std::make_unique<ops::operations>(*rt, svc, ops::readiness_check{});
+    operations = std::make_unique<ops::operations>(*rt, proc, ops::readiness_check{});
   } catch (const std::exception& e) {
     std::cerr << "tunnel-out: error: " << e.what() << "\n";
     return 2;

@@ -19,7 +19,6 @@ namespace {
 
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
-constexpr std::string_view service_name = "default";
 
 // What every stream of one connection shares.
 struct connection_info {
@@ -48,19 +47,25 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
     connection_info& c;
     ~live_guard() { --c.live_streams; }
   } live{*conn};
-  const auto& svc = host.svc();
   ops::connection_record rec = conn->rec;
   rec.started = std::chrono::steady_clock::now();
-  // Authorization at stream open, before anything reaches the target.
+  // Authorization at stream open, before anything reaches the target: the stream names its
+  // service, whose own allow-list must admit the connection's peer.
+  const auto context = host.current();
+  const auto route = context->find_route(st->service());
   std::string refusal;
-  if (st->service() != service_name) refusal = "unknown service " + st->service();
-  else if (conn->peer && !host.current()->admits(*conn->peer)) refusal = "peer certificate not on the allow-list";
+  if (!route) refusal = "unknown service " + st->service();
+  else if (conn->peer && !context->admits(*conn->peer, *route))
+    refusal = "peer certificate not on the allow-list of service " + host.services().at(*route).name;
   if (!refusal.empty()) {
     ops::warn("stream refused").kv("peer", rec.peer).kv("origin", st->origin()).kv("identity", rec.identity).kv("reason", refusal);
     ops::metrics::get().count(ops::handshake_failure::policy);
     st->reset(mux::reset_code::refused, refusal);
     co_return;
   }
+  const config::service& svc = host.services().at(*route);
+  rec.service = svc.name;
+  rec.target = svc.target.to_string();
   if (host.streams.load(std::memory_order_relaxed) >= svc.max_conns) {
     ops::warn("connection refused: limit reached")
         .kv("peer", rec.peer)
@@ -137,7 +142,7 @@ void mux_host::remove(mux::session* s) {
 asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::connection_record rec) {
   co_await asio::this_coro::throw_if_cancelled(false);
   const auto ex = co_await asio::this_coro::executor;
-  const auto& svc = host.svc();
+  const auto& svc = host.services().first();
   auto conn = std::make_shared<connection_info>();
   conn->rec = rec;
   conn->peer = secure.tls().peer();

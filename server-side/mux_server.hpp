@@ -11,7 +11,7 @@
 #include <mutex>
 #include <vector>
 
-#include "config/service.hpp"
+#include "port.hpp"
 #include "mux/session.hpp"
 #include "ops/connection_log.hpp"
 #include "tls/context_source.hpp"
@@ -19,12 +19,12 @@
 
 namespace tunnel::server {
 
-// Process-wide mux state: live sessions (for GOAWAY at shutdown) and the stream count
-// that --max-conns bounds. Outlives the workers' event loops.
+// The mux state of one port: live sessions (for GOAWAY at shutdown and reload) and the
+// stream count that --max-conns bounds. Outlives the workers' event loops.
 class mux_host {
  public:
-  mux_host(const config::service& svc, std::shared_ptr<tls::context_source> source)
-      : svc_(svc), source_(std::move(source)) {}
+  // `p` must outlive the host.
+  mux_host(const port& p, std::shared_ptr<tls::context_source> source) : port_(p), source_(std::move(source)) {}
 
   // Any thread (the shutdown hook): GOAWAY on every session; later sessions get it at once.
   void drain();
@@ -33,7 +33,7 @@ class mux_host {
   // finish; sessions opened later are unaffected.
   void retire_all(std::string_view reason);
 
-  const config::service& svc() const { return svc_; }
+  const port& services() const { return port_; }
   std::shared_ptr<const tls::tls_context> current() const { return source_->current(); }
   std::atomic<std::size_t> streams{0};
 
@@ -42,7 +42,7 @@ class mux_host {
   void remove(mux::session* s);
 
  private:
-  const config::service& svc_;
+  const port& port_;
   std::shared_ptr<tls::context_source> source_;
   std::mutex mutex_;  // guards sessions_ and draining_
   std::vector<std::pair<mux::session*, asio::any_io_executor>> sessions_;

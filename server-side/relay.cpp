@@ -8,6 +8,7 @@
 #include "net/timeout.hpp"
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
@@ -17,8 +18,7 @@ namespace tunnel::server {
 
 using namespace std::chrono_literals;
 
-asio::awaitable<void> relay_connection(const config::service& svc,
-                                       std::shared_ptr<const tls::tls_context> context,
+asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls::tls_context> context,
                                        net::generic_socket socket, mux_host* mux) {
   // Cancelled only at the shutdown deadline: let every step see its operation aborted and
   // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
@@ -26,11 +26,10 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   ops::connection_record rec;
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));
-  rec.target = svc.target.to_string();
   net::set_low_latency(socket);
   tls::tls_stream secure(std::move(socket), std::move(context));
 
-  const auto hs = co_await tls::run_handshake(secure, svc.limits.handshake);
+  const auto hs = co_await tls::run_handshake(secure, p.first().limits.handshake);
   if (!hs.ok) {
     const auto& peer = secure.tls().peer();
     ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,
@@ -49,6 +48,17 @@ asio::awaitable<void> relay_connection(const config::service& svc,
     secure.close();
     co_return;
   }
+  const auto route = secure.tls().route();
+  if (!route) {  // PSK mode (no certificate to refuse in the handshake) on a shared port
+    ops::warn("connection refused").kv("peer", rec.peer).kv("identity", rec.identity)
+        .kv("reason", "no service named: this port serves several, the client must send one as SNI");
+    ops::metrics::get().count(ops::handshake_failure::policy);
+    secure.close();
+    co_return;
+  }
+  const config::service& svc = p.at(*route);
+  rec.service = svc.name;
+  rec.target = svc.target.to_string();
   ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
 
   auto dialed = co_await net::dial(svc.target, svc.limits.connect);

@@ -337,13 +337,14 @@ std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& sv
   auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
   ops::info("listening")
       .kv("listen", relay->bound_address())
+      .kv("service", svc.name.empty() ? "(none)" : svc.name)
       .kv("target", svc.target.to_string())
       .kv("transport", "udp")
       .kv("tls", "DTLS 1.2")
       .kv("mtu", static_cast<std::uint64_t>(svc.udp.mtu))
       .kv("max_flows", static_cast<std::uint64_t>(svc.udp.max_flows))
       .kv("flow_idle_timeout", config::format_duration(svc.udp.flow_idle));
-  if (svc.tls.allow.empty())
+  if (svc.tls.routes.front().allow.empty() && svc.files.psk.empty())
     ops::warn("no allow-list given: every client certificate issued by --ca is admitted");
   relay->start();
   // All flows live on the main context, where the shutdown hook runs too.

@@ -20,6 +20,7 @@ std::string describe(const service& svc) {
   const bool server = svc.side == tls::role::server;
   std::ostringstream o;
   o << "role = " << (server ? "tunnel-out" : "tunnel-in") << "\n";
+  o << "service = " << (svc.name.empty() ? std::string(server ? "(any)" : "(none)") : svc.name) << "\n";
   o << "transport = " << (svc.udp.enabled ? "udp (DTLS 1.2)" : "tcp (TLS)") << "\n";
   o << "listen = " << svc.listen.to_string() << "\n";
   o << (server ? "target = " : "connect = ") << svc.target.to_string() << "\n";
@@ -35,7 +36,7 @@ std::string describe(const service& svc) {
   o << "reload_interval = " << format_duration(svc.reload_interval) << (svc.reload_interval.count() ? "" : " (SIGHUP only)") << "\n";
   o << "tls_min = " << (svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3") << "\n";
   if (server) {
-    const auto& a = svc.tls.allow;
+    const auto& a = svc.tls.routes.front().allow;
     std::vector<std::string> spki;
     for (const auto& d : a.spki) spki.push_back(policy::to_hex(d));
     o << "allow_cn = " << join(a.cn) << "\nallow_dns = " << join(a.dns) << "\nallow_uri = " << join(a.uri)
@@ -60,6 +61,16 @@ std::string describe(const service& svc) {
   o << "status = " << (svc.status ? svc.status->to_string() : std::string("(off)")) << "\n";
   o << "user = " << (svc.user.empty() ? std::string("(unchanged)") : svc.user) << "\n";
   return o.str();
+}
+
+std::string describe(const settings& all) {
+  if (all.file.empty()) return describe(all.process());
+  std::string out = "# " + all.file + ": " + std::to_string(all.services.size()) + " service(s)\n";
+  for (const auto& svc : all.services) {
+    const std::string& table = svc.origins.at("");
+    out += "\n[" + table.substr(table.find(": ") + 2) + "]\n" + describe(svc);
+  }
+  return out;
 }
 
 }  // namespace tunnel::config

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "net/address.hpp"
 #include "ops/log.hpp"
@@ -43,8 +45,14 @@ struct mux_settings {
   std::chrono::milliseconds rotate_age = 24h;   // --rotate-after DUR (0: never)
 };
 
+// One service. In a config file several run in one process; the process-wide settings
+// (threads, logging, status, user, shutdown and reload timing) are then written once at
+// the file's top level and copied into every service, so each service reads the same.
 struct service {
   tls::role side = tls::role::server;  // server: tunnel-out, client: tunnel-in
+  // tunnel-out: the name clients select this service by (SNI, mux stream); tunnel-in: the
+  // name it asks tunnel-out for. "" on the command line without --service.
+  std::string name;
   net::address listen;
   net::address target;                 // tunnel-out --target / tunnel-in --connect
   tls::credential_files files;
@@ -59,6 +67,22 @@ struct service {
   ops::log_format log_format = ops::log_format::text;
   std::optional<net::address> status;  // --status: the HTTP health/metrics endpoint
   std::string user;                    // --user: drop root to this user after binding
+  // Where each setting was written, for mistakes found after parsing (a certificate that
+  // does not load): "--cert" -> "site.toml:12: services.pg.cert"; "" -> the service's
+  // table. Empty for the command line.
+  std::map<std::string, std::string> origins;
 };
+
+// What a process runs: one service from the command line, or every service of a file.
+struct settings {
+  std::vector<service> services;  // never empty
+  std::string file;               // the config file ("" for the command line)
+  const service& process() const { return services.front(); }  // the process-wide settings
+};
+
+// `message` (a one-line mistake starting with its flag, "--cert x.pem: ...") as the
+// operator wrote it: on the command line unchanged; from a file as
+// "site.toml:12: services.pg.cert: x.pem: ...".
+std::string attribute(const service& s, const std::string& message);
 
 }  // namespace tunnel::config

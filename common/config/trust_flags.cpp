@@ -62,7 +62,7 @@ std::optional<std::string> apply_trust_flags(const trust_flags& f, bool server_n
   else if (!s.files.key.empty()) conflict = "--key";
   else if (!s.files.ca.empty()) conflict = "--ca";
   else if (!f.crl.empty()) conflict = "--crl";
-  else if (server && !s.tls.allow.empty()) conflict = "--allow-*";
+  else if (server && !s.tls.routes.front().allow.empty()) conflict = "--allow-*";
   else if (!server && !s.tls.pins.empty()) conflict = "--pin-spki-sha256";
   else if (!server && server_name_given) conflict = "--server-name";
   if (conflict)

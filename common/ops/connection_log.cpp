@@ -7,8 +7,9 @@ namespace tunnel::ops {
 
 void log_authorized(const connection_record& rec, const std::string& tls_version,
                     const std::string& ciphersuite) {
-  info("connection authorized")
-      .kv("peer", rec.peer)
+  auto line = info("connection authorized");
+  if (!rec.service.empty()) line.kv("service", rec.service);
+  line.kv("peer", rec.peer)
       .kv("identity", rec.identity)
       .kv("tls", tls_version)
       .kv("cipher", ciphersuite);
@@ -26,8 +27,9 @@ void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint6
   else if (reason == "cancelled") m.count(outcome::shutdown);
   else if (reason.find("timeout") != std::string::npos) m.count(outcome::timeout);
   else m.count(outcome::error);
-  info("connection closed")
-      .kv("peer", rec.peer)
+  auto line = info("connection closed");
+  if (!rec.service.empty()) line.kv("service", rec.service);
+  line.kv("peer", rec.peer)
       .kv("identity", rec.identity)
       .kv("target", rec.target)
       .kv("bytes_up", bytes_up)

@@ -13,6 +13,7 @@ struct connection_record {
   std::string peer;      // address of the connection we accepted
   std::string identity;  // the TLS peer's certificate identity (tunnel-out: client, tunnel-in: server)
   std::string target;    // where we relayed to
+  std::string service;   // the service's name ("" when it has none)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

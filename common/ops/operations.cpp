@@ -38,6 +38,23 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
   return acceptor;
 }
 
+std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options) {
+  try {
+    return std::make_shared<tls::context_source>(std::move(options), svc.files);
+  } catch (const tls::credential_error& e) {
+    throw std::runtime_error(config::attribute(svc, e.what()));
+  }
+}
+
+void reload_credentials(runtime& rt, const config::settings& cfg,
+                        const std::vector<std::shared_ptr<tls::context_source>>& sources) {
+  rt.on_reload([&sources](bool periodic) {
+    for (const auto& source : sources)
+      source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
+  });
+  rt.reload_every(cfg.process().reload_interval);
+}
+
 namespace {
 
 struct reachability_cache {

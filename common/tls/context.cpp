@@ -6,6 +6,7 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <cctype>
 #include <stdexcept>
 
 #include "tls/dtls_record.hpp"
@@ -96,6 +97,9 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
     mbedtls_ssl_conf_session_tickets(&config_, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
   }
 #endif
+  // Several services on one port: the ClientHello's SNI picks one, an unknown name is
+  // refused there (unrecognized_name), before any certificate is even looked at.
+  if (server && options_.routes.size() > 1) mbedtls_ssl_conf_sni(&config_, sni_cb, this);
   if (options_.carrier == transport::datagram) configure_datagram(server);
   else if (options_.mux_alpn) check(mbedtls_ssl_conf_alpn_protocols(&config_, mux_alpn_list), "ALPN");
   // Last: PSK mode replaces the certificate suites and key exchange modes chosen above.
@@ -126,10 +130,43 @@ void tls_context::configure_datagram(bool server) {
   }
 }
 
-bool tls_context::admits(const policy::peer_identity& peer) const {
-  if (options_.side == role::server) return options_.allow.allows(peer);
+bool tls_context::admits(const policy::peer_identity& peer, std::size_t route) const {
+  if (options_.side == role::server) return route < options_.routes.size() && options_.routes[route].allow.allows(peer);
   if (options_.pins.empty()) return true;
   return std::find(options_.pins.begin(), options_.pins.end(), peer.spki) != options_.pins.end();
+}
+
+bool tls_context::admits_any(const policy::peer_identity& peer) const {
+  return std::any_of(options_.routes.begin(), options_.routes.end(),
+                     [&](const route& r) { return r.allow.allows(peer); });
+}
+
+std::optional<std::size_t> tls_context::find_route(std::string_view name) const {
+  if (options_.routes.size() == 1) return 0;
+  for (std::size_t i = 0; i < options_.routes.size(); ++i) {
+    const auto& n = options_.routes[i].name;
+    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        }))
+      return i;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::size_t> tls_context::default_route() const {
+  if (options_.routes.size() == 1) return 0;
+  return std::nullopt;
+}
+
+int tls_context::sni_cb(void* self, mbedtls_ssl_context* ssl, const unsigned char* name, std::size_t len) {
+  auto* ctx = static_cast<tls_context*>(self);
+  const std::string_view wanted(reinterpret_cast<const char*>(name), len);
+  const auto route = ctx->find_route(wanted);
+  if (auto* choice = static_cast<route_choice*>(mbedtls_ssl_get_user_data_p(ssl))) {
+    choice->route = route;
+    choice->asked.assign(wanted.substr(0, 255));
+  }
+  return route ? 0 : -1;
 }
 
 }  // namespace tunnel::tls

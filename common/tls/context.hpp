@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "policy/allow_list.hpp"
@@ -21,11 +22,22 @@ enum class version { tls1_2, tls1_3 };
 // stream: TLS over TCP; datagram: DTLS 1.2 over UDP (min_version is then ignored).
 enum class transport { stream, datagram };
 
+// Server: one service on this port and who may use it. With a single route every client
+// lands on it and SNI is not consulted (any TLS client works); with several, the client's
+// SNI (raw mode) or each stream's service name (mux mode) picks one.
+struct route {
+  std::string name;
+  policy::allow_list allow;
+};
+
 struct tls_options {
   role side = role::server;
   version min_version = version::tls1_3;
-  policy::allow_list allow;                 // server: who may connect
+  std::vector<route> routes{1};             // server: the services on this port (at least one)
   std::optional<std::string> server_name;   // client: name to verify (nullopt: pins only)
+  // Client: the SNI to send when it names a service rather than the server (--service);
+  // the server's certificate is then checked against server_name by us, not by mbedTLS.
+  std::optional<std::string> sni;
   std::vector<policy::spki_digest> pins;    // client: accepted server keys (empty: any)
   transport carrier = transport::stream;
   // Mux mode (stream transport only): the client offers ALPN "tunnel-mux/1", the server
@@ -33,6 +45,13 @@ struct tls_options {
   bool mux_alpn = false;
   // Warn when our own or a peer's certificate expires within this (--expiry-warning).
   std::chrono::seconds expiry_warning{14 * 24 * 3600};
+};
+
+// Server: the service a connection's SNI chose. The engine owns one and hangs it on its
+// mbedTLS context as user data, where the SNI callback fills it in.
+struct route_choice {
+  std::optional<std::size_t> route;  // index into options().routes; nullopt: none (yet)
+  std::string asked;                 // the SNI the client sent ("" when none)
 };
 
 class tls_context {
@@ -47,13 +66,23 @@ class tls_context {
   const tls_options& options() const { return options_; }
   const credentials& creds() const { return *creds_; }
 
-  // Policy check on the peer's leaf certificate; true when admitted.
-  bool admits(const policy::peer_identity& peer) const;
+  // Client: the server's key matches a pin (or there are none). Server: `peer` may use
+  // route `route` (an index into options().routes).
+  bool admits(const policy::peer_identity& peer, std::size_t route = 0) const;
+  // Server, mux connection: at least one route admits `peer` (each stream is then checked
+  // against its own service).
+  bool admits_any(const policy::peer_identity& peer) const;
+  // Server: the route named `name` (ASCII case-insensitive). With a single route, that
+  // route whatever the name. nullopt when no route matches.
+  std::optional<std::size_t> find_route(std::string_view name) const;
+  // Server: the route of a connection that names none (no SNI): the only one, if one.
+  std::optional<std::size_t> default_route() const;
 
  private:
   tls_options options_;
   // DTLS only: cookies, connection IDs, retransmission, DTLS 1.2 suites.
   void configure_datagram(bool server);
+  static int sni_cb(void* self, mbedtls_ssl_context* ssl, const unsigned char* name, std::size_t len);
 
   std::shared_ptr<credentials> creds_;
   mbedtls_ssl_cookie_ctx cookies_;  // DTLS server: HelloVerifyRequest secret

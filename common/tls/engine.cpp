@@ -1,5 +1,7 @@
 #include "tls/engine.hpp"
 
+#include "mux/frame.hpp"
+#include "policy/server_name.hpp"
 #include "tls/error.hpp"
 #include "tls/validity.hpp"
 
@@ -21,11 +23,15 @@ engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(
   }
   mbedtls_ssl_set_bio(&ssl_, this, send_cb, recv_cb, nullptr);
   mbedtls_ssl_set_verify(&ssl_, verify_cb, this);
+  mbedtls_ssl_set_user_data_p(&ssl_, &choice_);
   const auto& opts = context_->options();
+  if (opts.side == role::server) choice_.route = context_->default_route();
   if (opts.side == role::client) {
     // NULL explicitly where a pin replaces the name check (mbedTLS >= 3.6.3 otherwise
-    // refuses a verifying client without a host name).
-    const int rc = mbedtls_ssl_set_hostname(&ssl_, opts.server_name ? opts.server_name->c_str() : nullptr);
+    // refuses a verifying client without a host name). A service name goes out as the SNI
+    // instead, and verify_cb checks the server name.
+    const std::optional<std::string>& hostname = opts.sni ? opts.sni : opts.server_name;
+    const int rc = mbedtls_ssl_set_hostname(&ssl_, hostname ? hostname->c_str() : nullptr);
     if (rc != 0) {
       mbedtls_ssl_free(&ssl_);
       throw std::runtime_error("invalid server name");
@@ -71,12 +77,39 @@ int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_
   if (depth != 0) return 0;
   auto* e = static_cast<engine*>(self);
   e->peer_ = policy::identity_of(*crt);
-  if (!e->context_->admits(*e->peer_)) {
+  const auto& opts = e->context_->options();
+  if (opts.side == role::client && opts.sni) {
+    // mbedTLS compared the certificate with the SNI, which names a service, not the server.
+    *flags &= ~static_cast<std::uint32_t>(MBEDTLS_X509_BADCERT_CN_MISMATCH);
+    if (opts.server_name && !policy::certifies_name(*e->peer_, *opts.server_name))
+      *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  }
+  if (!e->admitted()) {
     e->refused_by_policy_ = true;
     *flags |= MBEDTLS_X509_BADCERT_OTHER;  // reject: the handshake fails with an alert
   }
   if (*flags == 0) note_peer_expiry(*crt, e->context_->options().expiry_warning);
   return 0;
+}
+
+bool engine::admitted() {
+  if (context_->options().side == role::client) return context_->admits(*peer_);
+  // A mux connection carries streams for any service on this port: it needs one that
+  // admits the peer, and every stream is checked against its own service at open.
+  if (alpn() == mux::alpn_name) return context_->admits_any(*peer_);
+  if (!choice_.route) {
+    refusal_ = "no service named: this port serves several, the client must send one as SNI";
+    return false;
+  }
+  if (context_->admits(*peer_, *choice_.route)) return true;
+  const auto& name = context_->options().routes[*choice_.route].name;
+  if (!name.empty()) refusal_ = "peer certificate not on the allow-list of service " + name;
+  return false;
+}
+
+bool engine::refused_by_policy() const {
+  // An SNI naming no service here fails the handshake in the ClientHello.
+  return refused_by_policy_ || (!choice_.route && !choice_.asked.empty());
 }
 
 int engine::handshake() {
@@ -109,6 +142,8 @@ std::size_t engine::max_record_payload() const {
 }
 
 std::string engine::verify_failure() const {
+  if (!choice_.route && !choice_.asked.empty()) return "unknown service " + choice_.asked;
+  if (!refusal_.empty()) return refusal_;
   return describe_verify_failure(ssl_, context_->options().side, refused_by_policy_);
 }
 

@@ -42,7 +42,12 @@ class engine {
   bool is_client() const { return context_->options().side == role::client; }
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
-  bool refused_by_policy() const { return refused_by_policy_; }
+  bool refused_by_policy() const;
+  // Server: the service (index into the context's routes) this connection is for, as its
+  // SNI chose or as the only one; nullopt when none was chosen (see tls_options::routes).
+  std::optional<std::size_t> route() const { return choice_.route; }
+  // Server: the SNI the client sent ("" when none).
+  const std::string& asked_service() const { return choice_.asked; }
   // Verification failure text ("certificate has expired", "not on the allow-list", ...).
   std::string verify_failure() const;
   std::string version() const;
@@ -57,6 +62,7 @@ class engine {
   static int send_cb(void* self, const unsigned char* data, std::size_t len);
   static int recv_cb(void* self, unsigned char* data, std::size_t len);
   static int verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags);
+  bool admitted();  // the policy check on peer_, from verify_cb
 
   std::shared_ptr<const tls_context> context_;
   mbedtls_ssl_context ssl_;
@@ -65,6 +71,8 @@ class engine {
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
   bool refused_by_policy_ = false;
+  std::string refusal_;  // why policy refused, when it is not the plain allow-list
+  route_choice choice_;  // mbedTLS user data: the SNI callback writes here
 };
 
 }  // namespace tunnel::tls

@@ -146,7 +146,7 @@ TEST_CASE("the record payload for the MTU is below the MTU, and larger writes fa
 
 TEST_CASE("a client refused by the allow-list fails the handshake") {
   tls::tls_options server_opts;
-  server_opts.allow.cn = {"someone-else"};
+  server_opts.routes.front().allow.cn = {"someone-else"};
   dtls_pair p(server_opts);
   CHECK_FALSE(p.handshake());
   CHECK(p.server->refused_by_policy());

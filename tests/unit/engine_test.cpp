@@ -140,7 +140,7 @@ TEST_CASE("close_notify reads as a clean end and the other direction keeps worki
 
 TEST_CASE("a client off the allow-list is refused during the handshake") {
   tls::tls_options server_opts;
-  server_opts.allow.cn = {"client-b"};
+  server_opts.routes.front().allow.cn = {"client-b"};
   pair_fixture f(server_opts);
   tls::engine client(f.client_ctx), server(f.server_ctx);
   auto [crc, src] = handshake(client, server, 1 << 20);

@@ -1,0 +1,49 @@
+#pragma once
+// The flags of one service, shared by the command line and the config file (whose keys are
+// the flag names without "--"): registered on a CLI11 app, then validated into a service.
+// One definition of what each setting means, whichever way it was written.
+#include <CLI/CLI.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "config/mux_flags.hpp"
+#include "config/service.hpp"
+#include "config/trust_flags.hpp"
+
+namespace tunnel::config {
+
+struct raw_flags {
+  std::string config;  // --config FILE (command line only)
+  std::string service;  // --service NAME
+  std::string listen, target, cert, key, ca, server_name, tls_min = "1.3";
+  std::vector<std::string> allow_cn, allow_dns, allow_uri, allow_ip, allow_spki, pins;
+  std::string connect_timeout = "10s", handshake_timeout = "10s", idle_timeout = "1h",
+              close_timeout = "60s", shutdown_timeout = "30s";
+  long long max_conns = -1;
+  long long threads = -1;
+  std::string log_level = "info", log_format = "text";
+  std::string status, user;
+  bool check_config = false;
+  // UDP mode; -1 / "" mean "not given", so that using them without --udp is an error.
+  bool udp = false;
+  long long mtu = -1, max_flows = -1;
+  std::string flow_idle_timeout;
+  trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
+  mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
+};
+
+// A mistake in the settings. The message starts with the flag it is about ("--mtu 9: ...").
+class usage_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Registers every flag of `side` on `app`; `f` must outlive parsing. --listen and
+// --target/--connect are checked by validate(), not by CLI11, so --config can stand alone.
+void add_flags(CLI::App& app, raw_flags& f, tls::role side);
+
+// Turns parsed flags into a service. Throws usage_error. Opens no file.
+service validate(tls::role side, const raw_flags& f);
+
+}  // namespace tunnel::config
