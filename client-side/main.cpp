@@ -39,16 +39,17 @@ void log_listening(const config::service& svc, const net::generic_acceptor& acce
 }
 
 // Binds one TCP service and starts accepting; returns its readiness check.
-ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc,
-                               std::shared_ptr<tls::context_source> source, running& live) {
+// `legacy`: TLS for legacy clients (--listen-cert), or null.
+ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
+                               std::shared_ptr<tls::context_source> legacy, running& live) {
   auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen);
   log_listening(svc, acceptor);
   // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
   ops::readiness_check ready = ops::next_hop_reachable(svc.target);
   // One snapshot per connection: a reload changes new handshakes, never live ones.
   if (svc.mux.mode == config::carry_mode::raw) {
-    rt.serve(std::move(acceptor), svc.max_conns, [&svc, source](net::generic_socket s) {
-      return client::relay_connection(svc, source->current(), std::move(s));
+    rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy](net::generic_socket s) {
+      return client::relay_connection(svc, source->current(), legacy ? legacy->current() : nullptr, std::move(s));
     });
     return ready;
   }
@@ -61,8 +62,8 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc,
     ready = ops::both(ready, ops::mux_pool_up);
   }
   rt.on_shutdown([pool] { pool->stop(); });
-  rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, pool](net::generic_socket s) {
-    return client::relay_mux(svc, *pool, source->current(), std::move(s));
+  rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy, pool](net::generic_socket s) {
+    return client::relay_mux(svc, *pool, source->current(), legacy ? legacy->current() : nullptr, std::move(s));
   });
   return ready;
 }
@@ -84,24 +85,31 @@ int main(int argc, char** argv) {
   const config::settings cfg = std::move(*cli.run);
   const config::service& proc = cfg.process();
   std::vector<std::shared_ptr<tls::context_source>> sources;  // per service: swapped on reload
+  std::vector<std::shared_ptr<tls::context_source>> legacy;   // per service: --listen-cert, or null
+  std::vector<std::shared_ptr<tls::context_source>> reloaded;  // both of the above
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
   running live;  // destroyed before rt
   try {
     ops::init_logging("tunnel-in", proc.log_level, proc.log_format);
     tls::init_library();
-    for (const auto& svc : cfg.services) sources.push_back(ops::load_credentials(svc, svc.tls));
+    for (const auto& svc : cfg.services) {
+      sources.push_back(ops::load_credentials(svc, svc.tls));
+      legacy.push_back(svc.bridge ? ops::load_credentials(svc, svc.bridge->tls, svc.bridge->files) : nullptr);
+    }
     if (cli.check_only) {  // the files loaded and matched: print what would run
       std::cout << config::describe(cfg);
       return 0;
     }
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
-    ops::reload_credentials(*rt, cfg, sources);
+    reloaded = sources;
+    reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
+    ops::reload_credentials(*rt, cfg, reloaded);
     std::vector<ops::readiness_check> checks;
     for (std::size_t i = 0; i < cfg.services.size(); ++i) {
       const config::service& svc = cfg.services[i];
       if (svc.udp.enabled) live.udp.push_back(client::serve_udp(*rt, svc, sources[i]));
-      else checks.push_back(serve_tcp(*rt, svc, sources[i], live));
+      else checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], live));
     }
     ops::readiness_check ready;
     if (!checks.empty()) ready = [checks] { return all_ready(checks); };

@@ -2,6 +2,7 @@
 
 #include <asio/this_coro.hpp>
 
+#include "legacy_leg.hpp"
 #include "mux/stream.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
@@ -30,24 +31,27 @@ void finish(mux::stream& st, const net::pump_result& result) {
 
 }  // namespace
 
-asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
-                                std::shared_ptr<const tls::tls_context> context, net::generic_socket socket) {
-  // Cancelled only at the shutdown deadline: fall through to the one log line (Asio 1.22).
-  co_await asio::this_coro::throw_if_cancelled(false);
+namespace {
+
+// The mux relay over either kind of legacy stream (legacy_leg.hpp).
+struct mux_relay {
+  const config::service& svc;
+  mux_pool& pool;
+  std::shared_ptr<const tls::tls_context> context;
+
+  template <class Legacy>
+  asio::awaitable<void> operator()(Legacy& plain, ops::connection_record& rec) const;
+};
+
+template <class Legacy>
+asio::awaitable<void> mux_relay::operator()(Legacy& plain, ops::connection_record& rec) const {
   const auto ex = co_await asio::this_coro::executor;
-  ops::connection_record rec;
-  std::error_code ignored;
-  rec.peer = net::describe(socket.remote_endpoint(ignored));
-  rec.target = svc.target.to_string();
-  rec.service = svc.name;
-  net::set_low_latency(socket);
-  net::plain_stream plain(std::move(socket));
 
   mux::session* session = co_await pool.pick_or_wait(svc.limits.connect + svc.limits.handshake);
   if (!session) {
     // Nothing up on this worker (start-up, tunnel-out restarting): a connection of our own,
     // failing exactly like raw mode does.
-    auto attempt = co_await connect_tunnel(svc, std::move(context));
+    auto attempt = co_await connect_tunnel(svc, context);
     if (!attempt.secure) {
       if (attempt.unreachable) {
         ops::warn("tunnel-out unreachable").kv("peer", rec.peer).kv("connect", rec.target).kv("error", attempt.reason);
@@ -103,6 +107,16 @@ asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
   finish(*st, result);
   plain.close();
   ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
+}
+
+}  // namespace
+
+asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool, std::shared_ptr<const tls::tls_context> context,
+                                std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket) {
+  // Cancelled only at the shutdown deadline: fall through to the one log line (Asio 1.22).
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const mux_relay relay{svc, pool, std::move(context)};
+  co_await serve_legacy(svc, std::move(legacy_tls), std::move(socket), relay);
 }
 
 }  // namespace tunnel::client

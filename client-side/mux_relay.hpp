@@ -16,7 +16,8 @@ namespace tunnel::client {
 // Owns `socket` (an accepted legacy connection) until the connection ends. Never throws
 // for network or TLS errors; logs "connection authorized" and "connection closed" like
 // raw mode, or one warning when the tunnel cannot be had.
-asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
-                                std::shared_ptr<const tls::tls_context> context, net::generic_socket socket);
+// `legacy_tls`: the context for TLS from legacy clients (--listen-cert), or null for plain.
+asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool, std::shared_ptr<const tls::tls_context> context,
+                                std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket);
 
 }  // namespace tunnel::client

@@ -9,10 +9,10 @@
 
 namespace tunnel::client {
 
-// Owns `socket` (an accepted legacy connection) until the connection ends.
+// Owns `socket` (an accepted legacy connection) until the connection ends. `legacy_tls`:
+// the context for TLS from legacy clients (--listen-cert), or null for plain.
 // Never throws for network or TLS errors; logs one line at the end.
-asio::awaitable<void> relay_connection(const config::service& svc,
-                                       std::shared_ptr<const tls::tls_context> context,
-                                       net::generic_socket socket);
+asio::awaitable<void> relay_connection(const config::service& svc, std::shared_ptr<const tls::tls_context> context,
+                                       std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket);
 
 }  // namespace tunnel::client

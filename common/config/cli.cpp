@@ -55,6 +55,10 @@ void assign_groups(CLI::App& app) {
       {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
       {"--mode", "Mux"}, {"--pool", "Mux"}, {"--keepalive", "Mux"}, {"--rotate-after", "Mux"},
+      {"--target-tls", "TLS bridge"}, {"--target-ca", "TLS bridge"}, {"--target-server-name", "TLS bridge"},
+      {"--target-cert", "TLS bridge"}, {"--target-key", "TLS bridge"}, {"--target-alpn", "TLS bridge"},
+      {"--listen-cert", "TLS bridge"}, {"--listen-key", "TLS bridge"}, {"--listen-ca", "TLS bridge"},
+      {"--listen-alpn", "TLS bridge"},
       {"--status", "Operations"}, {"--user", "Operations"}, {"--check-config", "Operations"},
       {"--log-level", "Operations"}, {"--log-format", "Operations"},
   };

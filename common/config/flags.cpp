@@ -42,6 +42,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to");
   add_trust_flags(app, f.trust);
   add_mux_flags(app, f.mux, side);
+  add_bridge_flags(app, f.bridge, side);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -201,6 +202,7 @@ service validate(tls::role side, const raw_flags& f) {
   validate_udp(f, s);
   if (auto why = apply_trust_flags(f.trust, !f.server_name.empty(), s)) throw usage_error(*why);
   if (auto why = apply_mux_flags(f.mux, s)) throw usage_error(*why);
+  if (auto why = apply_bridge_flags(f.bridge, s)) throw usage_error(*why);
   if (!f.status.empty()) s.status = address_flag("--status", f.status, true);
   if (f.user.find_first_of(" :/") != std::string::npos) throw usage_error("--user " + f.user + ": not a user name");
   s.user = f.user;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/bridge_flags.hpp"
 #include "config/mux_flags.hpp"
 #include "config/service.hpp"
 #include "config/trust_flags.hpp"
@@ -31,6 +32,7 @@ struct raw_flags {
   std::string flow_idle_timeout;
   trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
   mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
+  bridge_flags bridge;  // --target-tls..., --listen-cert...
 };
 
 // A mistake in the settings. The message starts with the flag it is about ("--mtu 9: ...").

@@ -48,6 +48,13 @@ struct mux_settings {
 // One service. In a config file several run in one process; the process-wide settings
 // (threads, logging, status, user, shutdown and reload timing) are then written once at
 // the file's top level and copied into every service, so each service reads the same.
+// TLS on a legacy leg (config/bridge_flags.hpp): tunnel-out's target leg, or tunnel-in's
+// listener. Its own credentials and checks, apart from the tunnel's.
+struct bridge_settings {
+  tls::tls_options tls;
+  tls::credential_files files;
+};
+
 struct service {
   tls::role side = tls::role::server;  // server: tunnel-out, client: tunnel-in
   // tunnel-out: the name clients select this service by (SNI, mux stream); tunnel-in: the
@@ -60,6 +67,7 @@ struct service {
   timeouts limits;
   udp_settings udp;
   mux_settings mux;
+  std::optional<bridge_settings> bridge;  // --target-tls (tunnel-out), --listen-cert (tunnel-in)
   std::size_t max_conns = 0;           // resolved at start-up when not given
   std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given

@@ -39,8 +39,13 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
 }
 
 std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options) {
+  return load_credentials(svc, std::move(options), svc.files);
+}
+
+std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options,
+                                                      const tls::credential_files& files) {
   try {
-    return std::make_shared<tls::context_source>(std::move(options), svc.files);
+    return std::make_shared<tls::context_source>(std::move(options), files);
   } catch (const tls::credential_error& e) {
     throw std::runtime_error(config::attribute(svc, e.what()));
   }
@@ -50,7 +55,7 @@ void reload_credentials(runtime& rt, const config::settings& cfg,
                         const std::vector<std::shared_ptr<tls::context_source>>& sources) {
   rt.on_reload([&sources](bool periodic) {
     for (const auto& source : sources)
-      source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
+      if (source) source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
   });
   rt.reload_every(cfg.process().reload_interval);
 }

@@ -26,12 +26,15 @@ readiness_check both(readiness_check base, std::function<std::string()> also);
 // For tunnel-in in mux mode: ready once at least one mux connection has been answered.
 std::string mux_pool_up();
 
-// Loads a service's credentials into a context source. A bad file is reported where the
-// operator named it (config::attribute). Throws std::runtime_error.
+// Loads a service's credentials (or its TLS bridge's, with `files`) into a context source.
+// A bad file is reported where the operator named it (config::attribute). Throws
+// std::runtime_error.
 std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options);
+std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options,
+                                                      const tls::credential_files& files);
 
-// Reloads every source on SIGHUP and every process().reload_interval. `sources` must
-// outlive `rt`'s loops and be complete before the first reload.
+// Reloads every source (null ones skipped) on SIGHUP and every process().reload_interval.
+// `sources` must outlive `rt`'s loops and be complete before the first reload.
 void reload_credentials(runtime& rt, const config::settings& cfg,
                         const std::vector<std::shared_ptr<tls::context_source>>& sources);
 

@@ -78,12 +78,16 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
   mbedtls_ssl_conf_groups(&config_, groups);
   // Pure PSK modes have no forward secrecy; certificates use the ephemeral mode only.
   mbedtls_ssl_conf_tls13_key_exchange_modes(&config_, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL);
-  // Mutual authentication both ways (the server default would be NONE).
-  mbedtls_ssl_conf_authmode(&config_, MBEDTLS_SSL_VERIFY_REQUIRED);
+  // Mutual authentication both ways (the server default would be NONE). Only a legacy
+  // leg may go without, and then only by asking for it.
+  if (options_.verify_peer && !creds_->psk() && !creds_->has_ca())
+    throw std::runtime_error("TLS configuration failed: peer verification without a CA");
+  mbedtls_ssl_conf_authmode(&config_, options_.verify_peer ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
   if (!creds_->psk()) {
     // Without a CRL mbedTLS silently skips revocation checks; with one, a revoked peer fails.
-    mbedtls_ssl_conf_ca_chain(&config_, creds_->ca(), creds_->crl());
-    check(mbedtls_ssl_conf_own_cert(&config_, creds_->chain(), creds_->key()), "own certificate");
+    if (creds_->has_ca()) mbedtls_ssl_conf_ca_chain(&config_, creds_->ca(), creds_->crl());
+    if (creds_->has_own_cert())
+      check(mbedtls_ssl_conf_own_cert(&config_, creds_->chain(), creds_->key()), "own certificate");
   }
   mbedtls_ssl_conf_renegotiation(&config_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
   // No resumption: a resumed TLS 1.3 session in mbedTLS carries no client certificate,
@@ -102,6 +106,11 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
   if (server && options_.routes.size() > 1) mbedtls_ssl_conf_sni(&config_, sni_cb, this);
   if (options_.carrier == transport::datagram) configure_datagram(server);
   else if (options_.mux_alpn) check(mbedtls_ssl_conf_alpn_protocols(&config_, mux_alpn_list), "ALPN");
+  else if (!options_.alpn.empty()) {
+    for (const auto& protocol : options_.alpn) alpn_list_.push_back(protocol.c_str());
+    alpn_list_.push_back(nullptr);
+    check(mbedtls_ssl_conf_alpn_protocols(&config_, alpn_list_.data()), "ALPN");
+  }
   // Last: PSK mode replaces the certificate suites and key exchange modes chosen above.
   if (creds_->psk())
     check(configure_psk(config_, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");

@@ -45,6 +45,14 @@ struct tls_options {
   bool mux_alpn = false;
   // Warn when our own or a peer's certificate expires within this (--expiry-warning).
   std::chrono::seconds expiry_warning{14 * 24 * 3600};
+  // A legacy leg of a TLS bridge (tunnel-out to a TLS target, tunnel-in accepting TLS from a
+  // legacy client) rather than the tunnel itself: its own certificate is not the one the
+  // expiry metric reports, and `verify_peer` may be off (a listener not asking legacy
+  // clients for certificates). The tunnel's legs always verify.
+  bool legacy_leg = false;
+  bool verify_peer = true;
+  // ALPN protocols to offer (client) or accept (server) besides mux; empty: none.
+  std::vector<std::string> alpn;
 };
 
 // Server: the service a connection's SNI chose. The engine owns one and hangs it on its
@@ -85,6 +93,7 @@ class tls_context {
   static int sni_cb(void* self, mbedtls_ssl_context* ssl, const unsigned char* name, std::size_t len);
 
   std::shared_ptr<credentials> creds_;
+  std::vector<const char*> alpn_list_;  // mbedTLS keeps the pointer: into options_.alpn
   mbedtls_ssl_cookie_ctx cookies_;  // DTLS server: HelloVerifyRequest secret
   mbedtls_ssl_config config_;
 };

@@ -35,8 +35,9 @@ std::shared_ptr<const tls_context> context_source::current() const {
 
 std::vector<std::string> context_source::watched_files() const {
   if (!files_.psk.empty()) return {files_.psk};
-  std::vector<std::string> paths{files_.cert, files_.key, files_.ca};
-  if (!files_.crl.empty()) paths.push_back(files_.crl);
+  std::vector<std::string> paths;
+  for (const auto* path : {&files_.cert, &files_.key, &files_.ca, &files_.crl})
+    if (!path->empty()) paths.push_back(*path);
   return paths;
 }
 
@@ -82,11 +83,12 @@ void context_source::describe_loaded(const tls_context& c, const char* message, 
   {
     auto e = ops::info(message);
     if (trigger) e.kv("trigger", trigger);
-    e.kv("identity", policy::identity_of(creds.leaf()).describe())
-        .kv("serial", serial_of(creds.leaf()))
-        .kv("crl", files_.crl.empty() ? "none" : files_.crl);
+    if (options_.legacy_leg) e.kv("leg", options_.side == role::client ? "target" : "listener");
+    if (creds.has_own_cert())
+      e.kv("identity", policy::identity_of(creds.leaf()).describe()).kv("serial", serial_of(creds.leaf()));
+    if (!options_.legacy_leg) e.kv("crl", files_.crl.empty() ? "none" : files_.crl);
   }
-  report_own_expiry(creds.leaf(), options_.expiry_warning);
+  if (creds.has_own_cert() && !options_.legacy_leg) report_own_expiry(creds.leaf(), options_.expiry_warning);
 }
 
 }  // namespace tunnel::tls

@@ -47,27 +47,33 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
     c->psk_ = load_psk_file(files.psk);
     return c;
   }
-  check_readable("--cert", files.cert);
-  check_readable("--key", files.key);
-  check_readable("--ca", files.ca);
+  const std::string cert_flag = files.flag_prefix + "cert", key_flag = files.flag_prefix + "key",
+                    ca_flag = files.flag_prefix + "ca";
   std::shared_ptr<credentials> c(new credentials());
-  if (int rc = mbedtls_x509_crt_parse_file(&c->chain_, files.cert.c_str()); rc != 0)
-    throw credential_error("--cert " + files.cert + ": not a valid certificate (" +
-                           (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
-  if (int rc = mbedtls_pk_parse_keyfile(&c->key_, files.key.c_str(), nullptr,
-                                        mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
-      rc != 0)
-    throw credential_error("--key " + files.key + ": not a valid unencrypted private key (" +
-                           mbedtls_text(rc) + ")");
-  if (int rc = mbedtls_pk_check_pair(&c->chain_.pk, &c->key_, mbedtls_psa_get_random,
-                                     MBEDTLS_PSA_RANDOM_STATE);
-      rc != 0)
-    throw credential_error("--key " + files.key + " does not match the certificate in --cert " +
-                           files.cert);
-  if (int rc = mbedtls_x509_crt_parse_file(&c->ca_, files.ca.c_str()); rc != 0)
-    throw credential_error("--ca " + files.ca + ": not a valid certificate bundle (" +
-                           (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
-  require_valid_cas(c->ca_, "--ca", files.ca);
+  if (files.need_own_cert || !files.cert.empty() || !files.key.empty()) {
+    check_readable(cert_flag.c_str(), files.cert);
+    check_readable(key_flag.c_str(), files.key);
+    if (int rc = mbedtls_x509_crt_parse_file(&c->chain_, files.cert.c_str()); rc != 0)
+      throw credential_error(cert_flag + " " + files.cert + ": not a valid certificate (" +
+                             (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+    if (int rc = mbedtls_pk_parse_keyfile(&c->key_, files.key.c_str(), nullptr,
+                                          mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+        rc != 0)
+      throw credential_error(key_flag + " " + files.key + ": not a valid unencrypted private key (" +
+                             mbedtls_text(rc) + ")");
+    if (int rc = mbedtls_pk_check_pair(&c->chain_.pk, &c->key_, mbedtls_psa_get_random,
+                                       MBEDTLS_PSA_RANDOM_STATE);
+        rc != 0)
+      throw credential_error(key_flag + " " + files.key + " does not match the certificate in " + cert_flag + " " +
+                             files.cert);
+  }
+  if (files.need_ca || !files.ca.empty()) {
+    check_readable(ca_flag.c_str(), files.ca);
+    if (int rc = mbedtls_x509_crt_parse_file(&c->ca_, files.ca.c_str()); rc != 0)
+      throw credential_error(ca_flag + " " + files.ca + ": not a valid certificate bundle (" +
+                             (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+    require_valid_cas(c->ca_, ca_flag, files.ca);
+  }
   if (!files.crl.empty()) {
     check_readable("--crl", files.crl);
     // PEM or DER: mbedTLS tells them apart by the PEM header.

@@ -20,6 +20,11 @@ struct credential_files {
   std::string ca;    // PEM bundle of trust anchors for the peer's chain
   std::string crl;   // optional: PEM or DER revocation lists for --ca's CAs
   std::string psk;   // instead of all of the above: a `identity:hexkey` file (psk_file.hpp)
+  // The legacy legs of a TLS bridge may go without: a TLS client to a legacy server need not
+  // present a certificate, a TLS listener for legacy clients need not ask for one.
+  bool need_own_cert = true;
+  bool need_ca = true;
+  std::string flag_prefix = "--";  // errors name "--cert", or "--target-cert", ...
 };
 
 // Thrown with a one-line reason naming the flag and the file.
@@ -45,6 +50,8 @@ class credentials {
   mbedtls_pk_context* key() { return &key_; }
   mbedtls_x509_crt* ca() { return &ca_; }
   const mbedtls_x509_crt& leaf() const { return chain_; }
+  bool has_own_cert() const { return chain_.raw.p != nullptr; }
+  bool has_ca() const { return ca_.raw.p != nullptr; }
   // nullptr without --crl (revocation then goes unchecked).
   mbedtls_x509_crl* crl() { return crl_loaded_ ? &crl_ : nullptr; }
   // Set in PSK mode, where there are no certificates at all.

@@ -1,0 +1,47 @@
+#pragma once
+// tunnel-in's legacy leg: the accepted connection from a legacy client, plain or — when the
+// service accepts TLS from legacy clients (--listen-cert, a TLS bridge) — TLS. The relays
+// are written once over either stream type.
+#include <asio/awaitable.hpp>
+#include <memory>
+
+#include "config/service.hpp"
+#include "net/endpoint.hpp"
+#include "net/plain_stream.hpp"
+#include "ops/connection_log.hpp"
+#include "tls/context.hpp"
+#include "tls/tls_stream.hpp"
+
+namespace tunnel::client {
+
+// Runs the TLS handshake with a legacy client, bounded by the handshake timeout. Logs and
+// returns false when it fails (the caller then just closes). Never throws.
+asio::awaitable<bool> accept_legacy_tls(tls::tls_stream& legacy, const config::service& svc,
+                                        const ops::connection_record& rec);
+
+// Owns `socket` until the connection ends and runs `relay(stream, rec)` over it: over the
+// plain socket without `legacy_tls`, else over TLS once that handshake succeeded. `relay`
+// is an object whose templated call operator is a coroutine (not a capturing coroutine
+// lambda: GCC 12 mishandles those) and must outlive the call; `rec` comes filled with
+// peer, target and service. (Pass `relay` as a named object: GCC 12 destroys a class
+// prvalue handed by value to a coroutine inside a co_await expression too early.)
+template <class Relay>
+asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<const tls::tls_context> legacy_tls,
+                                   net::generic_socket socket, const Relay& relay) {
+  ops::connection_record rec;
+  std::error_code ignored;
+  rec.peer = net::describe(socket.remote_endpoint(ignored));
+  rec.target = svc.target.to_string();
+  rec.service = svc.name;
+  net::set_low_latency(socket);
+  if (!legacy_tls) {
+    net::plain_stream plain(std::move(socket));
+    co_await relay(plain, rec);
+    co_return;
+  }
+  tls::tls_stream legacy(std::move(socket), std::move(legacy_tls));
+  if (co_await accept_legacy_tls(legacy, svc, rec)) co_await relay(legacy, rec);
+  legacy.close();
+}
+
+}  // namespace tunnel::client
