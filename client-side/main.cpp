@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     if (svc.udp.enabled) {
       udp = client::serve_udp(*rt, svc, source);
     } else {
-      auto acceptor = ops::listen_or_inherit(rt->main_context(), svc.listen);
+      auto acceptor = ops::listen_or_inherit(rt->main_context(), svc.listen, svc.plain.listen_access);
       ops::info("listening")
           .kv("listen", net::bound_address(acceptor))
           .kv("connect", svc.target.to_string())

@@ -8,6 +8,7 @@
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "proxy_accept.hpp"
 
 namespace tunnel::client {
 namespace {
@@ -39,6 +40,8 @@ asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool,
   rec.target = svc.target.to_string();
   net::set_low_latency(socket);
   net::plain_stream plain(std::move(socket));
+  const bool admitted = co_await accept_proxy_header(svc, plain, rec);  // --accept-proxy-protocol
+  if (!admitted) co_return;
 
   mux::session* session = co_await pool.pick_or_wait(svc.limits.connect + svc.limits.handshake);
   if (!session) {

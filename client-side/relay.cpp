@@ -8,6 +8,7 @@
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "proxy_accept.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
 
@@ -25,6 +26,8 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   rec.target = svc.target.to_string();
   net::set_low_latency(socket);
   net::plain_stream plain(std::move(socket));
+  const bool admitted = co_await accept_proxy_header(svc, plain, rec);  // --accept-proxy-protocol
+  if (!admitted) co_return;
 
   auto dialed = co_await net::dial(svc.target, svc.limits.connect);
   if (dialed.ec) {

@@ -2,7 +2,6 @@
 
 #include <asio/this_coro.hpp>
 
-#include "net/dial.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
 #include "net/timeout.hpp"
@@ -12,6 +11,7 @@
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
 #include "mux_server.hpp"
+#include "target_leg.hpp"
 
 namespace tunnel::server {
 
@@ -28,6 +28,7 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   rec.peer = net::describe(socket.remote_endpoint(ignored));
   rec.target = svc.target.to_string();
   net::set_low_latency(socket);
+  const client_addresses from = addresses_of(socket);  // raw mode: the client is the TLS peer
   tls::tls_stream secure(std::move(socket), std::move(context));
 
   const auto hs = co_await tls::run_handshake(secure, svc.limits.handshake);
@@ -51,13 +52,13 @@ asio::awaitable<void> relay_connection(const config::service& svc,
   }
   ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
 
-  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
-  if (dialed.ec) {
+  auto dialed = co_await open_target(svc, from);
+  if (!dialed.ok) {
     ops::warn("target unreachable")
         .kv("peer", rec.peer)
         .kv("identity", rec.identity)
         .kv("target", rec.target)
-        .kv("error", dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message());
+        .kv("error", dialed.error);
     // Tell the client cleanly that nothing more comes, without waiting on it for long.
     co_await net::with_timeout(secure.shutdown_send(), 1s);
     secure.close();

@@ -10,6 +10,7 @@
 
 #include "config/duration.hpp"
 #include "config/mux_flags.hpp"
+#include "config/plain_leg_flags.hpp"
 #include "config/trust_flags.hpp"
 
 namespace tunnel::config {
@@ -31,6 +32,7 @@ struct raw_flags {
   std::string flow_idle_timeout;
   trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
   mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
+  plain_leg_flags plain;  // --proxy-protocol, --transparent, --accept-proxy-protocol, --socket-*
 };
 
 class usage_error : public std::runtime_error {
@@ -93,6 +95,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--ca", f.ca, "FILE: CA bundle the peer's certificate must chain to");
   add_trust_flags(app, f.trust);
   add_mux_flags(app, f.mux, side);
+  add_plain_leg_flags(app, f.plain, side);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -235,6 +238,7 @@ service validate(tls::role side, const raw_flags& f) {
   if (!f.status.empty()) s.status = address_flag("--status", f.status, true);
   if (f.user.find_first_of(" :/") != std::string::npos) throw usage_error("--user " + f.user + ": not a user name");
   s.user = f.user;
+  if (auto why = apply_plain_leg_flags(f.plain, s)) throw usage_error(*why);
   return s;
 }
 
@@ -252,6 +256,8 @@ void assign_groups(CLI::App& app) {
       {"--close-timeout", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
       {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
+      {"--proxy-protocol", "Plain legs"}, {"--transparent", "Plain legs"},
+      {"--accept-proxy-protocol", "Plain legs"}, {"--socket-mode", "Plain legs"}, {"--socket-owner", "Plain legs"},
       {"--mode", "Mux"}, {"--pool", "Mux"}, {"--keepalive", "Mux"}, {"--rotate-after", "Mux"},
       {"--status", "Operations"}, {"--user", "Operations"}, {"--check-config", "Operations"},
       {"--log-level", "Operations"}, {"--log-format", "Operations"},

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "config/plain_legs.hpp"
 #include "net/address.hpp"
 #include "ops/log.hpp"
 #include "tls/context.hpp"
@@ -52,6 +53,7 @@ struct service {
   timeouts limits;
   udp_settings udp;
   mux_settings mux;
+  plain_legs plain;                    // PROXY protocol, --transparent, unix socket access
   std::size_t max_conns = 0;           // resolved at start-up when not given
   std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given
