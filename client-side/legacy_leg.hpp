@@ -9,6 +9,7 @@
 #include "net/endpoint.hpp"
 #include "net/plain_stream.hpp"
 #include "ops/connection_log.hpp"
+#include "proxy_accept.hpp"
 #include "tls/context.hpp"
 #include "tls/tls_stream.hpp"
 
@@ -36,7 +37,7 @@ asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<c
   net::set_low_latency(socket);
   if (!legacy_tls) {
     net::plain_stream plain(std::move(socket));
-    co_await relay(plain, rec);
+    if (co_await accept_proxy_header(svc, plain, rec)) co_await relay(plain, rec);  // --accept-proxy-protocol
     co_return;
   }
   tls::tls_stream legacy(std::move(socket), std::move(legacy_tls));

@@ -42,7 +42,7 @@ void log_listening(const config::service& svc, const net::generic_acceptor& acce
 // `legacy`: TLS for legacy clients (--listen-cert), or null.
 ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
                                std::shared_ptr<tls::context_source> legacy, running& live) {
-  auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen);
+  auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen, svc.plain.listen_access);
   log_listening(svc, acceptor);
   // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
   ops::readiness_check ready = ops::next_hop_reachable(svc.target);

@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
   if (!cli.run) return cli.exit_code;
   const config::settings cfg = std::move(*cli.run);
   const config::service& proc = cfg.process();
-  const std::vector<server::port> ports = server::group_ports(cfg);
+  std::vector<server::port> ports = server::group_ports(cfg);
   std::vector<std::shared_ptr<tls::context_source>> sources;  // one per port, then per UDP service
+  std::vector<std::shared_ptr<tls::context_source>> reloaded;  // those and the target legs'
   std::vector<std::unique_ptr<server::mux_host>> muxes;  // destroyed after rt: posted work refers to them
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
@@ -54,12 +55,18 @@ int main(int argc, char** argv) {
     for (const auto& p : ports) sources.push_back(ops::load_credentials(p.first(), p.tls()));
     for (const auto& svc : cfg.services)
       if (svc.udp.enabled) sources.push_back(ops::load_credentials(svc, svc.tls));
+    reloaded = sources;
+    for (auto& p : ports)  // --target-tls: each service's target leg has credentials of its own
+      for (const auto* svc : p.services) {
+        p.target_tls.push_back(svc->bridge ? ops::load_credentials(*svc, svc->bridge->tls, svc->bridge->files) : nullptr);
+        reloaded.push_back(p.target_tls.back());
+      }
     if (cli.check_only) {  // the files loaded and matched: print what would run
       std::cout << config::describe(cfg);
       return 0;
     }
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
-    ops::reload_credentials(*rt, cfg, sources);
+    ops::reload_credentials(*rt, cfg, reloaded);
     std::size_t next_source = ports.size();
     for (const auto& svc : cfg.services)
       if (svc.udp.enabled) udp.push_back(server::serve_udp(*rt, svc, sources[next_source++]));

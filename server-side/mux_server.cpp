@@ -8,11 +8,11 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
-#include "net/dial.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "target_leg.hpp"
 
 namespace tunnel::server {
 namespace {
@@ -25,6 +25,7 @@ struct connection_info {
   ops::connection_record rec;
   std::optional<policy::peer_identity> peer;
   std::string version, cipher;
+  std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
   std::size_t live_streams = 0;  // stream coroutines still running (this thread only)
 };
 
@@ -79,18 +80,17 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
   ops::log_authorized(rec, conn->version, conn->cipher);
   ops::debug("stream opened").kv("peer", rec.peer).kv("origin", st->origin()).kv("stream", static_cast<std::uint64_t>(st->id()));
 
-  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
-  if (dialed.ec) {
-    const std::string error = dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message();
+  // Mux mode: the client is the legacy client tunnel-in accepted (the stream's origin).
+  auto dialed = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
+  if (!dialed.ok) {
+    const std::string& error = dialed.error;
     ops::warn("target unreachable").kv("peer", rec.peer).kv("identity", rec.identity).kv("target", rec.target).kv("error", error);
     st->reset(mux::reset_code::unreachable, error);
     ops::log_closed(rec, 0, 0, "target unreachable", false);
     co_return;
   }
-  net::plain_stream plain(std::move(dialed.socket));
-  const auto result = co_await net::pump(*st, plain, {svc.limits.idle, svc.limits.close}, "client", "target");
+  const auto result = co_await pump_to_target(*st, svc, std::move(dialed.socket), host.services().target_tls_for(*route));
   finish(*st, result);
-  plain.close();
   ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
 }
 
@@ -148,6 +148,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   conn->peer = secure.tls().peer();
   conn->version = secure.tls().version();
   conn->cipher = secure.tls().ciphersuite();
+  conn->accepted_on = addresses_of(secure.socket()).accepted_on;
   ops::info("mux connection authorized")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)

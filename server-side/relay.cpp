@@ -2,7 +2,6 @@
 
 #include <asio/this_coro.hpp>
 
-#include "net/dial.hpp"
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
 #include "net/timeout.hpp"
@@ -13,6 +12,7 @@
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
 #include "mux_server.hpp"
+#include "target_leg.hpp"
 
 namespace tunnel::server {
 
@@ -27,6 +27,7 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   std::error_code ignored;
   rec.peer = net::describe(socket.remote_endpoint(ignored));
   net::set_low_latency(socket);
+  const client_addresses from = addresses_of(socket);  // raw mode: the client is the TLS peer
   tls::tls_stream secure(std::move(socket), std::move(context));
 
   const auto hs = co_await tls::run_handshake(secure, p.first().limits.handshake);
@@ -61,23 +62,21 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   rec.target = svc.target.to_string();
   ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
 
-  auto dialed = co_await net::dial(svc.target, svc.limits.connect);
-  if (dialed.ec) {
+  auto dialed = co_await open_target(svc, from);
+  if (!dialed.ok) {
     ops::warn("target unreachable")
         .kv("peer", rec.peer)
         .kv("identity", rec.identity)
         .kv("target", rec.target)
-        .kv("error", dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message());
+        .kv("error", dialed.error);
     // Tell the client cleanly that nothing more comes, without waiting on it for long.
     co_await net::with_timeout(secure.shutdown_send(), 1s);
     secure.close();
     ops::log_closed(rec, 0, 0, "target unreachable", false);
     co_return;
   }
-  net::plain_stream plain(std::move(dialed.socket));
-  const auto result = co_await net::pump(secure, plain, {svc.limits.idle, svc.limits.close}, "client", "target");
+  const auto result = co_await pump_to_target(secure, svc, std::move(dialed.socket), p.target_tls_for(*route));
   secure.close();
-  plain.close();
   ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
 }
 

@@ -1,5 +1,6 @@
 // --check-config output: every effective setting, one `key = value` per line, defaults
 // filled in, so an operator reviews exactly what will run.
+#include <cstdio>
 #include <sstream>
 
 #include "config/cli.hpp"
@@ -12,6 +13,21 @@ std::string join(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
   return out.empty() ? "(none)" : out;
+}
+
+void describe_plain_legs(std::ostringstream& o, const service& svc) {
+  const auto& p = svc.plain;
+  if (svc.side == tls::role::server) {
+    o << "proxy_protocol = " << (!p.send_proxy ? "(off)" : p.send_proxy == proxy::version::v1 ? "v1" : "v2") << "\n";
+    o << "transparent = " << (p.transparent ? "yes" : "no") << "\n";
+    return;
+  }
+  o << "accept_proxy_protocol = " << (p.accept_proxy ? "yes" : "no") << "\n";
+  if (!svc.listen.is_unix()) return;
+  char mode[8] = "(umask)";
+  if (p.listen_access.mode) std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(*p.listen_access.mode));
+  o << "socket_mode = " << mode << "\n";
+  o << "socket_owner = " << (p.socket_owner.empty() ? std::string("(unchanged)") : p.socket_owner) << "\n";
 }
 
 }  // namespace
@@ -58,6 +74,7 @@ std::string describe(const service& svc) {
     o << "mtu = " << svc.udp.mtu << "\nmax_flows = " << svc.udp.max_flows
       << "\nflow_idle_timeout = " << format_duration(svc.udp.flow_idle) << "\n";
   }
+  describe_plain_legs(o, svc);
   o << "status = " << (svc.status ? svc.status->to_string() : std::string("(off)")) << "\n";
   o << "user = " << (svc.user.empty() ? std::string("(unchanged)") : svc.user) << "\n";
   return o.str();

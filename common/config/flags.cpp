@@ -43,6 +43,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   add_trust_flags(app, f.trust);
   add_mux_flags(app, f.mux, side);
   add_bridge_flags(app, f.bridge, side);
+  add_plain_leg_flags(app, f.plain, side);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -202,10 +203,13 @@ service validate(tls::role side, const raw_flags& f) {
   validate_udp(f, s);
   if (auto why = apply_trust_flags(f.trust, !f.server_name.empty(), s)) throw usage_error(*why);
   if (auto why = apply_mux_flags(f.mux, s)) throw usage_error(*why);
-  if (auto why = apply_bridge_flags(f.bridge, s)) throw usage_error(*why);
   if (!f.status.empty()) s.status = address_flag("--status", f.status, true);
   if (f.user.find_first_of(" :/") != std::string::npos) throw usage_error("--user " + f.user + ": not a user name");
   s.user = f.user;
+  if (auto why = apply_bridge_flags(f.bridge, s)) throw usage_error(*why);
+  if (auto why = apply_plain_leg_flags(f.plain, s)) throw usage_error(*why);
+  if (!server && s.bridge && s.plain.accept_proxy)
+    throw usage_error("--accept-proxy-protocol: not with --listen-cert (a PROXY header before TLS is not supported)");
   return s;
 }
 

@@ -9,6 +9,7 @@
 
 #include "config/bridge_flags.hpp"
 #include "config/mux_flags.hpp"
+#include "config/plain_leg_flags.hpp"
 #include "config/service.hpp"
 #include "config/trust_flags.hpp"
 
@@ -33,6 +34,7 @@ struct raw_flags {
   trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
   mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
   bridge_flags bridge;  // --target-tls..., --listen-cert...
+  plain_leg_flags plain;  // --proxy-protocol, --transparent, --accept-proxy-protocol, --socket-*
 };
 
 // A mistake in the settings. The message starts with the flag it is about ("--mtu 9: ...").

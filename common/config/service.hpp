@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "config/plain_legs.hpp"
 #include "net/address.hpp"
 #include "ops/log.hpp"
 #include "tls/context.hpp"
@@ -68,6 +69,7 @@ struct service {
   udp_settings udp;
   mux_settings mux;
   std::optional<bridge_settings> bridge;  // --target-tls (tunnel-out), --listen-cert (tunnel-in)
+  plain_legs plain;                    // PROXY protocol, --transparent, unix socket access
   std::size_t max_conns = 0;           // resolved at start-up when not given
   std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given

@@ -18,4 +18,11 @@ struct dial_result {
 // within `timeout` (zero: no limit beyond the kernel's). Sets TCP_NODELAY on inet sockets.
 asio::awaitable<dial_result> dial(const address& to, std::chrono::milliseconds timeout);
 
+// Like dial for an inet `to`, but the connection leaves from `source`, an address that need
+// not be this host's (IP_TRANSPARENT, see net/transparent.hpp; the kernel picks the port
+// when `source` has port 0). Only the addresses of `to` in source's family are tried;
+// with none, ec is address_family_not_supported. Without the capability, ec is EPERM.
+asio::awaitable<dial_result> dial_from(const address& to, const generic_endpoint& source,
+                                       std::chrono::milliseconds timeout);
+
 }  // namespace tunnel::net

@@ -1,7 +1,12 @@
 #include "net/listener.hpp"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <asio/ip/tcp.hpp>
 #include <stdexcept>
@@ -25,17 +30,43 @@ generic_endpoint resolve_listen(asio::io_context& io, const address& at) {
   return to_generic(results.begin()->endpoint());
 }
 
+// A socket file stays behind when a process ends without removing it (a crash, SIGKILL).
+// Connecting tells a stale one (refused) from one a running process still serves.
 void remove_stale_unix_socket(const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return;
   if (!S_ISSOCK(st.st_mode))
     throw std::runtime_error("listen path " + path + " exists and is not a socket");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw std::runtime_error("cannot check listen path " + path + ": " + std::strerror(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0 || err == EAGAIN)  // accepted, or queued behind a full backlog: alive
+    throw std::runtime_error("listen path " + path + " is in use by a running process");
+  if (err != ECONNREFUSED)
+    throw std::runtime_error("cannot check listen path " + path + ": " + std::strerror(err));
   ::unlink(path.c_str());
+}
+
+// chmod/chown the socket file (fchmod on a socket does not reach its file).
+void apply_access(const std::string& path, const unix_socket_access& access) {
+  if (access.owner || access.group) {
+    const uid_t uid = access.owner ? *access.owner : static_cast<uid_t>(-1);
+    const gid_t gid = access.group ? *access.group : static_cast<gid_t>(-1);
+    if (::chown(path.c_str(), uid, gid) != 0)
+      throw std::runtime_error("cannot set the owner of " + path + " (--socket-owner): " + std::strerror(errno));
+  }
+  if (access.mode && ::chmod(path.c_str(), *access.mode) != 0)
+    throw std::runtime_error("cannot set the mode of " + path + " (--socket-mode): " + std::strerror(errno));
 }
 
 }  // namespace
 
-generic_acceptor listen_on(asio::io_context& io, const address& at) {
+generic_acceptor listen_on(asio::io_context& io, const address& at, const unix_socket_access& access) {
   const generic_endpoint ep = resolve_listen(io, at);
   if (at.is_unix()) remove_stale_unix_socket(at.path);
   generic_acceptor acceptor(io);
@@ -43,7 +74,11 @@ generic_acceptor listen_on(asio::io_context& io, const address& at) {
   acceptor.open(ep.protocol(), ec);
   if (!ec && !at.is_unix()) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(ep, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + ": " + ec.message());
+  // Until listen(), a connect() to the new file is refused: nobody gets in before the
+  // mode and owner are in place.
+  if (at.is_unix()) apply_access(at.path, access);
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + ": " + ec.message());
   return acceptor;
 }

@@ -1,5 +1,6 @@
 #include "net/plain_stream.hpp"
 
+#include <algorithm>
 #include <asio/buffer.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
@@ -12,6 +13,13 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 }
 
 asio::awaitable<io_result> plain_stream::read_some(std::span<std::byte> buffer) {
+  if (pending_taken_ < pending_.size() && !buffer.empty()) {
+    const std::size_t n = std::min(buffer.size(), pending_.size() - pending_taken_);
+    std::copy_n(pending_.begin() + static_cast<std::ptrdiff_t>(pending_taken_), n, buffer.begin());
+    pending_taken_ += n;
+    if (pending_taken_ == pending_.size()) pending_.clear(), pending_taken_ = 0;
+    co_return io_result{{}, n};
+  }
   auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer.data(), buffer.size()),
                                                   as_result);
   co_return io_result{ec, n};

@@ -1,6 +1,7 @@
 #pragma once
 // A plain TCP or Unix stream socket in the byte_stream shape.
 #include <asio/awaitable.hpp>
+#include <vector>
 
 #include "net/endpoint.hpp"
 #include "net/stream.hpp"
@@ -18,8 +19,17 @@ class plain_stream {
 
   generic_socket& socket() { return socket_; }
 
+  // Hands back bytes already taken from the socket that belong to the stream (what arrived
+  // behind a PROXY header): the next reads return them before reading the socket again.
+  void unread(std::span<const std::byte> bytes) {
+    pending_.assign(bytes.begin(), bytes.end());
+    pending_taken_ = 0;
+  }
+
  private:
   generic_socket socket_;
+  std::vector<std::byte> pending_;
+  std::size_t pending_taken_ = 0;
 };
 
 static_assert(byte_stream<plain_stream>);

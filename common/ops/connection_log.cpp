@@ -7,12 +7,11 @@ namespace tunnel::ops {
 
 void log_authorized(const connection_record& rec, const std::string& tls_version,
                     const std::string& ciphersuite) {
-  auto line = info("connection authorized");
-  if (!rec.service.empty()) line.kv("service", rec.service);
-  line.kv("peer", rec.peer)
-      .kv("identity", rec.identity)
-      .kv("tls", tls_version)
-      .kv("cipher", ciphersuite);
+  event e(spdlog::level::info, "connection authorized");
+  if (!rec.service.empty()) e.kv("service", rec.service);
+  e.kv("peer", rec.peer);
+  if (!rec.via.empty()) e.kv("via", rec.via);
+  e.kv("identity", rec.identity).kv("tls", tls_version).kv("cipher", ciphersuite);
 }
 
 void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint64_t bytes_down,
@@ -27,10 +26,11 @@ void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint6
   else if (reason == "cancelled") m.count(outcome::shutdown);
   else if (reason.find("timeout") != std::string::npos) m.count(outcome::timeout);
   else m.count(outcome::error);
-  auto line = info("connection closed");
-  if (!rec.service.empty()) line.kv("service", rec.service);
-  line.kv("peer", rec.peer)
-      .kv("identity", rec.identity)
+  event e(spdlog::level::info, "connection closed");
+  if (!rec.service.empty()) e.kv("service", rec.service);
+  e.kv("peer", rec.peer);
+  if (!rec.via.empty()) e.kv("via", rec.via);
+  e.kv("identity", rec.identity)
       .kv("target", rec.target)
       .kv("bytes_up", bytes_up)
       .kv("bytes_down", bytes_down)

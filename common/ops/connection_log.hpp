@@ -10,7 +10,8 @@
 namespace tunnel::ops {
 
 struct connection_record {
-  std::string peer;      // address of the connection we accepted
+  std::string peer;      // address of the connection we accepted (or the client a PROXY header named)
+  std::string via;       // with --accept-proxy-protocol: the address that sent the header (else empty)
   std::string identity;  // the TLS peer's certificate identity (tunnel-out: client, tunnel-in: server)
   std::string target;    // where we relayed to
   std::string service;   // the service's name ("" when it has none)

@@ -23,9 +23,13 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 }  // namespace
 
-net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at) {
+net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
+                                        const net::unix_socket_access& access) {
   const auto fds = systemd::inherited_listeners();
-  if (fds.empty()) return net::listen_on(io, at);
+  if (fds.empty()) return net::listen_on(io, at, access);
+  if (!access.empty())
+    warn("--socket-mode/--socket-owner do not apply to a socket passed by systemd: set SocketMode=, "
+         "SocketUser= and SocketGroup= in the .socket unit");
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fds.front(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)

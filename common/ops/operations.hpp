@@ -13,8 +13,10 @@
 namespace tunnel::ops {
 
 // Binds --listen, or takes the socket systemd passed (socket activation, $LISTEN_FDS)
-// when there is one. Throws std::runtime_error like net::listen_on.
-net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at);
+// when there is one. Throws std::runtime_error like net::listen_on. `access` applies to a
+// Unix socket we bind ourselves; an inherited one is the .socket unit's business.
+net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
+                                        const net::unix_socket_access& access = {});
 
 // Readiness of the next hop, for /readyz on tunnel-in: a TCP connect to `to`, at most one
 // probe per second (results are cached), bounded by 2 s. "" when reachable.

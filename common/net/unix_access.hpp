@@ -1,0 +1,17 @@
+#pragma once
+// Who may connect to a listening Unix socket: its file's mode and owner, applied between
+// bind() and listen() so no client can connect before they are in place.
+#include <optional>
+#include <sys/types.h>
+
+namespace tunnel::net {
+
+struct unix_socket_access {
+  std::optional<mode_t> mode;  // chmod; nullopt: as the umask left it
+  std::optional<uid_t> owner;  // chown; nullopt: unchanged (the process's user)
+  std::optional<gid_t> group;  // nullopt: unchanged
+
+  bool empty() const { return !mode && !owner && !group; }
+};
+
+}  // namespace tunnel::net

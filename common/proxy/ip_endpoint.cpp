@@ -1,0 +1,94 @@
+#include "proxy/ip_endpoint.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace tunnel::proxy {
+namespace {
+
+constexpr std::array<std::uint8_t, 12> v4_mapped_prefix = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+bool is_v4_mapped(const ip_endpoint& e) {
+  return e.v6 && std::equal(v4_mapped_prefix.begin(), v4_mapped_prefix.end(), e.ip.begin());
+}
+
+}  // namespace
+
+std::string ip_endpoint::ip_string() const {
+  char text[INET6_ADDRSTRLEN] = {};
+  ::inet_ntop(v6 ? AF_INET6 : AF_INET, ip.data(), text, sizeof text);
+  return text;
+}
+
+std::string ip_endpoint::to_string() const {
+  // Appended piece by piece: GCC 12 at -O3 reports a false -Wrestrict on "[" + string.
+  std::string out = v6 ? "[" : "";
+  out += ip_string();
+  out += v6 ? "]:" : ":";
+  out += std::to_string(port);
+  return out;
+}
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  if (text.size() > 1 && text.front() == '0') return std::nullopt;  // no leading zeros
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
+std::optional<ip_endpoint> parse_ip(std::string_view text, bool v6) {
+  // inet_pton wants a terminated string; anything longer than the longest literal is not one.
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;  // inet_pton would stop there
+  const std::string terminated(text);
+  ip_endpoint out;
+  out.v6 = v6;
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, terminated.c_str(), out.ip.data()) != 1) return std::nullopt;
+  return out;
+}
+
+std::optional<ip_endpoint> parse_ip_endpoint(std::string_view text) {
+  std::string_view host, port;
+  bool v6 = false;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') return std::nullopt;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    v6 = true;
+  } else {
+    const auto colon = text.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  auto out = parse_ip(host, v6);
+  const auto p = parse_port(port);
+  if (!out || !p) return std::nullopt;
+  out->port = *p;
+  return out;
+}
+
+ip_endpoint unmapped(const ip_endpoint& e) {
+  if (!is_v4_mapped(e)) return e;
+  ip_endpoint out;
+  std::copy_n(e.ip.begin() + 12, 4, out.ip.begin());
+  out.port = e.port;
+  return out;
+}
+
+ip_endpoint mapped_v6(const ip_endpoint& e) {
+  if (e.v6) return e;
+  ip_endpoint out;
+  out.v6 = true;
+  std::copy(v4_mapped_prefix.begin(), v4_mapped_prefix.end(), out.ip.begin());
+  std::copy_n(e.ip.begin(), 4, out.ip.begin() + 12);
+  out.port = e.port;
+  return out;
+}
+
+}  // namespace tunnel::proxy

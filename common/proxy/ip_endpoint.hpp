@@ -1,0 +1,39 @@
+#pragma once
+// An IP address and port as the PROXY protocol carries them: raw bytes, no resolver, no
+// socket types, so the codec stays pure and fuzzable.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tunnel::proxy {
+
+struct ip_endpoint {
+  bool v6 = false;
+  std::array<std::uint8_t, 16> ip{};  // IPv4: the first 4 bytes, the rest zero
+  std::uint16_t port = 0;
+
+  // "192.0.2.1:80" or "[2001:db8::1]:443" (the form net::describe writes).
+  std::string to_string() const;
+  // The address alone: "192.0.2.1", "2001:db8::1".
+  std::string ip_string() const;
+  friend bool operator==(const ip_endpoint&, const ip_endpoint&) = default;
+};
+
+// Parses "a.b.c.d:port" or "[v6]:port" (port 0..65535, no leading zeros); nullopt for
+// anything else, including host names and "unix:..." origins.
+std::optional<ip_endpoint> parse_ip_endpoint(std::string_view text);
+
+// Parses one literal of the given family (dotted quad / RFC 4291 text); nullopt otherwise.
+std::optional<ip_endpoint> parse_ip(std::string_view text, bool v6);
+
+// A decimal port 0..65535 without leading zeros ("0" itself is allowed).
+std::optional<std::uint16_t> parse_port(std::string_view text);
+
+// ::ffff:a.b.c.d as plain IPv4; anything else unchanged.
+ip_endpoint unmapped(const ip_endpoint& e);
+// IPv4 as ::ffff:a.b.c.d; IPv6 unchanged.
+ip_endpoint mapped_v6(const ip_endpoint& e);
+
+}  // namespace tunnel::proxy
