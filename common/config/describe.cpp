@@ -75,6 +75,16 @@ std::string describe(const service& svc) {
       << "\nflow_idle_timeout = " << format_duration(svc.udp.flow_idle) << "\n";
   }
   describe_plain_legs(o, svc);
+  if (svc.bridge) {  // TLS on the legacy leg
+    const auto& b = *svc.bridge;
+    const std::string leg = server ? "target_" : "listen_";
+    if (server) o << "target_tls = on\ntarget_server_name = " << b.tls.server_name.value_or("") << "\n";
+    o << leg << "cert = " << (b.files.cert.empty() ? std::string("(none)") : b.files.cert) << "\n";
+    o << leg << "ca = " << (b.files.ca.empty() ? std::string("(none: no client certificate asked)") : b.files.ca) << "\n";
+    o << leg << "alpn = " << join(b.tls.alpn) << "\n";
+  } else {
+    o << (server ? "target_tls = off\n" : "listen_tls = off\n");
+  }
   o << "status = " << (svc.status ? svc.status->to_string() : std::string("(off)")) << "\n";
   o << "user = " << (svc.user.empty() ? std::string("(unchanged)") : svc.user) << "\n";
   return o.str();

@@ -228,3 +228,10 @@ class PKI:
             d, "weird-client", 'we"ird\\name\t\u00e9\u00fc',
             [_dns("weird.test"), _uri('spiffe://test/"odd"\\path')], client_eku,
         )
+        # TLS bridging: the legacy ends' own PKI, apart from the tunnel's.
+        legacy = _Authority(d, "legacy CA", "legacy-ca")
+        self.legacy_ca_cert = legacy.cert_path
+        self.legacy_server = legacy.issue(
+            d, "legacy-server", "legacy-db", [_dns("legacy-db.test"), _ip("127.0.0.1")], server_eku,
+        )
+        self.legacy_client = legacy.issue(d, "legacy-client", "legacy-app", [_dns("legacy-app.test")], client_eku)
