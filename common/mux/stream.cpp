@@ -40,7 +40,7 @@ asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
       std::memcpy(buffer.data(), in_.data() + in_begin_, n);
       in_begin_ += n;
       if (in_begin_ == in_.size()) {
-        in_.clear();
+        in_ = {};  // drained: an idle stream keeps no buffer
         in_begin_ = 0;
       }
       if (session_) session_->consumed(*this, n);

@@ -27,6 +27,8 @@ class stream {
 
   // byte_stream. read_some fails with the peer's RESET reason or connection_lost; it takes
   // bytes from this stream's receive buffer and returns window credit as they are taken.
+  // A read of nothing: returns once bytes, the FIN or an error are there.
+  asio::awaitable<net::io_result> wait_readable() { return read_some({}); }
   asio::awaitable<net::io_result> read_some(std::span<std::byte> buffer);
   // Waits for stream and connection credit (the peer's free buffer) before queueing.
   asio::awaitable<std::error_code> write_all(std::span<const std::byte> data);

@@ -12,6 +12,12 @@ namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 }
 
+asio::awaitable<io_result> plain_stream::wait_readable() {
+  if (pending_taken_ < pending_.size()) co_return io_result{};
+  auto [ec] = co_await socket_.async_wait(generic_socket::wait_read, as_result);
+  co_return io_result{ec, 0};
+}
+
 asio::awaitable<io_result> plain_stream::read_some(std::span<std::byte> buffer) {
   if (pending_taken_ < pending_.size() && !buffer.empty()) {
     const std::size_t n = std::min(buffer.size(), pending_.size() - pending_taken_);

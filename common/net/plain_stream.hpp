@@ -12,6 +12,7 @@ class plain_stream {
  public:
   explicit plain_stream(generic_socket socket) : socket_(std::move(socket)) {}
 
+  asio::awaitable<io_result> wait_readable();
   asio::awaitable<io_result> read_some(std::span<std::byte> buffer);
   asio::awaitable<std::error_code> write_all(std::span<const std::byte> data);
   asio::awaitable<std::error_code> shutdown_send();

@@ -3,7 +3,6 @@
 // ended, carrying half-close across (EOF on one side becomes shutdown_send on the other),
 // bounded by an idle timeout and a close timeout after the first half-close.
 // It never knows which side is plain and which is secure.
-#include <array>
 #include <asio/awaitable.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -16,6 +15,7 @@
 #include <string>
 #include <system_error>
 
+#include "net/io_buffer.hpp"
 #include "net/stream.hpp"
 
 namespace tunnel::net {
@@ -66,10 +66,14 @@ template <byte_stream From, byte_stream To>
 asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_state& st,
                            const char* from_name, const char* to_name) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  // One TLS record's worth: a larger read would be split into records anyway.
-  std::array<std::byte, 16384> buffer;
+  std::optional<io_buffer> buffer;  // held only while bytes are moving
   for (;;) {
-    const io_result r = co_await from.read_some(buffer);
+    if (!buffer) {
+      co_await from.wait_readable();
+      if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+      buffer.emplace();
+    }
+    const io_result r = co_await from.read_some(buffer->span());
     // Asio 1.22 awaitables do not throw once cancelled: look, or a completed-then-cancelled
     // read would start another wait that nobody cancels.
     if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
@@ -88,7 +92,7 @@ asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_stat
       co_return;
     }
     st.last_activity = clock::now();
-    const auto ec = co_await to.write_all(std::span<const std::byte>(buffer.data(), r.bytes));
+    const auto ec = co_await to.write_all(std::span<const std::byte>(buffer->data(), r.bytes));
     if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (ec) {
       st.fail(std::string(to_name) + " write", ec);
@@ -96,6 +100,9 @@ asio::awaitable<void> copy(From& from, To& to, std::uint64_t& counter, pump_stat
     }
     counter += r.bytes;
     st.last_activity = clock::now();
+    // A short read drained the source: give the buffer back before waiting again, so an
+    // idle connection holds none. (A full one means more is likely queued: keep it.)
+    if (r.bytes < io_buffer::size) buffer.reset();
   }
 }
 

@@ -9,11 +9,6 @@
 #include <stdexcept>
 
 namespace tunnel::tls {
-namespace {
-// Socket reads land here before mbedTLS copies them into its record buffer; 16 KiB takes a
-// full record in one read without holding much memory per connection.
-constexpr std::size_t input_capacity = 16 * 1024;
-}  // namespace
 
 engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(context)) {
   mbedtls_ssl_init(&ssl_);
@@ -37,22 +32,31 @@ engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(
       throw std::runtime_error("invalid server name");
     }
   }
-  in_.resize(input_capacity);
 }
 
 engine::~engine() { mbedtls_ssl_free(&ssl_); }
 
 std::span<std::byte> engine::input_space() {
+  // Socket reads land here before mbedTLS copies them into its record buffer; 16 KiB takes
+  // a full record in one read.
+  if (!in_) in_.emplace();
   if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
-  if (in_end_ == in_.size() && in_begin_ > 0) {
-    std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+  if (in_end_ == net::io_buffer::size && in_begin_ > 0) {
+    std::memmove(in_->data(), in_->data() + in_begin_, in_end_ - in_begin_);
     in_end_ -= in_begin_;
     in_begin_ = 0;
   }
-  return {in_.data() + in_end_, in_.size() - in_end_};
+  return {in_->data() + in_end_, net::io_buffer::size - in_end_};
 }
 
-void engine::commit_input(std::size_t n) { in_end_ += std::min(n, in_.size() - in_end_); }
+void engine::commit_input(std::size_t n) {
+  in_end_ += std::min(n, net::io_buffer::size - in_end_);
+  if (in_begin_ == in_end_) in_.reset();  // nothing arrived (the read failed): lend nothing
+}
+
+bool engine::has_buffered_input() const {
+  return in_end_ > in_begin_ || mbedtls_ssl_check_pending(&ssl_) != 0;
+}
 
 int engine::send_cb(void* self, const unsigned char* data, std::size_t len) {
   // Never WANT_WRITE: after WANT_WRITE mbedTLS has already encrypted the record and a retry
@@ -67,8 +71,12 @@ int engine::recv_cb(void* self, unsigned char* data, std::size_t len) {
   const std::size_t available = e->in_end_ - e->in_begin_;
   if (available == 0) return MBEDTLS_ERR_SSL_WANT_READ;
   const std::size_t n = std::min(len, available);
-  std::memcpy(data, e->in_.data() + e->in_begin_, n);
+  std::memcpy(data, e->in_->data() + e->in_begin_, n);
   e->in_begin_ += n;
+  if (e->in_begin_ == e->in_end_) {  // all taken: give the buffer back
+    e->in_.reset();
+    e->in_begin_ = e->in_end_ = 0;
+  }
   return static_cast<int>(n);
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "net/io_buffer.hpp"
 #include "policy/peer_identity.hpp"
 #include "tls/context.hpp"
 
@@ -25,8 +26,13 @@ class engine {
   engine& operator=(const engine&) = delete;
 
   // Ciphertext in: write up to input_space().size() bytes there, then commit_input(n).
+  // The space is a lent buffer (net/io_buffer.hpp), given back once mbedTLS has taken every
+  // byte in it, so an idle engine holds none.
   std::span<std::byte> input_space();
   void commit_input(std::size_t n);
+  // Bytes received and not yet consumed: ciphertext in our buffer, or a decrypted record
+  // mbedTLS has not handed out completely.
+  bool has_buffered_input() const;
 
   // Ciphertext out: bytes mbedTLS produced and the caller must send, in order.
   std::vector<unsigned char>& output() { return out_; }
@@ -66,7 +72,7 @@ class engine {
 
   std::shared_ptr<const tls_context> context_;
   mbedtls_ssl_context ssl_;
-  std::vector<std::byte> in_;
+  std::optional<net::io_buffer> in_;
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;

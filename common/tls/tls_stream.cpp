@@ -51,12 +51,24 @@ asio::awaitable<std::error_code> tls_stream::flush() {
 }
 
 asio::awaitable<std::error_code> tls_stream::fill() {
+  if (!expect_more_) {  // an idle connection waits here holding no input buffer
+    auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
+    if (ec) co_return ec;
+  }
   auto space = engine_.input_space();
   auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), as_result);
+  expect_more_ = !ec && n == space.size();
+  engine_.commit_input(ec ? 0 : n);
   if (ec) co_return ec;
   raw_in_ += n;
-  engine_.commit_input(n);
   co_return std::error_code{};
+}
+
+asio::awaitable<net::io_result> tls_stream::wait_readable() {
+  if (engine_.has_buffered_input()) co_return net::io_result{};
+  auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
+  expect_more_ = !ec;  // the next fill reads at once (and reports any error itself)
+  co_return net::io_result{ec, 0};
 }
 
 asio::awaitable<std::error_code> tls_stream::handshake() {

@@ -21,6 +21,7 @@ class tls_stream {
   // engine().verify_failure()), asio::error::eof when the peer left mid-handshake.
   asio::awaitable<std::error_code> handshake();
 
+  asio::awaitable<net::io_result> wait_readable();
   asio::awaitable<net::io_result> read_some(std::span<std::byte> buffer);
   asio::awaitable<std::error_code> write_all(std::span<const std::byte> data);
   // Mux: encrypts each span as its own record(s) and sends them all with one socket write,
@@ -48,6 +49,9 @@ class tls_stream {
   asio::steady_timer flush_done_;  // cancelled to wake writers waiting for a flush
   std::uint64_t raw_in_ = 0;
   std::uint64_t plain_in_ = 0;
+  // fill() waits for the socket before taking an input buffer unless a read is likely to
+  // succeed at once: the socket was just seen readable, or the last read filled the buffer.
+  bool expect_more_ = false;
 };
 
 static_assert(net::byte_stream<tls_stream>);
