@@ -26,6 +26,16 @@ asio::awaitable<bool> accept_legacy_tls(tls::tls_stream& legacy, const config::s
 // lambda: GCC 12 mishandles those) and must outlive the call; `rec` comes filled with
 // peer, target and service. (Pass `relay` as a named object: GCC 12 destroys a class
 // prvalue handed by value to a coroutine inside a co_await expression too early.)
+// serve_legacy's TLS branch: a coroutine of its own, so that the TLS stream and engine
+// take room only in the frames of connections that use them.
+template <class Relay>
+asio::awaitable<void> serve_legacy_tls(const config::service& svc, std::shared_ptr<const tls::tls_context> legacy_tls,
+                                       net::generic_socket socket, const Relay& relay, ops::connection_record& rec) {
+  tls::tls_stream legacy(std::move(socket), std::move(legacy_tls));
+  if (co_await accept_legacy_tls(legacy, svc, rec)) co_await relay(legacy, rec);
+  legacy.close();
+}
+
 template <class Relay>
 asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<const tls::tls_context> legacy_tls,
                                    net::generic_socket socket, const Relay& relay) {
@@ -35,14 +45,12 @@ asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<c
   rec.target = svc.target.to_string();
   rec.service = svc.name;
   net::set_low_latency(socket);
-  if (!legacy_tls) {
-    net::plain_stream plain(std::move(socket));
-    if (co_await accept_proxy_header(svc, plain, rec)) co_await relay(plain, rec);  // --accept-proxy-protocol
+  if (legacy_tls) {
+    co_await serve_legacy_tls(svc, std::move(legacy_tls), std::move(socket), relay, rec);
     co_return;
   }
-  tls::tls_stream legacy(std::move(socket), std::move(legacy_tls));
-  if (co_await accept_legacy_tls(legacy, svc, rec)) co_await relay(legacy, rec);
-  legacy.close();
+  net::plain_stream plain(std::move(socket));
+  if (co_await accept_proxy_header(svc, plain, rec)) co_await relay(plain, rec);  // --accept-proxy-protocol
 }
 
 }  // namespace tunnel::client

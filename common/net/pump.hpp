@@ -5,7 +5,9 @@
 // It never knows which side is plain and which is secure.
 #include <asio/awaitable.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -39,7 +41,8 @@ using clock = std::chrono::steady_clock;
 struct pump_state {
   clock::time_point last_activity = clock::now();
   std::optional<clock::time_point> first_eof_at;
-  int directions_done = 0;
+  int directions_done = 0;                       // ended cleanly (EOF carried across)
+  int directions_finished = 0;                   // coroutines that have returned, any way
   std::string error;                             // the first failure, which ends the pump
   asio::steady_timer* watchdog_timer = nullptr;  // poked when the watchdog must re-decide
 
@@ -127,34 +130,61 @@ inline asio::awaitable<std::string> watchdog(pump_state& st, pump_limits limits)
     }
     timer.expires_at(deadline);
     co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    // A poke (timer.cancel()) means "decide again"; a cancellation of this coroutine means
-    // the pump is over.
-    if (is_cancelled(co_await asio::this_coro::cancellation_state)) throw std::system_error(asio::error::operation_aborted);
+    // A poke (timer.cancel()) means "decide again"; a cancellation of this coroutine (the
+    // shutdown deadline) means the pump is over.
+    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return "cut at shutdown";
   }
+}
+
+// Runs once a direction's coroutine has returned (on the pump's executor).
+struct direction_finished {
+  pump_state* st;
+  void operator()(std::exception_ptr) const {
+    ++st->directions_finished;
+    st->poke();
+  }
+};
+
+// Waits until both direction coroutines have returned (they are cancelled by then).
+inline asio::awaitable<void> join_directions(pump_state& st) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, clock::time_point::max());
+  st.watchdog_timer = &timer;
+  while (st.directions_finished < 2) co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  st.watchdog_timer = nullptr;
 }
 
 }  // namespace detail
 
 // Moves bytes between a and b until both directions end, an error occurs, or a timeout
 // passes. Never throws for I/O errors: they end the pump and are described in `reason`.
-// Cancellation of the calling coroutine propagates into both directions.
+// Cancellation of the calling coroutine (the shutdown deadline) ends it too.
+//
+// Each direction is a coroutine of its own (co_spawn with a cancellation signal); this one
+// keeps the watchdog, then cancels what still runs and waits for it. Cheaper per idle
+// connection than Asio's awaitable operators, which spawn a thread per operand and per
+// operator. A direction never outlives the pump: the streams are the caller's.
 template <byte_stream A, byte_stream B>
 asio::awaitable<pump_result> pump(A& a, B& b, pump_limits limits, const char* a_name,
                                   const char* b_name) {
-  using namespace asio::experimental::awaitable_operators;
   co_await asio::this_coro::throw_if_cancelled(false);
+  const auto ex = co_await asio::this_coro::executor;
   detail::pump_state st;
   pump_result result;
-  // `||` returns on the first normal completion and cancels the other side: the watchdog
-  // returning (done, failure, timeout) cancels any direction still running; both directions
-  // returning first cancels the watchdog.
-  auto outcome = co_await ((detail::copy(a, b, result.a_to_b, st, a_name, b_name) &&
-                            detail::copy(b, a, result.b_to_a, st, b_name, a_name)) ||
-                           detail::watchdog(st, limits));
+  asio::cancellation_signal stop_a_to_b, stop_b_to_a;
+  asio::co_spawn(ex, detail::copy(a, b, result.a_to_b, st, a_name, b_name),
+                 asio::bind_cancellation_slot(stop_a_to_b.slot(), detail::direction_finished{&st}));
+  asio::co_spawn(ex, detail::copy(b, a, result.b_to_a, st, b_name, a_name),
+                 asio::bind_cancellation_slot(stop_b_to_a.slot(), detail::direction_finished{&st}));
+  const std::string verdict = co_await detail::watchdog(st, limits);
+  st.watchdog_timer = nullptr;
+  if (st.directions_finished < 2) {
+    stop_a_to_b.emit(asio::cancellation_type::terminal);
+    stop_b_to_a.emit(asio::cancellation_type::terminal);
+    co_await detail::join_directions(st);
+  }
   if (!st.error.empty()) result.reason = st.error;
-  else if (outcome.index() == 1) result.reason = std::get<1>(outcome);
   else if (st.directions_done == 2) result.reason = "closed";
-  else result.reason = "cut at shutdown";
+  else result.reason = verdict;
   result.clean = result.reason == "closed";
   co_return result;
 }

@@ -45,8 +45,9 @@ def rss_kib(proc) -> int:
 def test_1000_short_connections_need_no_new_handshake(procs, servers):
     target = servers.echo()
     out, tin = mux_pair(procs, target)
+    # The pool (--pool 2) is up once tunnel-out has logged both connections.
+    wait_until(lambda: len(out.logs_with_msg("mux connection authorized")) == 2, "the pool is up")
     before = len(out.logs_with_msg("mux connection authorized"))
-    assert before == 2
 
     started = time.monotonic()
     for i in range(1000):
