@@ -12,6 +12,7 @@
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
 #include "mux_server.hpp"
+#include "first_record.hpp"
 #include "target_leg.hpp"
 
 namespace tunnel::server {
@@ -28,9 +29,16 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   rec.peer = net::describe(socket.remote_endpoint(ignored));
   net::set_low_latency(socket);
   const client_addresses from = addresses_of(socket);  // raw mode: the client is the TLS peer
-  tls::tls_stream secure(std::move(socket), std::move(context));
-
-  const auto hs = co_await tls::run_handshake(secure, p.first().limits.handshake);
+  // The first record decides between mux and plain TLS; it counts against the handshake time.
+  const auto limit = p.first().limits.handshake;
+  const auto started = std::chrono::steady_clock::now();
+  first_record first;
+  co_await read_first_record(socket, first, limit);
+  tls::tls_stream secure(std::move(socket), std::move(context), first.offer == tls::alpn_offer::excludes);
+  secure.preload(first.read());
+  first.bytes.reset();  // the engine holds the bytes now
+  const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  const auto hs = co_await tls::run_handshake(secure, std::max(limit - spent, std::chrono::milliseconds(1)));
   if (!hs.ok) {
     const auto& peer = secure.tls().peer();
     ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,

@@ -62,80 +62,98 @@ void check(int rc, const char* what) {
 tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds)
     : options_(std::move(options)), creds_(std::move(creds)) {
   mbedtls_ssl_config_init(&config_);
+  mbedtls_ssl_config_init(&raw_config_);
   mbedtls_ssl_cookie_init(&cookies_);
+  try {
+    configure(config_, options_.mux_alpn);
+    // A client offering other ALPN protocols only is served raw by a config that offers none
+    // (mbedTLS would refuse it: it has no ALPN selection callback).
+    if (options_.side == role::server && options_.mux_alpn) configure(raw_config_, false);
+  } catch (...) {
+    mbedtls_ssl_config_free(&config_);
+    mbedtls_ssl_config_free(&raw_config_);
+    mbedtls_ssl_cookie_free(&cookies_);
+    throw;
+  }
+}
+
+void tls_context::configure(mbedtls_ssl_config& config, bool mux_alpn) {
   const bool server = options_.side == role::server;
-  check(mbedtls_ssl_config_defaults(&config_, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+  check(mbedtls_ssl_config_defaults(&config, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
                                     options_.carrier == transport::datagram ? MBEDTLS_SSL_TRANSPORT_DATAGRAM
                                                                             : MBEDTLS_SSL_TRANSPORT_STREAM,
                                     MBEDTLS_SSL_PRESET_DEFAULT),
         "defaults");
-  mbedtls_ssl_conf_rng(&config_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
-  mbedtls_ssl_conf_min_tls_version(&config_, options_.min_version == version::tls1_2
+  mbedtls_ssl_conf_rng(&config, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+  mbedtls_ssl_conf_min_tls_version(&config, options_.min_version == version::tls1_2
                                                  ? MBEDTLS_SSL_VERSION_TLS1_2
                                                  : MBEDTLS_SSL_VERSION_TLS1_3);
-  mbedtls_ssl_conf_max_tls_version(&config_, MBEDTLS_SSL_VERSION_TLS1_3);
-  mbedtls_ssl_conf_ciphersuites(&config_, tls13_and_12_suites);
-  mbedtls_ssl_conf_groups(&config_, groups);
+  mbedtls_ssl_conf_max_tls_version(&config, MBEDTLS_SSL_VERSION_TLS1_3);
+  mbedtls_ssl_conf_ciphersuites(&config, tls13_and_12_suites);
+  mbedtls_ssl_conf_groups(&config, groups);
   // Pure PSK modes have no forward secrecy; certificates use the ephemeral mode only.
-  mbedtls_ssl_conf_tls13_key_exchange_modes(&config_, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL);
+  mbedtls_ssl_conf_tls13_key_exchange_modes(&config, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL);
   // Mutual authentication both ways (the server default would be NONE). Only a legacy
   // leg may go without, and then only by asking for it.
   if (options_.verify_peer && !creds_->psk() && !creds_->has_ca())
     throw std::runtime_error("TLS configuration failed: peer verification without a CA");
-  mbedtls_ssl_conf_authmode(&config_, options_.verify_peer ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
+  mbedtls_ssl_conf_authmode(&config, options_.verify_peer ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
   if (!creds_->psk()) {
     // Without a CRL mbedTLS silently skips revocation checks; with one, a revoked peer fails.
-    if (creds_->has_ca()) mbedtls_ssl_conf_ca_chain(&config_, creds_->ca(), creds_->crl());
+    if (creds_->has_ca()) mbedtls_ssl_conf_ca_chain(&config, creds_->ca(), creds_->crl());
     if (creds_->has_own_cert())
-      check(mbedtls_ssl_conf_own_cert(&config_, creds_->chain(), creds_->key()), "own certificate");
+      check(mbedtls_ssl_conf_own_cert(&config, creds_->chain(), creds_->key()), "own certificate");
   }
-  mbedtls_ssl_conf_renegotiation(&config_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  mbedtls_ssl_conf_renegotiation(&config, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
   // No resumption: a resumed TLS 1.3 session in mbedTLS carries no client certificate,
   // so the peer identity (and with it authorization) would be lost.
 #if defined(MBEDTLS_SSL_SESSION_TICKETS)
   if (server) {
 #if defined(MBEDTLS_SSL_PROTO_TLS1_3) && defined(MBEDTLS_SSL_SRV_C)
-    mbedtls_ssl_conf_new_session_tickets(&config_, 0);
+    mbedtls_ssl_conf_new_session_tickets(&config, 0);
 #endif
   } else {
-    mbedtls_ssl_conf_session_tickets(&config_, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+    mbedtls_ssl_conf_session_tickets(&config, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
   }
 #endif
   // Several services on one port: the ClientHello's SNI picks one, an unknown name is
   // refused there (unrecognized_name), before any certificate is even looked at.
-  if (server && options_.routes.size() > 1) mbedtls_ssl_conf_sni(&config_, sni_cb, this);
-  if (options_.carrier == transport::datagram) configure_datagram(server);
-  else if (options_.mux_alpn) check(mbedtls_ssl_conf_alpn_protocols(&config_, mux_alpn_list), "ALPN");
+  if (server && options_.routes.size() > 1) mbedtls_ssl_conf_sni(&config, sni_cb, this);
+  if (options_.carrier == transport::datagram) configure_datagram(config, server);
+  else if (mux_alpn) check(mbedtls_ssl_conf_alpn_protocols(&config, mux_alpn_list), "ALPN");
   else if (!options_.alpn.empty()) {
-    for (const auto& protocol : options_.alpn) alpn_list_.push_back(protocol.c_str());
-    alpn_list_.push_back(nullptr);
-    check(mbedtls_ssl_conf_alpn_protocols(&config_, alpn_list_.data()), "ALPN");
+    if (alpn_list_.empty()) {
+      for (const auto& protocol : options_.alpn) alpn_list_.push_back(protocol.c_str());
+      alpn_list_.push_back(nullptr);
+    }
+    check(mbedtls_ssl_conf_alpn_protocols(&config, alpn_list_.data()), "ALPN");
   }
   // Last: PSK mode replaces the certificate suites and key exchange modes chosen above.
   if (creds_->psk())
-    check(configure_psk(config_, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");
+    check(configure_psk(config, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");
 }
 
 tls_context::~tls_context() {
   mbedtls_ssl_config_free(&config_);
+  mbedtls_ssl_config_free(&raw_config_);
   mbedtls_ssl_cookie_free(&cookies_);
 }
 
-void tls_context::configure_datagram(bool server) {
-  mbedtls_ssl_conf_min_tls_version(&config_, MBEDTLS_SSL_VERSION_TLS1_2);
-  mbedtls_ssl_conf_max_tls_version(&config_, MBEDTLS_SSL_VERSION_TLS1_2);
-  mbedtls_ssl_conf_ciphersuites(&config_, dtls12_suites);
-  mbedtls_ssl_conf_handshake_timeout(&config_, dtls_retransmit_min_ms, dtls_retransmit_max_ms);
-  mbedtls_ssl_conf_dtls_anti_replay(&config_, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
+void tls_context::configure_datagram(mbedtls_ssl_config& config, bool server) {
+  mbedtls_ssl_conf_min_tls_version(&config, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_max_tls_version(&config, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_ciphersuites(&config, dtls12_suites);
+  mbedtls_ssl_conf_handshake_timeout(&config, dtls_retransmit_min_ms, dtls_retransmit_max_ms);
+  mbedtls_ssl_conf_dtls_anti_replay(&config, MBEDTLS_SSL_ANTI_REPLAY_ENABLED);
   // The server hands out connection IDs so a flow survives its client's address changing;
   // the client asks for none (it reads on a connected socket) but accepts the server's.
-  check(mbedtls_ssl_conf_cid(&config_, server ? server_cid_length : 0, MBEDTLS_SSL_UNEXPECTED_CID_IGNORE),
+  check(mbedtls_ssl_conf_cid(&config, server ? server_cid_length : 0, MBEDTLS_SSL_UNEXPECTED_CID_IGNORE),
         "connection ID");
   if (server) {
     // Cookies always: a server that answers an unverified ClientHello with its certificate
     // chain is an amplifier. mbedTLS's built-in cookie callbacks fail on purpose.
     check(mbedtls_ssl_cookie_setup(&cookies_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE), "cookies");
-    mbedtls_ssl_conf_dtls_cookies(&config_, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check, &cookies_);
+    mbedtls_ssl_conf_dtls_cookies(&config, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check, &cookies_);
   }
 }
 

@@ -71,6 +71,11 @@ class tls_context {
   tls_context& operator=(const tls_context&) = delete;
 
   const mbedtls_ssl_config* config() const { return &config_; }
+  // Server with mux: the same configuration without ALPN, for clients that offer other
+  // protocols only (see tls/client_hello.hpp). Otherwise config().
+  const mbedtls_ssl_config* raw_config() const {
+    return options_.side == role::server && options_.mux_alpn ? &raw_config_ : &config_;
+  }
   const tls_options& options() const { return options_; }
   const credentials& creds() const { return *creds_; }
 
@@ -88,14 +93,16 @@ class tls_context {
 
  private:
   tls_options options_;
+  void configure(mbedtls_ssl_config& config, bool mux_alpn);
   // DTLS only: cookies, connection IDs, retransmission, DTLS 1.2 suites.
-  void configure_datagram(bool server);
+  void configure_datagram(mbedtls_ssl_config& config, bool server);
   static int sni_cb(void* self, mbedtls_ssl_context* ssl, const unsigned char* name, std::size_t len);
 
   std::shared_ptr<credentials> creds_;
   std::vector<const char*> alpn_list_;  // mbedTLS keeps the pointer: into options_.alpn
   mbedtls_ssl_cookie_ctx cookies_;  // DTLS server: HelloVerifyRequest secret
   mbedtls_ssl_config config_;
+  mbedtls_ssl_config raw_config_;  // server with mux only
 };
 
 }  // namespace tunnel::tls

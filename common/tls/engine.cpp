@@ -10,9 +10,9 @@
 
 namespace tunnel::tls {
 
-engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(context)) {
+engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn) : context_(std::move(context)) {
   mbedtls_ssl_init(&ssl_);
-  if (mbedtls_ssl_setup(&ssl_, context_->config()) != 0) {
+  if (mbedtls_ssl_setup(&ssl_, without_alpn ? context_->raw_config() : context_->config()) != 0) {
     mbedtls_ssl_free(&ssl_);
     throw std::runtime_error("cannot set up TLS context");
   }

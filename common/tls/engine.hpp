@@ -20,7 +20,8 @@ namespace tunnel::tls {
 class engine {
  public:
   // Throws std::runtime_error when mbedTLS cannot set up the context (out of memory).
-  explicit engine(std::shared_ptr<const tls_context> context);
+  // `without_alpn`: a server uses the context's raw_config() (see tls/client_hello.hpp).
+  explicit engine(std::shared_ptr<const tls_context> context, bool without_alpn = false);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;

@@ -6,6 +6,8 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <cstring>
+
 #include "tls/error.hpp"
 
 namespace tunnel::tls {
@@ -22,10 +24,23 @@ std::error_code tls_stream::read_error(int rc) const {
   return make_mbedtls_error(rc);
 }
 
-tls_stream::tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context)
+tls_stream::tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context, bool without_alpn)
     : socket_(std::move(socket)),
-      engine_(std::move(context)),
+      engine_(std::move(context), without_alpn),
       flush_done_(socket_.get_executor(), asio::steady_timer::time_point::max()) {}
+
+void tls_stream::preload(std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    auto space = engine_.input_space();
+    const std::size_t n = std::min(space.size(), bytes.size());
+    std::memcpy(space.data(), bytes.data(), n);
+    engine_.commit_input(n);
+    raw_in_ += n;
+    bytes = bytes.subspan(n);
+    if (n == 0) break;  // the engine holds a full buffer already: cannot happen before a handshake
+  }
+  expect_more_ = true;
+}
 
 asio::awaitable<std::error_code> tls_stream::flush() {
   // Reads and writes run in two coroutines and both may produce output; only one may write

@@ -15,7 +15,12 @@ namespace tunnel::tls {
 class tls_stream {
  public:
   // Takes ownership of a connected socket. Throws like engine's constructor.
-  tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context);
+  // `without_alpn`: see engine.
+  tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context, bool without_alpn = false);
+
+  // Bytes already read from the socket that belong to the TLS stream (the first record,
+  // read to choose the configuration): the engine sees them first.
+  void preload(std::span<const std::byte> bytes);
 
   // Runs the handshake to completion. Errors: mbedTLS codes (verification failures show in
   // engine().verify_failure()), asio::error::eof when the peer left mid-handshake.

@@ -195,3 +195,25 @@ def test_sigterm_on_tunnel_out_drains_streams_with_goaway(procs, servers):
         assert recv_all(s).decode() == sha256(b"".join(chunks))
     assert out.wait(10) == 0
     assert not out.logs_with_msg("shutdown timeout passed; closing remaining connections")
+
+
+def test_a_client_offering_other_alpn_protocols_is_served_raw(procs, pki, servers):
+    """tunnel-out offers mux only to clients asking for it; a TLS client asking for another
+    protocol by ALPN (here PostgreSQL's direct TLS) gets plain TLS, not a refusal."""
+    import ssl
+    target = servers.echo()
+    out = procs.tunnel_out(target.address)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(pki.ca_cert))
+    ctx.load_cert_chain(str(pki.client_a.cert), str(pki.client_a.key))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols(["postgresql", "h2"])
+    host, port = out.address
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() is None
+            s.sendall(b"select 1;\n")
+            assert s.recv(100) == b"select 1;\n"
+    rec = out.wait_for_log("connection authorized")
+    assert rec["identity"].startswith("CN=client-a")
+    assert not out.logs_with_msg("mux connection authorized")

@@ -1,0 +1,37 @@
+#include "first_record.hpp"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "mux/frame.hpp"
+#include "net/timeout.hpp"
+
+namespace tunnel::server {
+namespace {
+
+constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Fills `r` until its record is complete; a free coroutine (GCC 12 and lambdas).
+asio::awaitable<bool> fill(net::generic_socket& socket, first_record& r) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  r.bytes.emplace();
+  while (r.size < net::io_buffer::size) {
+    auto space = r.bytes->span().subspan(r.size);
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()), as_result);
+    r.size += n;
+    r.offer = tls::offered_alpn(r.read(), mux::alpn_name);
+    if (ec || r.offer != tls::alpn_offer::need_more) break;
+  }
+  if (r.offer == tls::alpn_offer::need_more) r.offer = tls::alpn_offer::none;
+  co_return true;
+}
+
+}  // namespace
+
+asio::awaitable<void> read_first_record(net::generic_socket& socket, first_record& r, std::chrono::milliseconds limit) {
+  const auto finished = co_await net::with_timeout(fill(socket, r), limit);
+  if (!finished || r.offer == tls::alpn_offer::need_more) r.offer = tls::alpn_offer::none;
+}
+
+}  // namespace tunnel::server
