@@ -13,7 +13,10 @@ namespace {
 constexpr std::size_t input_capacity = 16 * 1024;
 }  // namespace
 
-engine::engine(std::shared_ptr<const tls_context> context) : context_(std::move(context)) {
+engine::engine(std::shared_ptr<const tls_context> context)
+    : context_(std::move(context)),
+      records_(context_->options().min_version == version::tls1_3 ? record_guard::tls13_limit
+                                                                  : record_guard::tls12_limit) {
   mbedtls_ssl_init(&ssl_);
   if (mbedtls_ssl_setup(&ssl_, context_->config()) != 0) {
     mbedtls_ssl_free(&ssl_);
@@ -46,7 +49,16 @@ std::span<std::byte> engine::input_space() {
   return {in_.data() + in_end_, in_.size() - in_end_};
 }
 
-void engine::commit_input(std::size_t n) { in_end_ += std::min(n, in_.size() - in_end_); }
+void engine::commit_input(std::size_t n) {
+  n = std::min(n, in_.size() - in_end_);
+  records_.feed({in_.data() + in_end_, n});
+  in_end_ += n;
+}
+
+int engine::refuse_overflow() {
+  mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW);
+  return MBEDTLS_ERR_SSL_INVALID_RECORD;
+}
 
 int engine::send_cb(void* self, const unsigned char* data, std::size_t len) {
   // Never WANT_WRITE: after WANT_WRITE mbedTLS has already encrypted the record and a retry
@@ -80,6 +92,7 @@ int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_
 }
 
 int engine::handshake() {
+  if (records_.overflow()) return refuse_overflow();
   const int rc = mbedtls_ssl_handshake(&ssl_);
   // PSK mode has no certificate to take an identity from: the key's identity is it (the
   // server accepts no other identity than its configured one).
@@ -91,6 +104,7 @@ int engine::handshake() {
 }
 
 int engine::read(std::span<std::byte> plaintext) {
+  if (records_.overflow()) return refuse_overflow();
   return mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(plaintext.data()), plaintext.size());
 }
 

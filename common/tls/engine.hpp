@@ -13,6 +13,7 @@
 
 #include "policy/peer_identity.hpp"
 #include "tls/context.hpp"
+#include "tls/record_guard.hpp"
 
 namespace tunnel::tls {
 
@@ -43,6 +44,9 @@ class engine {
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const { return refused_by_policy_; }
+  // The peer announced a record longer than TLS allows: handshake() and read() then fail
+  // with MBEDTLS_ERR_SSL_INVALID_RECORD after queueing a record_overflow alert.
+  bool record_overflow() const { return records_.overflow(); }
   // Verification failure text ("certificate has expired", "not on the allow-list", ...).
   std::string verify_failure() const;
   std::string version() const;
@@ -65,6 +69,8 @@ class engine {
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
   bool refused_by_policy_ = false;
+  record_guard records_;
+  int refuse_overflow();
 };
 
 }  // namespace tunnel::tls
