@@ -12,8 +12,9 @@ namespace tunnel::ops {
 
 asio::awaitable<void> accept_backoff::failed(const std::error_code& ec) {
   metrics::get().accept_failures.fetch_add(1, std::memory_order_relaxed);
+  last_failure_ = std::chrono::steady_clock::now();
   if (failures_++ == 0) {
-    since_ = std::chrono::steady_clock::now();
+    since_ = last_failure_;
     warn("accept failed; backing off").kv("listen", listen_).kv("error", ec.message());
   }
   asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(100));
@@ -21,11 +22,12 @@ asio::awaitable<void> accept_backoff::failed(const std::error_code& ec) {
 }
 
 void accept_backoff::succeeded() {
-  if (failures_ == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (failures_ == 0 || now - last_failure_ < std::chrono::seconds(1)) return;
   info("accept resumed")
       .kv("listen", listen_)
       .kv("failed_attempts", failures_)
-      .kv("duration_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - since_).count());
+      .kv("duration_s", std::chrono::duration<double>(last_failure_ - since_).count());
   failures_ = 0;
 }
 
