@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -112,6 +114,47 @@ def test_tunnel_out_sigkilled_and_restarted_on_its_port_is_found_again(procs, se
     assert tin.running()
     hd.wait_until(lambda: hd.fd_count(tin) <= baseline + 2 * 2,  # a pooled mux connection or two
                   f"tunnel-in's descriptors return near {baseline}", timeout=5)
+
+
+# --------------------------------------------------------------------------------------
+# reloads retiring mux connections under load
+
+
+def test_mux_connections_retired_by_reloads_lose_no_stream(procs, servers):
+    # Each reload makes tunnel-out retire every mux connection (GOAWAY) while tunnel-in keeps
+    # opening streams on them: a stream whose OPEN crosses the GOAWAY must still be served.
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", level="info")
+    tin.wait_for_log("mux connection up")
+    stop = threading.Event()
+    done: list[int] = []
+    failures: list[str] = []
+
+    def churn():
+        while not stop.is_set():
+            payload = os.urandom(512)
+            try:
+                got = echo_roundtrip(tin.address, payload, timeout=10)
+                (done if got == payload else failures).append(len(got))
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            time.sleep(0.25)
+            out.signal(signal.SIGHUP)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert len(out.logs_with_msg("credentials reloaded")) == 20
+    assert len(out.logs_with_msg("mux connection authorized")) > 20  # the sessions really rotated
+    assert failures == [], f"{len(failures)} of {len(failures) + len(done)} connections failed: {failures[:3]}"
+    assert len(done) > 200
 
 
 # --------------------------------------------------------------------------------------
