@@ -321,6 +321,15 @@ class Capture:
                         if p.proto == proto and port in (p.sport, p.dport))
 
 
+def capture_unavailable() -> str | None:
+    """Why loopback traffic cannot be captured here, or None when it can."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)).close()
+    except (PermissionError, OSError) as e:
+        return f"a raw AF_PACKET socket needs CAP_NET_RAW (root): {e}"
+    return None
+
+
 def parse_frame(frame: bytes) -> Packet | None:
     """An Ethernet frame on lo (zero MACs) carrying IPv4 TCP or UDP; None for anything else."""
     if len(frame) < 34 or frame[12:14] != b"\x08\x00":
