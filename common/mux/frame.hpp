@@ -24,6 +24,7 @@ inline constexpr std::size_t max_service_name = 64;
 inline constexpr std::uint32_t initial_stream_window = 256 * 1024;
 inline constexpr std::uint32_t initial_connection_window = 4 * 1024 * 1024;
 inline constexpr std::uint32_t max_window = 0x7fffffff;
+inline constexpr std::uint32_t max_stream_id = 0x7fffffff;  // ids are 1..2^31-1
 
 enum class frame_type : std::uint8_t {
   open = 1,

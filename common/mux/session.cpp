@@ -91,7 +91,7 @@ asio::awaitable<std::string> session::run() {
 }
 
 std::unique_ptr<stream> session::open(std::string_view service, std::string_view origin) {
-  if (!usable() || next_id_ == 0 || next_id_ > 0x7fffffff) return nullptr;
+  if (!usable() || next_id_ == 0 || next_id_ > max_stream_id) return nullptr;
   auto s = std::make_unique<stream>(*this, next_id_++, writer_wake_.get_executor());
   encode_open(out_, s->id(), service, origin);
   frame_ends_.push_back(out_.size());
@@ -104,8 +104,20 @@ std::unique_ptr<stream> session::open(std::string_view service, std::string_view
 void session::goaway(reset_code code, std::string_view reason) {
   if (goaway_sent_ || ended_) return;
   goaway_sent_ = true;
-  encode_goaway(out_, last_peer_id_, code, reason);
-  frame_ends_.push_back(out_.size());
+  if (settings_.client) {
+    encode_goaway(out_, last_peer_id_, code, reason);
+    frame_ends_.push_back(out_.size());
+  } else {
+    // OPENs the client sent before our GOAWAY reached it are on their way: announce the
+    // highest id (nothing failed), keep accepting, and ping. Frames arrive in order, so
+    // once the pong is back every such OPEN has arrived, and only then are OPENs refused
+    // and the session may close (HTTP/2's graceful shutdown, RFC 9113 6.8).
+    encode_goaway(out_, max_stream_id, code, reason);
+    frame_ends_.push_back(out_.size());
+    drain_ping_ = random_nonzero();
+    encode_ping(out_, drain_ping_, false);
+    frame_ends_.push_back(out_.size());
+  }
   wake_writer();
   changed();
   maybe_finish();
@@ -346,6 +358,10 @@ bool session::dispatch(const frame& f) {
       wake_writer();
       break;
     case frame_type::pong:
+      if (drain_ping_ != 0 && f.opaque == drain_ping_) {
+        drain_ping_ = 0;  // every OPEN sent before the client saw our GOAWAY is in
+        maybe_finish();
+      }
       if (f.opaque == ping_outstanding_) {
         ping_outstanding_ = 0;
         if (!ready_) {
@@ -365,7 +381,7 @@ void session::on_open(const frame& f) {
   last_peer_id_ = f.stream;
   // The peer's first stream proves it accepted us, like a pong does.
   mark_ready();
-  if (goaway_sent_) {
+  if (goaway_sent_ && drain_ping_ == 0) {  // sent after the client knew of our GOAWAY
     queue_reset(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
     return;
   }
@@ -469,7 +485,7 @@ void session::wake_streams() {
 }
 
 void session::maybe_finish() {
-  if (retiring() && streams_.empty() && !closing_) {
+  if (retiring() && streams_.empty() && !closing_ && drain_ping_ == 0) {
     closing_ = true;
     wake_writer();
   }

@@ -120,6 +120,7 @@ class session {
   asio::steady_timer reader_wake_;  // the reader waits here for our close_notify to go out
   std::chrono::steady_clock::time_point started_, last_rx_;
   std::uint64_t ping_outstanding_ = 0;  // opaque value of our unanswered ping (0: none)
+  std::uint64_t drain_ping_ = 0;        // server: the ping after our GOAWAY, until answered
   std::uint64_t ping_counter_ = 0;
   bool ready_ = false, running_ = false, ended_ = false, closing_ = false;
   bool goaway_sent_ = false, goaway_received_ = false;

@@ -136,6 +136,10 @@ std::string metrics::render() const {
   w.header("tunnel_mux_streams_active", "gauge", "Legacy connections carried as mux streams now.");
   w.sample("tunnel_mux_streams_active", "", load(mux_streams_active));
 
+  w.header("tunnel_accept_failures_total", "counter",
+           "Failed accept() calls (out of file descriptors or memory); accepting backs off meanwhile.");
+  w.sample("tunnel_accept_failures_total", "", load(accept_failures));
+
   w.header("tunnel_reloads_total", "counter", "Credential reloads that succeeded.");
   w.sample("tunnel_reloads_total", "", load(reloads));
   w.header("tunnel_reload_failures_total", "counter", "Credential reloads that failed (old credentials kept).");

@@ -14,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "net/endpoint.hpp"
+#include "ops/accept_backoff.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
 
@@ -45,8 +46,7 @@ void runtime::serve(net::generic_acceptor acceptor, std::size_t max_conns, handl
 
 asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
                                            handler on_connection) {
-  asio::steady_timer backoff(co_await asio::this_coro::executor);
-  bool resource_warning_logged = false;
+  accept_backoff backoff(net::bound_address(acceptor));
   while (!stopping_) {
     worker& w = *workers_[next_worker_];
     next_worker_ = (next_worker_ + 1) % workers_.size();
@@ -54,16 +54,10 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
     net::generic_socket socket(std::move(accepted));
     if (stopping_ || ec == asio::error::operation_aborted) co_return;
     if (ec) {
-      // Out of descriptors or memory: back off instead of spinning, and say so once.
-      if (!resource_warning_logged) {
-        warn("accept failed; backing off").kv("error", ec.message());
-        resource_warning_logged = true;
-      }
-      backoff.expires_after(100ms);
-      co_await backoff.async_wait(as_result);
+      co_await backoff.failed(ec);
       continue;
     }
-    resource_warning_logged = false;
+    backoff.succeeded();
     if (active_.load(std::memory_order_relaxed) >= max_conns) {
       std::error_code ignored;
       warn("connection refused: limit reached")

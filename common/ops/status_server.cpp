@@ -8,6 +8,7 @@
 #include <asio/write.hpp>
 
 #include "net/timeout.hpp"
+#include "ops/accept_backoff.hpp"
 #include "ops/metrics.hpp"
 
 namespace tunnel::ops {
@@ -67,10 +68,15 @@ void status_server::stop() {
 }
 
 asio::awaitable<void> status_server::accept_loop() {
+  accept_backoff backoff(bound());
   for (;;) {
     auto [ec, socket] = co_await acceptor_.async_accept(as_result);
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-    if (ec) continue;
+    if (ec) {
+      co_await backoff.failed(ec);
+      continue;
+    }
+    backoff.succeeded();
     if (active_ >= max_active) continue;  // the socket closes as it goes out of scope
     asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
   }

@@ -10,7 +10,10 @@
 
 namespace tunnel::tls {
 
-engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn) : context_(std::move(context)) {
+engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn)
+    : context_(std::move(context)),
+      records_(context_->options().min_version == version::tls1_3 ? record_guard::tls13_limit
+                                                                  : record_guard::tls12_limit) {
   mbedtls_ssl_init(&ssl_);
   if (mbedtls_ssl_setup(&ssl_, without_alpn ? context_->raw_config() : context_->config()) != 0) {
     mbedtls_ssl_free(&ssl_);
@@ -50,12 +53,19 @@ std::span<std::byte> engine::input_space() {
 }
 
 void engine::commit_input(std::size_t n) {
-  in_end_ += std::min(n, net::io_buffer::size - in_end_);
+  n = std::min(n, net::io_buffer::size - in_end_);
+  if (n > 0) records_.feed({in_->data() + in_end_, n});
+  in_end_ += n;
   if (in_begin_ == in_end_) in_.reset();  // nothing arrived (the read failed): lend nothing
 }
 
 bool engine::has_buffered_input() const {
   return in_end_ > in_begin_ || mbedtls_ssl_check_pending(&ssl_) != 0;
+}
+
+int engine::refuse_overflow() {
+  mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW);
+  return MBEDTLS_ERR_SSL_INVALID_RECORD;
 }
 
 int engine::send_cb(void* self, const unsigned char* data, std::size_t len) {
@@ -121,6 +131,7 @@ bool engine::refused_by_policy() const {
 }
 
 int engine::handshake() {
+  if (records_.overflow()) return refuse_overflow();
   const int rc = mbedtls_ssl_handshake(&ssl_);
   // PSK mode has no certificate to take an identity from: the key's identity is it (the
   // server accepts no other identity than its configured one).
@@ -132,6 +143,7 @@ int engine::handshake() {
 }
 
 int engine::read(std::span<std::byte> plaintext) {
+  if (records_.overflow()) return refuse_overflow();
   return mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(plaintext.data()), plaintext.size());
 }
 

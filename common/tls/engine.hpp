@@ -14,6 +14,7 @@
 #include "net/io_buffer.hpp"
 #include "policy/peer_identity.hpp"
 #include "tls/context.hpp"
+#include "tls/record_guard.hpp"
 
 namespace tunnel::tls {
 
@@ -55,6 +56,9 @@ class engine {
   std::optional<std::size_t> route() const { return choice_.route; }
   // Server: the SNI the client sent ("" when none).
   const std::string& asked_service() const { return choice_.asked; }
+  // The peer announced a record longer than TLS allows: handshake() and read() then fail
+  // with MBEDTLS_ERR_SSL_INVALID_RECORD after queueing a record_overflow alert.
+  bool record_overflow() const { return records_.overflow(); }
   // Verification failure text ("certificate has expired", "not on the allow-list", ...).
   std::string verify_failure() const;
   std::string version() const;
@@ -80,6 +84,8 @@ class engine {
   bool refused_by_policy_ = false;
   std::string refusal_;  // why policy refused, when it is not the plain allow-list
   route_choice choice_;  // mbedTLS user data: the SNI callback writes here
+  record_guard records_;
+  int refuse_overflow();
 };
 
 }  // namespace tunnel::tls

@@ -27,6 +27,7 @@ class tls_error_category final : public std::error_category {
       case tls_errc::refused_after_handshake:
         return "the server ended the connection right after the handshake: it probably refused our "
                "certificate (see its log)";
+      case tls_errc::record_overflow: return "record longer than TLS allows (record_overflow)";
     }
     return "unknown tls error";
   }

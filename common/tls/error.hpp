@@ -21,6 +21,7 @@ enum class tls_errc {
   truncated = 1,      // the transport ended without close_notify
   peer_refused,       // the peer's certificate failed verification or policy
   refused_after_handshake,  // TLS 1.3 client: the server rejected us after our Finished
+  record_overflow,    // the peer announced a record longer than TLS allows
 };
 std::error_code make_error_code(tls_errc e);
 

@@ -16,6 +16,7 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 }
 
 std::error_code tls_stream::read_error(int rc) const {
+  if (engine_.record_overflow()) return make_error_code(tls_errc::record_overflow);
   // In TLS 1.3 the client finishes its handshake before the server has judged the client
   // certificate; a refusal then arrives as an alert under the handshake keys, which reads
   // as a bad MAC or an alert before any data. Say what it most likely means.
@@ -92,7 +93,8 @@ asio::awaitable<std::error_code> tls_stream::handshake() {
     // Send whatever the step produced, including a fatal alert that tells the peer why.
     const auto fec = co_await flush();
     if (rc == 0) co_return fec;
-    if (rc != MBEDTLS_ERR_SSL_WANT_READ) co_return make_mbedtls_error(rc);
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ)
+      co_return engine_.record_overflow() ? make_error_code(tls_errc::record_overflow) : make_mbedtls_error(rc);
     if (fec) co_return fec;
     if (auto ec = co_await fill()) co_return ec;
   }

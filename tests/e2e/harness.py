@@ -282,6 +282,7 @@ class Processes:
         ca: Path | None = None,
         level: str = "debug",
         wait: bool = True,
+        **popen_kw,
     ) -> TunnelProcess:
         cred = cred or self.pki.server
         args = [
@@ -293,7 +294,7 @@ class Processes:
             *log_args(level),
             *extra,
         ]
-        return self.start(TUNNEL_OUT, args, wait=wait, name="tunnel-out")
+        return self.start(TUNNEL_OUT, args, wait=wait, name="tunnel-out", **popen_kw)
 
     def tunnel_in(
         self,
@@ -304,6 +305,7 @@ class Processes:
         ca: Path | None = None,
         level: str = "debug",
         wait: bool = True,
+        **popen_kw,
     ) -> TunnelProcess:
         cred = cred or self.pki.client_a
         args = [
@@ -316,7 +318,7 @@ class Processes:
             *(["--mode", TUNNEL_MODE] if TUNNEL_MODE else []),
             *extra,
         ]
-        return self.start(TUNNEL_IN, args, wait=wait, name="tunnel-in")
+        return self.start(TUNNEL_IN, args, wait=wait, name="tunnel-in", **popen_kw)
 
     def pair(
         self,
@@ -379,7 +381,7 @@ class TestServer:
     `handler(sock, result)`. Counts every connection accepted."""
 
     def __init__(self, handler: Callable[[socket.socket, ConnResult], None], host: str = "127.0.0.1",
-                 unix_path: str | None = None, backlog: int = 512):
+                 unix_path: str | None = None, backlog: int = 512, port: int = 0):
         self.handler = handler
         if unix_path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -389,7 +391,7 @@ class TestServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self.sock = socket.socket(family, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((host, 0))
+            self.sock.bind((host, port))  # port 0: the kernel picks one
             self.unix_path = None
         self.sock.listen(backlog)
         self.host = host
@@ -574,8 +576,8 @@ class Servers:
     def __init__(self):
         self.all: list[TestServer] = []
 
-    def start(self, handler, host: str = "127.0.0.1", unix_path: str | None = None) -> TestServer:
-        s = TestServer(handler, host=host, unix_path=unix_path)
+    def start(self, handler, host: str = "127.0.0.1", unix_path: str | None = None, port: int = 0) -> TestServer:
+        s = TestServer(handler, host=host, unix_path=unix_path, port=port)
         self.all.append(s)
         return s
 

@@ -222,6 +222,27 @@ class PKI:
             d, "wrong-name-server", "elsewhere.test",
             [_dns("elsewhere.test"), _ip("192.0.2.10")], server_eku,
         )
+        # The hardening tests' certificate matrix: right CA, wrong in one way each.
+        self.not_yet_valid_client = ca.issue(
+            d, "not-yet-valid-client", "client-a",
+            [_dns("client-a.test"), _uri("spiffe://test/client-a"), _ip("10.9.8.7")], client_eku,
+            not_before=now + datetime.timedelta(days=2),
+            not_after=now + datetime.timedelta(days=10),
+        )
+        self.server_eku_client = ca.issue(  # a client certificate with serverAuth only
+            d, "server-eku-client", "client-a",
+            [_dns("client-a.test"), _uri("spiffe://test/client-a"), _ip("10.9.8.7")], server_eku,
+        )
+        self.client_eku_server = ca.issue(  # a server certificate with clientAuth only
+            d, "client-eku-server", "tunnel-out",
+            [_dns("localhost"), _ip("127.0.0.1"), _ip("::1")], client_eku,
+        )
+        self.not_yet_valid_server = ca.issue(
+            d, "not-yet-valid-server", "tunnel-out",
+            [_dns("localhost"), _ip("127.0.0.1"), _ip("::1")], server_eku,
+            not_before=now + datetime.timedelta(days=2),
+            not_after=now + datetime.timedelta(days=10),
+        )
         # A client whose names hold characters a log line must escape (quote, backslash,
         # tab, non-ASCII), to prove JSON log lines stay parseable whatever a peer presents.
         self.weird_client = ca.issue(

@@ -180,3 +180,21 @@ TEST_CASE("a server key pin replaces the name check and must match") {
   CHECK(client.refused_by_policy());
   CHECK(client.verify_failure() == "server key does not match any pin");
 }
+
+TEST_CASE("a record announced longer than TLS allows fails the handshake at once with record_overflow") {
+  pair_fixture f;
+  tls::engine server(f.server_ctx);
+  // A handshake record header announcing 2^14 + 257 bytes, and none of the body.
+  const unsigned char header[] = {22, 3, 3, 0x41, 0x01};
+  auto space = server.input_space();
+  std::memcpy(space.data(), header, sizeof header);
+  server.commit_input(sizeof header);
+  CHECK(server.record_overflow());
+  CHECK(server.handshake() == MBEDTLS_ERR_SSL_INVALID_RECORD);
+  // A fatal record_overflow alert (22) is queued for the peer.
+  const auto& out = server.output();
+  REQUIRE(out.size() == 7);
+  CHECK(out[0] == 21);
+  CHECK(out[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL);
+  CHECK(out[6] == MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW);
+}

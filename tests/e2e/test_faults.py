@@ -1,0 +1,319 @@
+"""Hardening, fault part: the legacy server refusing, dying and coming back; tunnel-out
+killed and restarted; a network partition between the two (in network namespaces made by
+the test); running out of file descriptors. The tunnels must end what cannot go on
+cleanly, never hang, and carry new connections as soon as the fault is gone."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+import hardening as hd
+from harness import closed_by_peer, connect, echo_handler, echo_roundtrip, recv_exactly
+from hardening import metric
+
+
+def assert_echo(address, size: int = 4096, timeout: float = 10.0) -> None:
+    payload = os.urandom(size)
+    assert echo_roundtrip(address, payload, timeout) == payload
+
+
+def no_errors_logged(*procs) -> None:
+    for p in procs:
+        errors = p.find_logs(lambda r: r.get("level") in ("error", "critical"))
+        assert not errors, f"{p.name} logged errors: {errors[:3]}"
+
+
+# --------------------------------------------------------------------------------------
+# the legacy server: refusing, dying, restarting
+
+
+@pytest.mark.parametrize("mode", ["raw", "mux"])
+def test_target_refusing_dying_and_restarting(procs, servers, mode):
+    port = harness.free_tcp_port()
+    target_address = f"127.0.0.1:{port}"
+    out = procs.tunnel_out(target_address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", mode, level="info")
+
+    # Nothing listens yet: the legacy client is closed at once, cleanly.
+    with connect(tin.address) as s:
+        s.sendall(b"anyone?\n")
+        assert closed_by_peer(s, timeout=3), "a client of an unreachable target was kept"
+    unreachable = out.wait_for_log("target unreachable")
+    assert "refused" in unreachable["error"].lower(), unreachable
+
+    # The target starts: new connections work, without touching the tunnels.
+    first = servers.start(echo_handler, port=port)
+    assert_echo(tin.address)
+    live = [connect(tin.address) for _ in range(3)]
+    for i, s in enumerate(live):
+        s.sendall(b"live %d\n" % i)
+        assert recv_exactly(s, 7) == b"live %d\n" % i
+    first.wait_connections(4)
+
+    # The target dies with connections open: each legacy client sees its end promptly.
+    first.close()
+    started = time.monotonic()
+    for s in live:
+        assert closed_by_peer(s, timeout=5), "a legacy client outlived its target connection"
+        s.close()
+    assert time.monotonic() - started < 3.0
+    with connect(tin.address) as s:  # while it is down: refused cleanly again
+        assert closed_by_peer(s, timeout=3)
+
+    # Restarted on the same port: served again.
+    second = servers.start(echo_handler, port=port)
+    for _ in range(3):
+        assert_echo(tin.address)
+    assert second.connection_count == 3
+    assert out.running() and tin.running()
+    no_errors_logged(out, tin)
+
+
+# --------------------------------------------------------------------------------------
+# tunnel-out killed and restarted (mux mode: test_mux.py's
+# test_tunnel_out_killed_mid_transfer_resets_streams_and_pool_recovers)
+
+
+@pytest.mark.parametrize("mode", ["raw", "auto"])
+def test_tunnel_out_sigkilled_and_restarted_on_its_port_is_found_again(procs, servers, mode):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", mode, "--connect-timeout", "2s", level="info")
+    assert_echo(tin.address)
+    s = connect(tin.address)
+    s.sendall(b"before\n")
+    assert recv_exactly(s, 7) == b"before\n"
+    baseline = hd.fd_count(tin)
+
+    out.proc.kill()
+    out.wait()
+    assert closed_by_peer(s, timeout=3), "a legacy connection outlived tunnel-out"
+    s.close()
+    for _ in range(3):  # while it is down: no hang, every legacy connection closed at once
+        started = time.monotonic()
+        with connect(tin.address) as down:
+            assert closed_by_peer(down, timeout=3)
+        assert time.monotonic() - started < 1.5
+    tin.wait_for_log("tunnel-out unreachable")
+
+    again = procs.tunnel_out(target.address, listen=out.listen, level="info")
+    hd.wait_until(lambda: again.running(), "tunnel-out is back")
+    started = time.monotonic()
+    assert_echo(tin.address, 256 * 1024)  # the first connection after the restart works
+    assert time.monotonic() - started < 3.0
+    for _ in range(5):
+        assert_echo(tin.address)
+    assert tin.running()
+    hd.wait_until(lambda: hd.fd_count(tin) <= baseline + 2 * 2,  # a pooled mux connection or two
+                  f"tunnel-in's descriptors return near {baseline}", timeout=5)
+
+
+# --------------------------------------------------------------------------------------
+# reloads retiring mux connections under load
+
+
+def test_mux_connections_retired_by_reloads_lose_no_stream(procs, servers):
+    # Each reload makes tunnel-out retire every mux connection (GOAWAY) while tunnel-in keeps
+    # opening streams on them: a stream whose OPEN crosses the GOAWAY must still be served.
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", level="info")
+    tin.wait_for_log("mux connection up")
+    stop = threading.Event()
+    done: list[int] = []
+    failures: list[str] = []
+
+    def churn():
+        while not stop.is_set():
+            payload = os.urandom(512)
+            try:
+                got = echo_roundtrip(tin.address, payload, timeout=10)
+                (done if got == payload else failures).append(len(got))
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            time.sleep(0.25)
+            out.signal(signal.SIGHUP)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert len(out.logs_with_msg("credentials reloaded")) == 20
+    assert len(out.logs_with_msg("mux connection authorized")) > 20  # the sessions really rotated
+    assert failures == [], f"{len(failures)} of {len(failures) + len(done)} connections failed: {failures[:3]}"
+    assert len(done) > 200
+
+
+# --------------------------------------------------------------------------------------
+# a network partition between tunnel-in and tunnel-out
+
+
+@pytest.fixture
+def netns():
+    why = hd.netns_unavailable()
+    if why:
+        pytest.skip(f"partition test needs network namespaces: {why}")
+    pair = hd.NetnsPair()
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+# The settings that decide how long a silent partition is tolerated, by mode: raw mode ends
+# a connection after --idle-timeout without a byte; mux mode ends a session after
+# --keepalive without a frame from the peer (and resets its streams).
+PARTITION_SETTINGS = {
+    "raw": (["--idle-timeout", "3s"], 3.0),
+    "mux": (["--keepalive", "3s"], 3.0),
+}
+
+
+@pytest.mark.parametrize("mode", ["raw", "mux"])
+def test_partition_ends_connections_by_the_timeouts_and_traffic_resumes_after(procs, servers, netns, mode):
+    flags, limit = PARTITION_SETTINGS[mode]
+    target = netns.call("b", servers.echo)  # the legacy server lives beside tunnel-out
+    out = procs.tunnel_out(target.address, *flags, listen=f"{netns.SUBNET_B}:0", level="info",
+                           preexec_fn=netns.preexec("b"))
+    tin = procs.tunnel_in(out.listen, "--mode", mode, "--server-name", "localhost", "--connect-timeout", "2s",
+                          *flags, level="info", preexec_fn=netns.preexec("a"))
+    if mode == "mux":
+        tin.wait_for_log("mux connection up")
+
+    def client():
+        return netns.call("a", connect, tin.address, 10)
+
+    def echo(s, data: bytes, timeout: float = 10.0) -> None:
+        s.settimeout(timeout)
+        s.sendall(data)
+        assert recv_exactly(s, len(data)) == data
+
+    # 1. A short cut (1 s, under the limit): the open connection carries on afterwards.
+    s = client()
+    echo(s, b"before\n")
+    netns.link(False)
+    s.sendall(b"during\n")  # held in TCP's retransmission queue
+    time.sleep(1.0)
+    netns.link(True)
+    assert recv_exactly(s, 7) == b"during\n"
+    echo(s, b"after-short-cut\n")
+
+    # 2. A long cut: the silent connection ends after `limit`, not before, not much after.
+    netns.link(False)
+    started = time.monotonic()
+    assert closed_by_peer(s, timeout=limit + 4), f"{mode}: a connection outlived a partition"
+    elapsed = time.monotonic() - started
+    s.close()
+    assert limit - 1.0 <= elapsed <= limit + 2.5, f"{mode}: ended after {elapsed:.1f}s with a {limit}s limit"
+    if mode == "raw":
+        tin.wait_for_log(lambda r: r.get("msg") == "connection closed" and r.get("reason") == "idle timeout")
+    else:
+        tin.wait_for_log(lambda r: r.get("msg") == "mux connection closed" and "keepalive" in r.get("reason", ""))
+    # New connections while the link is down end within --connect-timeout, never hang.
+    started = time.monotonic()
+    with client() as down:
+        assert closed_by_peer(down, timeout=6)
+    assert time.monotonic() - started < 4.5
+
+    # 3. The link is back: traffic resumes without restarting anything.
+    netns.link(True)
+    deadline = time.monotonic() + 8
+    while True:
+        try:
+            with client() as again:
+                echo(again, b"resumed\n", timeout=5)
+            break
+        except (OSError, AssertionError):
+            assert time.monotonic() < deadline, f"{mode}: no traffic 8s after the link came back"
+            time.sleep(0.2)
+    assert out.running() and tin.running()
+
+
+# --------------------------------------------------------------------------------------
+# running out of file descriptors
+
+
+def test_descriptor_exhaustion_backs_off_logs_once_per_episode_and_recovers(procs, servers):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--threads", "1", "--max-conns", "1000", "--status", "127.0.0.1:0",
+                           level="info")
+    status = hd.status_address(out)
+    tin = procs.tunnel_in(out.listen, "--mode", "raw", "--handshake-timeout", "20s", level="info")
+    assert_echo(tin.address)  # every descriptor made on first use exists now
+    hd.wait_until(lambda: metric(hd.scrape(out), "tunnel_connections_active") == 0, "tunnel-out is idle")
+    time.sleep(0.2)
+    # Room for exactly `fit` relayed connections (two descriptors each: client and target).
+    fit = 6
+    resource.prlimit(out.proc.pid, resource.RLIMIT_NOFILE, (hd.fd_count(out) + 2 * fit,) * 2)
+
+    def open_echoing(n: int) -> list[socket.socket]:
+        socks = [connect(tin.address, timeout=15) for _ in range(n)]
+        for i, s in enumerate(socks):
+            s.sendall(b"%04d\n" % i)
+        return socks
+
+    def answered(socks, timeout: float) -> int:
+        n = 0
+        for i, s in enumerate(socks):
+            s.settimeout(timeout)
+            try:
+                n += recv_exactly(s, 5) == b"%04d\n" % i
+            except (socket.timeout, AssertionError, OSError):
+                pass
+        return n
+
+    def logged(msg: str) -> int:  # on the tunnel port (the status port has its own)
+        return len(out.find_logs(lambda r: r.get("msg") == msg and r.get("listen") == out.listen))
+
+    held = open_echoing(fit)
+    extra: list[socket.socket] = []
+    try:
+        assert answered(held, 5) == fit
+        for episode in (1, 2):
+            extra = open_echoing(4)  # accepted by the kernel, but tunnel-out has no descriptor left
+            time.sleep(1.5)  # about 15 accept attempts at 100 ms
+            assert answered(extra, 0.1) == 0
+            assert logged("accept failed; backing off") == episode, "one warning per episode, not per attempt"
+            # Backing off, not spinning: the process is nearly idle; in the second episode
+            # its status endpoint, which cannot accept either, has a client waiting too.
+            status_probe = connect(harness.split_address(status), timeout=5) if episode == 2 else None
+            cpu = hd.cpu_seconds(out)
+            time.sleep(1.0)
+            used = hd.cpu_seconds(out) - cpu
+            if status_probe:
+                status_probe.close()
+            assert used < 0.3, f"tunnel-out used {used:.2f}s of CPU in 1s while out of descriptors"
+            # Descriptors come free: the connections that waited are served.
+            hd.close_all(held[:5])
+            held = held[5:] + extra
+            extra = []
+            assert answered(held[-4:], 5) == 4, "the connections that waited were not served after recovery"
+            # Accepting works again for a second: the episode ends, with one line.
+            time.sleep(1.1)
+            assert_echo(tin.address)
+            hd.wait_until(lambda: logged("accept resumed") == episode, f"episode {episode} is logged as over")
+            if episode == 1:
+                held += open_echoing(1)  # full again for the next episode
+                assert answered(held[-1:], 5) == 1
+    finally:
+        hd.close_all(held + extra)
+    resumed = out.find_logs(lambda r: r.get("msg") == "accept resumed" and r.get("listen") == out.listen)
+    assert all(r["failed_attempts"] >= 10 for r in resumed), resumed
+    assert logged("accept failed; backing off") == 2
+    hd.wait_until(lambda: metric(hd.scrape(out), "tunnel_connections_active") == 0, "tunnel-out is idle")
+    assert metric(hd.scrape(out), "tunnel_accept_failures_total") >= 20
+    assert out.running()
+    assert_echo(tin.address)
