@@ -5,6 +5,7 @@
 // instead of a refusal. The bytes read are then handed to the TLS engine (tls_stream::preload).
 #include <asio/awaitable.hpp>
 #include <chrono>
+#include <system_error>
 #include <optional>
 #include <span>
 
@@ -18,6 +19,9 @@ struct first_record {
   std::optional<net::io_buffer> bytes;  // set while it holds what was read
   std::size_t size = 0;
   tls::alpn_offer offer = tls::alpn_offer::none;
+  // The peer's end of input (or a read error) seen while reading: Asio would not report it
+  // a second time (its edge-triggered reactor waits for a new event), so it is handed on.
+  std::error_code ended;
 
   std::span<const std::byte> read() { return bytes ? bytes->span().first(size) : std::span<const std::byte>{}; }
 };

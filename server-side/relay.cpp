@@ -35,7 +35,7 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   first_record first;
   co_await read_first_record(socket, first, limit);
   tls::tls_stream secure(std::move(socket), std::move(context), first.offer == tls::alpn_offer::excludes);
-  secure.preload(first.read());
+  secure.preload(first.read(), first.ended);
   first.bytes.reset();  // the engine holds the bytes now
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   const auto hs = co_await tls::run_handshake(secure, std::max(limit - spent, std::chrono::milliseconds(1)));

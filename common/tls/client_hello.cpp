@@ -30,7 +30,7 @@ struct reader {
 constexpr std::uint8_t handshake_record = 22;
 constexpr std::uint8_t client_hello = 1;
 constexpr std::size_t alpn_extension = 16;
-constexpr std::size_t max_record = 16384 + 2048;  // TLSCiphertext bound; a ClientHello is smaller
+constexpr std::size_t max_record = 16384 + 256;  // beyond it the engine refuses the record at once
 
 alpn_offer scan_alpn(std::span<const std::byte> list, std::string_view wanted) {
   reader r{list};

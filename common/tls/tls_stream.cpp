@@ -30,7 +30,8 @@ tls_stream::tls_stream(net::generic_socket socket, std::shared_ptr<const tls_con
       engine_(std::move(context), without_alpn),
       flush_done_(socket_.get_executor(), asio::steady_timer::time_point::max()) {}
 
-void tls_stream::preload(std::span<const std::byte> bytes) {
+void tls_stream::preload(std::span<const std::byte> bytes, std::error_code ended) {
+  input_ended_ = ended;
   while (!bytes.empty()) {
     auto space = engine_.input_space();
     const std::size_t n = std::min(space.size(), bytes.size());
@@ -67,6 +68,7 @@ asio::awaitable<std::error_code> tls_stream::flush() {
 }
 
 asio::awaitable<std::error_code> tls_stream::fill() {
+  if (input_ended_) co_return input_ended_;
   if (!expect_more_) {  // an idle connection waits here holding no input buffer
     auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
     if (ec) co_return ec;

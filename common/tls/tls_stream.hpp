@@ -19,8 +19,9 @@ class tls_stream {
   tls_stream(net::generic_socket socket, std::shared_ptr<const tls_context> context, bool without_alpn = false);
 
   // Bytes already read from the socket that belong to the TLS stream (the first record,
-  // read to choose the configuration): the engine sees them first.
-  void preload(std::span<const std::byte> bytes);
+  // read to choose the configuration): the engine sees them first. `ended`: the read that
+  // took them also met the end of input or an error, which later reads then report.
+  void preload(std::span<const std::byte> bytes, std::error_code ended = {});
 
   // Runs the handshake to completion. Errors: mbedTLS codes (verification failures show in
   // engine().verify_failure()), asio::error::eof when the peer left mid-handshake.
@@ -57,6 +58,7 @@ class tls_stream {
   // fill() waits for the socket before taking an input buffer unless a read is likely to
   // succeed at once: the socket was just seen readable, or the last read filled the buffer.
   bool expect_more_ = false;
+  std::error_code input_ended_;  // see preload
 };
 
 static_assert(net::byte_stream<tls_stream>);
