@@ -3,6 +3,7 @@
 
 #include "config/cli.hpp"
 #include "config/duration.hpp"
+#include "config/udp_tls_flags.hpp"
 #include "net/listener.hpp"
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
@@ -86,6 +87,10 @@ int main(int argc, char** argv) {
   const config::service& proc = cfg.process();
   std::vector<std::shared_ptr<tls::context_source>> sources;  // per service: swapped on reload
   std::vector<std::shared_ptr<tls::context_source>> legacy;   // per service: --listen-cert, or null
+  // Per service: the TLS leg of a UDP service that may carry flows over TLS, and its
+  // credentials (null otherwise). Outlive the runtime, whose coroutines refer to them.
+  std::vector<std::unique_ptr<config::service>> tls_legs;
+  std::vector<std::shared_ptr<tls::context_source>> tls_leg_sources;
   std::vector<std::shared_ptr<tls::context_source>> reloaded;  // both of the above
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
@@ -96,6 +101,9 @@ int main(int argc, char** argv) {
     for (const auto& svc : cfg.services) {
       sources.push_back(ops::load_credentials(svc, svc.tls));
       legacy.push_back(svc.bridge ? ops::load_credentials(svc, svc.bridge->tls, svc.bridge->files) : nullptr);
+      const bool tls_leg = svc.udp.enabled && svc.udp.tls_target;
+      tls_legs.push_back(tls_leg ? std::make_unique<config::service>(config::tls_leg_of(svc)) : nullptr);
+      tls_leg_sources.push_back(tls_leg ? ops::load_credentials(svc, tls_legs.back()->tls) : nullptr);
     }
     if (cli.check_only) {  // the files loaded and matched: print what would run
       std::cout << config::describe(cfg);
@@ -104,12 +112,18 @@ int main(int argc, char** argv) {
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
     reloaded = sources;
     reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
+    reloaded.insert(reloaded.end(), tls_leg_sources.begin(), tls_leg_sources.end());
     ops::reload_credentials(*rt, cfg, reloaded);
     std::vector<ops::readiness_check> checks;
     for (std::size_t i = 0; i < cfg.services.size(); ++i) {
       const config::service& svc = cfg.services[i];
-      if (svc.udp.enabled) live.udp.push_back(client::serve_udp(*rt, svc, sources[i]));
-      else checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], live));
+      if (svc.udp.enabled) {
+        live.udp.push_back(client::serve_udp(*rt, svc, sources[i], tls_legs[i].get(), tls_leg_sources[i]));
+        // Over TLS: ready once a connection to tunnel-out's TLS port is up.
+        if (svc.udp.over_tls) checks.push_back(ops::both(ops::next_hop_reachable(svc.target), ops::mux_pool_up));
+      } else {
+        checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], live));
+      }
     }
     ops::readiness_check ready;
     if (!checks.empty()) ready = [checks] { return all_ready(checks); };
