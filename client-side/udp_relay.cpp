@@ -43,18 +43,16 @@ asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(con
 
 }  // namespace
 
-udp_relay::udp_relay(ops::runtime& rt, const config::service& svc, std::shared_ptr<const tls::context_source> source,
-                     const config::service* tls_leg, std::shared_ptr<tls::context_source> tls_source)
-    : io_(rt.main_context()),
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source,
+                     tls_leg_parts tls)
+    : io_(io),
       svc_(svc),
       source_(std::move(source)),
       socket_(net::bind_udp(io_, svc.listen)),
-      tls_leg_(tls_leg),
-      tls_source_(std::move(tls_source)),
-      on_tls_(svc.udp.over_tls) {
-  // Flows live on the main context: so do their TLS connections.
-  if (tls_leg_) pool_ = std::make_unique<mux_pool>(rt, *tls_leg_, tls_source_, true);
-}
+      tls_leg_(tls.leg),
+      tls_source_(std::move(tls.source)),
+      pool_(tls.pool),
+      on_tls_(svc.udp.over_tls) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -360,9 +358,9 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f) {
 }
 
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::context_source> source, const config::service* tls_leg,
-                                     std::shared_ptr<tls::context_source> tls_source) {
-  auto relay = std::make_unique<udp_relay>(rt, svc, std::move(source), tls_leg, std::move(tls_source));
+                                     std::shared_ptr<const tls::context_source> source, udp_relay::tls_leg_parts tls) {
+  const config::service* tls_leg = tls.leg;
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source), std::move(tls));
   const bool over_tls = svc.udp.over_tls;
   ops::info("listening")
       .kv("listen", relay->bound_address())

@@ -26,13 +26,19 @@ namespace tunnel::client {
 
 class udp_relay {
  public:
-  // Binds svc.listen (UDP). Throws std::runtime_error with a one-line reason. `svc`, `rt`
-  // and `tls_leg` must outlive the relay; everything runs on rt's main context.
+  // Binds svc.listen (UDP). Throws std::runtime_error with a one-line reason. `svc`, `io`,
+  // `tls_leg` and `pool` must outlive the relay; everything runs on `io` (the main context).
   // `source` gives each new DTLS session the current credentials (swapped on reload).
-  // `tls_leg` (config::tls_leg_of(svc)) and `tls_source`: the TLS connections for flows
-  // over TLS; null when the service never uses TLS (--tls-fallback off).
-  udp_relay(ops::runtime& rt, const config::service& svc, std::shared_ptr<const tls::context_source> source,
-            const config::service* tls_leg, std::shared_ptr<tls::context_source> tls_source);
+  // For flows over TLS: `tls_leg` (config::tls_leg_of(svc)), its credentials `tls_source`,
+  // and the pool whose connections carry them, with a session on io's worker; all null
+  // when the service never uses TLS (--tls-fallback off).
+  struct tls_leg_parts {
+    const config::service* leg = nullptr;
+    std::shared_ptr<tls::context_source> source;
+    mux_pool* pool = nullptr;
+  };
+  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source,
+            tls_leg_parts tls);
   ~udp_relay();
   udp_relay(const udp_relay&) = delete;
   udp_relay& operator=(const udp_relay&) = delete;
@@ -79,7 +85,7 @@ class udp_relay {
   // Over TLS: the TLS leg's settings and credentials, and its connections (all on io_).
   const config::service* tls_leg_;
   std::shared_ptr<tls::context_source> tls_source_;
-  std::unique_ptr<mux_pool> pool_;
+  mux_pool* pool_;
   bool on_tls_ = false;  // new flows go over TLS: --udp-over-tls, or since a fallback
   std::unordered_map<std::string, udp_flow*> flows_;
   // One thread, and each datagram is finished before the next wait: one buffer per
@@ -93,10 +99,9 @@ class udp_relay {
 
 // Binds, logs the "listening" line, starts the relay on rt's main context and registers
 // its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
-// `tls_leg` and `tls_source` as for the constructor. With --udp-over-tls the TLS
-// connections are opened at once; after a fallback, from then on.
+// `tls` as for the constructor. With --udp-over-tls the pool is started at once; after a
+// fallback, from then on.
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::context_source> source, const config::service* tls_leg,
-                                     std::shared_ptr<tls::context_source> tls_source);
+                                     std::shared_ptr<const tls::context_source> source, udp_relay::tls_leg_parts tls);
 
 }  // namespace tunnel::client

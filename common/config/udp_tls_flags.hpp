@@ -29,4 +29,9 @@ std::optional<std::string> apply_udp_tls_flags(const udp_tls_flags& f, service& 
 // SNI. Everything else (credentials, checks, timeouts, pool, keepalive) as `s`.
 service tls_leg_of(const service& s);
 
+// tunnel-in: whether connections made for `a` serve `b` as they are: the same tunnel-out
+// address, credentials, server checks and mux settings. A UDP service's TLS leg then rides
+// a TCP service's mux connections instead of keeping its own.
+bool same_tunnel(const service& a, const service& b);
+
 }  // namespace tunnel::config
