@@ -107,8 +107,9 @@ asio::awaitable<void> watch(tls_flow& f, std::chrono::milliseconds idle) {
   for (;;) {
     if (f.ended) co_return;
     if (f.mux->ended()) {
-      const bool peer = f.mux->closed_by_peer();
-      co_return end(f, peer ? std::string("closed by tunnel-in") : "mux connection ended: " + f.mux->reason());
+      if (f.mux->closed_by_peer()) end(f, "closed by tunnel-in");
+      else end(f, "mux connection ended: " + f.mux->reason());
+      co_return;
     }
     const auto deadline = f.last_activity + idle;
     if (clock::now() >= deadline) {
