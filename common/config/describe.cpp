@@ -51,7 +51,11 @@ std::string describe(const service& svc) {
   o << "role = " << (server ? "tunnel-out" : "tunnel-in") << "\n";
   o << "service = " << (svc.name.empty() ? std::string(server ? "(any)" : "(none)") : svc.name) << "\n";
   o << "transport = "
-    << (!svc.udp.enabled ? "tcp (TLS)" : svc.udp.over_tls && !server ? "udp (over TLS)" : "udp (DTLS 1.2)") << "\n";
+    << (!svc.udp.enabled      ? "tcp (TLS)"
+        : !svc.udp.over_tls ? "udp (DTLS 1.2)"
+        : server            ? "udp (DTLS 1.2, and over TLS)"
+                            : "udp (over TLS)")
+    << "\n";
   o << "listen = " << svc.listen.to_string() << "\n";
   o << (server ? "target = " : "connect = ") << svc.target.to_string() << "\n";
   if (!svc.files.psk.empty()) {

@@ -37,7 +37,9 @@ struct session_settings {
   // well before: a third of it.
   std::uint64_t rotate_records = 1ull << 23;
   std::size_t max_streams = 1024;                // streams at once on one session
-  std::size_t max_flows = 4096;                  // UDP flows at once on one session
+  // UDP flows at once on one session. Generous: tunnel-out's --max-flows bounds what a flow
+  // really costs (a socket), and tunnel-in's flows of a service share few connections.
+  std::size_t max_flows = 65536;
   // Bytes of DATAGRAM frames queued for the writer at most; more datagrams are dropped
   // (they never wait, and never hold up streams).
   std::size_t datagram_queue_limit = 256 * 1024;
