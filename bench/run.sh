@@ -180,7 +180,8 @@ HELP_IN="$("$B/tunnel-in" --help 2>&1 || true)"
 HAVE_MUX=0; grep -q -- '--mode' <<<"$HELP_IN" && grep -q 'mux' <<<"$HELP_IN" && HAVE_MUX=1
 HAVE_UDP=0; grep -q -- '--udp' <<<"$HELP_IN" && HAVE_UDP=1
 HAVE_UDP_MUX=0
-if [ $HAVE_MUX = 1 ] && [ $HAVE_UDP = 1 ] && "$B/tunnel-in" --udp --mode mux --listen 127.0.0.1:1 --connect 127.0.0.1:2 \
+# UDP over mux: flows as datagram frames in TLS connections (--udp-over-tls on both sides).
+if [ $HAVE_MUX = 1 ] && [ $HAVE_UDP = 1 ] && "$B/tunnel-in" --udp --udp-over-tls --listen 127.0.0.1:1 --connect 127.0.0.1:2 \
      "${CLI_CRED[@]}" --check-config >/dev/null 2>&1; then HAVE_UDP_MUX=1; fi
 say "features: mux=$HAVE_MUX udp=$HAVE_UDP udp+mux=$HAVE_UDP_MUX"
 [ $HAVE_MUX = 1 ] || note "mux mode not available in these binaries (tunnel-in --help has no --mode mux)"
@@ -454,7 +455,7 @@ if want udp; then
   UDP_VARIANTS=(direct socat)
   [ $HAVE_UDP = 1 ] && UDP_VARIANTS+=(raw)
   [ $HAVE_UDP_MUX = 1 ] && UDP_VARIANTS+=(mux)
-  [ $HAVE_UDP = 1 ] && [ $HAVE_UDP_MUX = 0 ] && note "UDP over mux not available (tunnel-in --udp --mode mux refused by --check-config)"
+  [ $HAVE_UDP = 1 ] && [ $HAVE_UDP_MUX = 0 ] && note "UDP over mux not available (tunnel-in --udp --udp-over-tls refused by --check-config)"
   port; SINK=$PORT
   port; export LOADGEN_SRC_PORT=$PORT   # one flow: socat serves a single peer
   declare -A UPORT UPIDS UDEAD
@@ -479,13 +480,14 @@ if want udp; then
         wait_listen "$p_in" udp || return 1 ;;
       raw|mux)
         port; p_out=$PORT; port; p_in=$PORT
-        local mode=(); [ $HAVE_MUX = 1 ] && mode=(--mode "$v")
+        # raw: DTLS; mux: datagram frames in a TLS connection to the same host:port (TCP).
+        local carrier=(); [ "$v" = mux ] && carrier=(--udp-over-tls)
         start "tunnel-out-udp-$v" "$B/tunnel-out" --udp --listen "127.0.0.1:$p_out" --target "127.0.0.1:$SINK" \
-          "${SRV_CRED[@]}" "${OURS_COMMON[@]}"; po=$LAST_PID
+          "${SRV_CRED[@]}" "${OURS_COMMON[@]}" "${carrier[@]}"; po=$LAST_PID
         UPIDS[$v]="$po"
         wait_listen "$p_out" udp || return 1
         start "tunnel-in-udp-$v" "$B/tunnel-in" --udp --listen "127.0.0.1:$p_in" --connect "127.0.0.1:$p_out" \
-          "${CLI_CRED[@]}" "${OURS_COMMON[@]}" "${mode[@]}"; pi=$LAST_PID
+          "${CLI_CRED[@]}" "${OURS_COMMON[@]}" "${carrier[@]}"; pi=$LAST_PID
         UPORT[$v]=$p_in; UPIDS[$v]="$pi $po"
         wait_listen "$p_in" udp || return 1 ;;
     esac

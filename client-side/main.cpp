@@ -3,6 +3,7 @@
 
 #include "config/cli.hpp"
 #include "config/duration.hpp"
+#include "config/udp_tls_flags.hpp"
 #include "net/listener.hpp"
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
@@ -40,8 +41,9 @@ void log_listening(const config::service& svc, const net::generic_acceptor& acce
 
 // Binds one TCP service and starts accepting; returns its readiness check.
 // `legacy`: TLS for legacy clients (--listen-cert), or null.
+// `pool`: its mux connections (null in raw mode).
 ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
-                               std::shared_ptr<tls::context_source> legacy, running& live) {
+                               std::shared_ptr<tls::context_source> legacy, client::mux_pool* pool) {
   auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen, svc.plain.listen_access);
   log_listening(svc, acceptor);
   // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
@@ -53,8 +55,6 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std
     });
     return ready;
   }
-  live.pools.push_back(std::make_unique<client::mux_pool>(rt, svc, source));
-  client::mux_pool* pool = live.pools.back().get();
   // mux: connections up from the start. auto: from the first connection that finds
   // tunnel-out speaking mux (no connection is made to a peer that may not want it).
   if (svc.mux.mode == config::carry_mode::mux) {
@@ -66,6 +66,33 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std
     return client::relay_mux(svc, *pool, source->current(), legacy ? legacy->current() : nullptr, std::move(s));
   });
   return ready;
+}
+
+// The mux connections of each service (null where it has none): one pool per TCP service
+// in mux or auto mode; a UDP service that may carry flows over TLS rides the pool of a TCP
+// service with the same tunnel (so flows and streams share connections), or else gets one
+// of its own on the main worker, where UDP flows live.
+std::vector<client::mux_pool*> make_pools(ops::runtime& rt, const config::settings& cfg,
+                                          const std::vector<std::shared_ptr<tls::context_source>>& sources,
+                                          const std::vector<std::unique_ptr<config::service>>& tls_legs,
+                                          const std::vector<std::shared_ptr<tls::context_source>>& tls_leg_sources,
+                                          running& live) {
+  const auto& all = cfg.services;
+  std::vector<client::mux_pool*> pools(all.size(), nullptr);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (all[i].udp.enabled || all[i].mux.mode == config::carry_mode::raw) continue;
+    live.pools.push_back(std::make_unique<client::mux_pool>(rt, all[i], sources[i]));
+    pools[i] = live.pools.back().get();
+  }
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (!tls_legs[i]) continue;
+    for (std::size_t j = 0; j < all.size() && !pools[i]; ++j)
+      if (pools[j] && !all[j].udp.enabled && config::same_tunnel(all[j], *tls_legs[i])) pools[i] = pools[j];
+    if (pools[i]) continue;
+    live.pools.push_back(std::make_unique<client::mux_pool>(rt, *tls_legs[i], tls_leg_sources[i], true));
+    pools[i] = live.pools.back().get();
+  }
+  return pools;
 }
 
 // Every check in turn; the first reason wins.
@@ -86,6 +113,10 @@ int main(int argc, char** argv) {
   const config::service& proc = cfg.process();
   std::vector<std::shared_ptr<tls::context_source>> sources;  // per service: swapped on reload
   std::vector<std::shared_ptr<tls::context_source>> legacy;   // per service: --listen-cert, or null
+  // Per service: the TLS leg of a UDP service that may carry flows over TLS, and its
+  // credentials (null otherwise). Outlive the runtime, whose coroutines refer to them.
+  std::vector<std::unique_ptr<config::service>> tls_legs;
+  std::vector<std::shared_ptr<tls::context_source>> tls_leg_sources;
   std::vector<std::shared_ptr<tls::context_source>> reloaded;  // both of the above
   std::unique_ptr<ops::runtime> rt;
   std::unique_ptr<ops::operations> operations;  // --status, systemd, --user
@@ -96,6 +127,9 @@ int main(int argc, char** argv) {
     for (const auto& svc : cfg.services) {
       sources.push_back(ops::load_credentials(svc, svc.tls));
       legacy.push_back(svc.bridge ? ops::load_credentials(svc, svc.bridge->tls, svc.bridge->files) : nullptr);
+      const bool tls_leg = svc.udp.enabled && svc.udp.tls_target;
+      tls_legs.push_back(tls_leg ? std::make_unique<config::service>(config::tls_leg_of(svc)) : nullptr);
+      tls_leg_sources.push_back(tls_leg ? ops::load_credentials(svc, tls_legs.back()->tls) : nullptr);
     }
     if (cli.check_only) {  // the files loaded and matched: print what would run
       std::cout << config::describe(cfg);
@@ -104,12 +138,19 @@ int main(int argc, char** argv) {
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
     reloaded = sources;
     reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
+    reloaded.insert(reloaded.end(), tls_leg_sources.begin(), tls_leg_sources.end());
     ops::reload_credentials(*rt, cfg, reloaded);
     std::vector<ops::readiness_check> checks;
+    const auto pools = make_pools(*rt, cfg, sources, tls_legs, tls_leg_sources, live);
     for (std::size_t i = 0; i < cfg.services.size(); ++i) {
       const config::service& svc = cfg.services[i];
-      if (svc.udp.enabled) live.udp.push_back(client::serve_udp(*rt, svc, sources[i]));
-      else checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], live));
+      if (svc.udp.enabled) {
+        live.udp.push_back(client::serve_udp(*rt, svc, sources[i], {tls_legs[i].get(), tls_leg_sources[i], pools[i]}));
+        // Over TLS: ready once a connection to tunnel-out's TLS port is up.
+        if (svc.udp.over_tls) checks.push_back(ops::both(ops::next_hop_reachable(svc.target), ops::mux_pool_up));
+      } else {
+        checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], pools[i]));
+      }
     }
     ops::readiness_check ready;
     if (!checks.empty()) ready = [checks] { return all_ready(checks); };

@@ -41,11 +41,11 @@ mux::session_settings settings_for(const config::service& svc) {
   return s;
 }
 
+}  // namespace
+
 std::string identity_of(const tls::tls_stream& secure) {
   return secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
 }
-
-}  // namespace
 
 // Everything one worker's sessions share; touched only on that worker's thread (except
 // `io`, which is fixed). Held by shared_ptr by every coroutine on the worker, so it lives
@@ -60,8 +60,10 @@ struct mux_pool::worker_state {
     asio::steady_timer wake;  // cancelled when its session changes state, or on stop
   };
 
-  explicit worker_state(asio::io_context& ctx) : io(ctx) {}
+  worker_state(asio::io_context& ctx, std::shared_ptr<std::atomic<std::size_t>> live_sessions)
+      : io(ctx), live(std::move(live_sessions)) {}
   asio::io_context& io;
+  std::shared_ptr<std::atomic<std::size_t>> live;  // the pool's count of running sessions
   std::list<entry> sessions;
   std::vector<std::shared_ptr<slot>> slots;
   bool started = false, stopping = false;
@@ -72,6 +74,7 @@ struct mux_pool::worker_state {
     return std::any_of(sessions.begin(), sessions.end(),
                        [](const entry& e) { return !e.adopted && e.session->usable() && e.session->ready(); });
   }
+  static std::size_t load(const mux::session& s) { return s.stream_count() + s.flow_count(); }
 };
 
 namespace {
@@ -92,10 +95,12 @@ asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_
       .kv("identity", identity_of(*secure))
       .kv("reason", reason)
       .kv("streams", s->stats().streams_opened)
+      .kv("flows", s->stats().flows_opened)
       .kv("bytes_sent", s->stats().bytes_sent)
       .kv("bytes_received", s->stats().bytes_received)
       .kv("duration_s", std::chrono::duration<double>(clock::now() - started).count());
   s.reset();  // before the TLS stream it borrows
+  ws->live->fetch_sub(1, std::memory_order_relaxed);
   if (owner) owner->wake.cancel();
 }
 
@@ -111,10 +116,11 @@ mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tl
   raw->on_change([w, raw, owner, adopted] {
     if (owner) owner->wake.cancel();
     // An adopted connection has done its job once idle, if the worker has its own.
-    if (adopted && raw->stream_count() == 0 && !raw->retiring() && !raw->ended() && w->has_own_session())
+    if (adopted && worker_state::load(*raw) == 0 && !raw->retiring() && !raw->ended() && w->has_own_session())
       raw->goaway(mux::reset_code::cancel, "surplus connection");
   });
   if (w->stopping) raw->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
+  ws->live->fetch_add(1, std::memory_order_relaxed);
   asio::co_spawn(ws->io, run_session(ws, std::move(secure), std::move(s), std::move(owner), std::move(ended)),
                  asio::detached);
   return raw;
@@ -207,10 +213,12 @@ asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
   co_return out;
 }
 
-mux_pool::mux_pool(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source)
+mux_pool::mux_pool(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
+                   bool main_worker_only)
     : svc_(svc), source_(std::move(source)) {
-  for (std::size_t i = 0; i < rt.worker_count(); ++i)
-    workers_.push_back(std::make_shared<worker_state>(rt.worker_context(i)));
+  const std::size_t workers = main_worker_only ? 1 : rt.worker_count();  // worker 0 is the main one
+  for (std::size_t i = 0; i < workers; ++i)
+    workers_.push_back(std::make_shared<worker_state>(rt.worker_context(i), live_));
   for (std::size_t i = 0; i < svc.mux.pool; ++i) {
     auto& ws = *workers_[i % workers_.size()];
     ws.slots.push_back(std::make_shared<worker_state::slot>(ws.io));
@@ -261,7 +269,7 @@ mux::session* mux_pool::pick(const asio::any_io_executor& ex) {
   for (auto& e : ws->sessions) {
     if (!e.session->usable() || !e.session->ready()) continue;
     const bool better = !best || (best_adopted && !e.adopted) ||
-                        (best_adopted == e.adopted && e.session->stream_count() < best->stream_count());
+                        (best_adopted == e.adopted && worker_state::load(*e.session) < worker_state::load(*best));
     if (better) {
       best = e.session;
       best_adopted = e.adopted;
@@ -301,6 +309,38 @@ mux::session* mux_pool::adopt(const asio::any_io_executor& ex, std::unique_ptr<t
   for (auto& candidate : workers_)
     if (candidate.get() == w) ws = candidate;
   return launch(ws, std::move(secure), svc_, nullptr, std::make_shared<bool>(false));
+}
+
+std::size_t mux_pool::live_sessions() const { return live_->load(std::memory_order_relaxed); }
+
+void log_attempt_failure(const tunnel_attempt& a, const std::string& peer, const std::string& connect) {
+  if (a.unreachable) {
+    ops::warn("tunnel-out unreachable").kv("peer", peer).kv("connect", connect).kv("error", a.reason);
+    return;
+  }
+  ops::warn("handshake with tunnel-out failed")
+      .kv("peer", peer)
+      .kv("connect", connect)
+      .kv("identity", a.identity)
+      .kv("reason", a.reason);
+}
+
+asio::awaitable<acquired_session> acquire_session(mux_pool& pool, const config::service& svc,
+                                                  std::shared_ptr<const tls::tls_context> context) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  acquired_session out;
+  // Named: GCC 12 destroys a class prvalue passed by value to a coroutine in co_await early.
+  const std::chrono::milliseconds wait = svc.limits.connect + svc.limits.handshake;
+  out.session = co_await pool.pick_or_wait(wait);
+  if (out.session) co_return out;
+  // Nothing up on this worker (start-up, tunnel-out restarting): a connection of our own.
+  out.attempt = co_await connect_tunnel(svc, std::move(context));
+  if (!out.attempt.secure || out.attempt.secure->tls().alpn() != mux::alpn_name) co_return out;
+  ops::info("mux connection up").kv("identity", identity_of(*out.attempt.secure)).kv("adopted", "true");
+  const auto ex = co_await asio::this_coro::executor;
+  out.session = pool.adopt(ex, std::move(out.attempt.secure));
+  pool.start();  // tunnel-out speaks mux: keep connections ready from now on
+  co_return out;
 }
 
 }  // namespace tunnel::client

@@ -31,11 +31,20 @@ struct tunnel_attempt {
 asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
                                                std::shared_ptr<const tls::tls_context> context);
 
+// The warning for a failed attempt ("tunnel-out unreachable" or "handshake with tunnel-out
+// failed"), naming the legacy client `peer` and tunnel-out's address `connect`.
+void log_attempt_failure(const tunnel_attempt& a, const std::string& peer, const std::string& connect);
+
+// The server's identity as the log lines show it.
+std::string identity_of(const tls::tls_stream& secure);
+
 class mux_pool {
  public:
   // Sets up per-worker state; starts nothing. `rt`, `svc` and `source` must outlive the
   // workers' event loops.
-  mux_pool(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source);
+  // `main_worker_only`: every connection on the main worker (UDP flows all live there).
+  mux_pool(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
+           bool main_worker_only = false);
   ~mux_pool();
 
   // Starts the slots on every worker (idempotent, any thread).
@@ -45,7 +54,7 @@ class mux_pool {
   void stop();
 
   // On the calling worker's thread: a ready session with room (pool slots before
-  // adopted ones, then fewest streams), or nullptr.
+  // adopted ones, then fewest streams and flows), or nullptr.
   mux::session* pick(const asio::any_io_executor& ex);
   // Like pick, but while a pool connection on this worker is being set up (start-up,
   // reconnect), waits for it up to `limit` rather than paying for a connection of its own.
@@ -54,6 +63,9 @@ class mux_pool {
   // this worker. It is kept while it has streams, and after that only while the worker has
   // no pool session of its own. Returns the session (valid until its streams are done).
   mux::session* adopt(const asio::any_io_executor& ex, std::unique_ptr<tls::tls_stream> secure);
+  // Sessions still running, on every worker (any thread): at shutdown, their goodbyes
+  // (GOAWAY, FLOW_CLOSE, close_notify) are still on the way while this is above zero.
+  std::size_t live_sessions() const;
 
   struct worker_state;
 
@@ -61,9 +73,26 @@ class mux_pool {
   worker_state* local(const asio::any_io_executor& ex);
 
   const config::service& svc_;
+  // Sessions launched and not yet ended, on all workers.
+  std::shared_ptr<std::atomic<std::size_t>> live_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::shared_ptr<tls::context_source> source_;
   std::vector<std::shared_ptr<worker_state>> workers_;
   std::atomic<bool> started_{false};
 };
+
+// What acquire_session found.
+struct acquired_session {
+  mux::session* session = nullptr;  // on this worker; valid until the caller next suspends
+  // Without a session: the attempt that failed (secure unset), or a connection of our own
+  // that did not negotiate mux (secure set; the caller uses it or closes it).
+  tunnel_attempt attempt;
+};
+
+// A session to open streams or flows on: a ready pool session on this worker; else the pool
+// connection being set up, waited for up to svc's connect and handshake timeouts; else a
+// connection of our own, adopted into the pool when it negotiated mux (the pool is then
+// started). Never throws for network or TLS errors; logs nothing but "mux connection up".
+asio::awaitable<acquired_session> acquire_session(mux_pool& pool, const config::service& svc,
+                                                  std::shared_ptr<const tls::tls_context> context);
 
 }  // namespace tunnel::client

@@ -18,10 +18,6 @@ namespace {
 // service on the port (and refuses it where the port has several).
 constexpr std::string_view unnamed_service = "default";
 
-std::string identity_of(const tls::tls_stream& secure) {
-  return secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
-}
-
 // Ends a stream the way its pump ended: cleanly, or with a reset saying why.
 void finish(mux::stream& st, const net::pump_result& result) {
   if (result.clean) st.close();
@@ -45,51 +41,34 @@ struct mux_relay {
 
 template <class Legacy>
 asio::awaitable<void> mux_relay::operator()(Legacy& plain, ops::connection_record& rec) const {
-  const auto ex = co_await asio::this_coro::executor;
-
-  mux::session* session = co_await pool.pick_or_wait(svc.limits.connect + svc.limits.handshake);
+  auto got = co_await acquire_session(pool, svc, context);
+  mux::session* session = got.session;
   if (!session) {
-    // Nothing up on this worker (start-up, tunnel-out restarting): a connection of our own,
-    // failing exactly like raw mode does.
-    auto attempt = co_await connect_tunnel(svc, context);
-    if (!attempt.secure) {
-      if (attempt.unreachable) {
-        ops::warn("tunnel-out unreachable").kv("peer", rec.peer).kv("connect", rec.target).kv("error", attempt.reason);
-        ops::metrics::get().count(ops::outcome::unreachable);
-      } else {
-        ops::warn("handshake with tunnel-out failed")
-            .kv("peer", rec.peer)
-            .kv("connect", rec.target)
-            .kv("identity", attempt.identity)
-            .kv("reason", attempt.reason);
-      }
+    if (!got.attempt.secure) {  // failing exactly like raw mode does
+      log_attempt_failure(got.attempt, rec.peer, rec.target);
+      if (got.attempt.unreachable) ops::metrics::get().count(ops::outcome::unreachable);
       plain.close();
       co_return;
     }
-    if (attempt.secure->tls().alpn() != mux::alpn_name) {
-      if (svc.mux.mode == config::carry_mode::mux) {
-        ops::warn("handshake with tunnel-out failed")
-            .kv("peer", rec.peer)
-            .kv("connect", rec.target)
-            .kv("identity", identity_of(*attempt.secure))
-            .kv("reason", "tunnel-out does not offer mux mode (ALPN tunnel-mux/1); use --mode auto or raw");
-        attempt.secure->close();
-        plain.close();
-        co_return;
-      }
-      // auto mode against a raw-only peer (another TLS server): plain TLS as in raw mode.
-      auto& secure = *attempt.secure;
-      rec.identity = identity_of(secure);
-      ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
-      const auto result = co_await net::pump(plain, secure, {svc.limits.idle, svc.limits.close}, "client", "tunnel");
-      secure.close();
+    if (svc.mux.mode == config::carry_mode::mux) {
+      ops::warn("handshake with tunnel-out failed")
+          .kv("peer", rec.peer)
+          .kv("connect", rec.target)
+          .kv("identity", identity_of(*got.attempt.secure))
+          .kv("reason", "tunnel-out does not offer mux mode (ALPN tunnel-mux/1); use --mode auto or raw");
+      got.attempt.secure->close();
       plain.close();
-      ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
       co_return;
     }
-    ops::info("mux connection up").kv("identity", identity_of(*attempt.secure)).kv("adopted", "true");
-    session = pool.adopt(ex, std::move(attempt.secure));
-    pool.start();  // auto mode: tunnel-out speaks mux, so keep connections ready from now on
+    // auto mode against a raw-only peer (another TLS server): plain TLS as in raw mode.
+    auto& secure = *got.attempt.secure;
+    rec.identity = identity_of(secure);
+    ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
+    const auto result = co_await net::pump(plain, secure, {svc.limits.idle, svc.limits.close}, "client", "tunnel");
+    secure.close();
+    plain.close();
+    ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
+    co_return;
   }
   const std::string_view service = svc.name.empty() ? unnamed_service : std::string_view(svc.name);
   std::unique_ptr<mux::stream> st = session ? session->open(service, rec.peer) : nullptr;

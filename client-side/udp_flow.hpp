@@ -1,6 +1,7 @@
 #pragma once
 // One UDP flow on tunnel-in: one legacy client address, its DTLS session with tunnel-out
-// over a socket of its own, and the datagrams waiting while the handshake runs.
+// over a socket of its own (or, over TLS, its mux flow inside a pooled connection), and
+// the datagrams waiting while the handshake runs.
 // Owned by the flow's coroutine; the relay's table points at it until end().
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "mux/flow.hpp"
 #include "net/udp_socket.hpp"
 #include "ops/flow_log.hpp"
 #include "tls/dtls_engine.hpp"
@@ -33,6 +35,12 @@ struct udp_flow {
   clock::time_point last_activity = clock::now();
   bool ready = false;  // handshake done: datagrams go straight through
   bool ended = false;
+  // Over TLS: datagram frames in a mux connection instead of DTLS (`tls` then unused).
+  bool over_tls = false;
+  std::unique_ptr<mux::flow> mux;
+  bool heard = false;       // DTLS: something came back from tunnel-out's UDP port
+  std::string silence;      // DTLS: why the handshake heard nothing (the fallback's reason)
+  bool probe = false;       // a DTLS handshake testing whether UDP gets through again
   ops::flow_record rec;
 };
 

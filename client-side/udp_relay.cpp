@@ -43,9 +43,16 @@ asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(con
 
 }  // namespace
 
-udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
-                     std::shared_ptr<const tls::context_source> source)
-    : io_(io), svc_(svc), source_(std::move(source)), socket_(net::bind_udp(io, svc.listen)) {}
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source,
+                     tls_leg_parts tls)
+    : io_(io),
+      svc_(svc),
+      source_(std::move(source)),
+      socket_(net::bind_udp(io_, svc.listen)),
+      tls_leg_(tls.leg),
+      tls_source_(std::move(tls.source)),
+      pool_(tls.pool),
+      on_tls_(svc.udp.over_tls) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -55,20 +62,25 @@ std::string udp_relay::bound_address() const {
   return ec ? std::string("unknown") : net::describe(ep);
 }
 
-void udp_relay::start() { asio::co_spawn(io_, receive_loop(), asio::detached); }
+void udp_relay::start() {
+  asio::co_spawn(io_, receive_loop(), asio::detached);
+  if (svc_.udp.over_tls) pool_->start();  // connections ready before the first datagram
+}
 
 void udp_relay::stop() {
   stopping_ = true;
   std::vector<udp_flow*> live;
   for (auto& [key, f] : flows_) live.push_back(f);
-  for (auto* f : live) end(*f, "shutdown", true);
+  for (auto* f : live) end(*f, "shutdown", true, mux::reset_code::shutdown);
   std::error_code ignored;
   socket_.close(ignored);
+  if (pool_) pool_->stop();  // after the flows' FLOW_CLOSE frames, which go out first
   ops::info("udp service stopped")
       .kv("dropped_oversize", oversize_.total())
       .kv("dropped_queue_full", queue_full_.total())
       .kv("dropped_flow_limit", flow_limit_.total())
       .kv("dropped_empty", empty_.total())
+      .kv("dropped_mux_queue_full", mux_queue_full_.total())
       .kv("dropped_send_failed", send_failed_.total());
 }
 
@@ -111,19 +123,14 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
 }
 
 void udp_relay::send_secure(udp_flow& f, std::span<const unsigned char> d) {
+  if (f.over_tls) return send_over_tls(f, d);
   // DTLS cannot carry an empty datagram (mbedTLS skips empty records).
   if (d.empty()) return net::log_drop(empty_, "datagram dropped: empty", f.legacy, 0);
   // Never split or truncate: a datagram that does not fit one record for the MTU is lost
   // whole and counted.
   if (d.size() > f.tls->max_payload()) {
-    if (oversize_.count())
-      ops::warn("datagram dropped: larger than the DTLS payload for --mtu")
-          .kv("peer", f.rec.peer)
-          .kv("size", static_cast<std::uint64_t>(d.size()))
-          .kv("max", static_cast<std::uint64_t>(f.tls->max_payload()))
-          .kv("dropped_since_last_log", oversize_.since_last_log())
-          .kv("dropped_total", oversize_.total());
-    return;
+    return net::log_oversize(oversize_, "datagram dropped: larger than the DTLS payload for --mtu", f.rec.peer,
+                             d.size(), f.tls->max_payload());
   }
   const int rc = f.tls->write(d);
   flush(f);
@@ -166,12 +173,13 @@ void udp_relay::read_records(udp_flow& f) {
   }
 }
 
-void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
+void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer, mux::reset_code code) {
   if (f.ended) return;
   f.ended = true;
   if (auto it = flows_.find(f.key); it != flows_.end() && it->second == &f) flows_.erase(it);
   // Tell tunnel-out the session is over so it frees the flow now, not at its idle expiry.
   if (notify_peer && f.tls && f.tls->handshake_done() && f.tls->close_notify() == 0) flush(f);
+  if (notify_peer && f.mux) f.mux->close(code, reason);
   if (f.ready) ops::log_flow_closed(f.rec, reason);
   f.queued.clear();
   std::error_code ignored;
@@ -182,8 +190,20 @@ void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
 asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
   using namespace asio::experimental::awaitable_operators;
   udp_flow& f = *owned;
+  if (on_tls_) {
+    co_await run_tls_flow(f, nullptr);
+    co_return;
+  }
   if (!co_await open_session(f)) co_return;
-  if (!co_await handshake(f)) co_return;
+  const auto hs = co_await handshake(f);
+  if (hs == handshake_end::failed) co_return;
+  if (hs == handshake_end::silent) {  // UDP seems blocked: over TLS, if that works
+    std::error_code ignored;
+    f.secure.close(ignored);
+    f.tls.reset();
+    if (mux::session* s = co_await fall_back(f)) co_await run_tls_flow(f, s);
+    co_return;
+  }
   f.rec.identity = f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown");
   ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
   f.ready = true;
@@ -218,7 +238,7 @@ asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
     f.tls->on_timer_change([&f] { f.wake.cancel(); });
     co_return !f.ended;
   }
-  if (!f.ended) {
+  if (!f.ended && !f.probe) {
     ops::warn("tunnel-out unreachable")
         .kv("peer", f.rec.peer)
         .kv("connect", f.rec.target)
@@ -228,14 +248,29 @@ asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
   co_return false;
 }
 
-asio::awaitable<bool> udp_relay::handshake(udp_flow& f) {
+namespace {
+
+// "... within 10s", the way a silent handshake is described.
+std::string no_answer(std::chrono::milliseconds limit) {
+  return "no answer from tunnel-out's UDP port within " + config::format_duration(limit);
+}
+
+}  // namespace
+
+asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
   using namespace asio::experimental::awaitable_operators;
   const auto limit = f.started + svc_.limits.handshake;
   std::string failure;
   while (!f.ended) {
+    // Another flow found UDP blocked and the service moved to TLS: a flow that has heard
+    // nothing yet follows it rather than waiting out its own timeout.
+    if (on_tls_ && !f.heard && !f.probe) {
+      failure = "the service moved to TLS";
+      break;
+    }
     const int rc = f.tls->handshake();
     flush(f);
-    if (rc == 0) co_return true;
+    if (rc == 0) co_return handshake_end::done;
     if (rc != MBEDTLS_ERR_SSL_WANT_READ) {
       const std::string verify = f.tls->verify_failure();
       failure = verify.empty() ? mbedtls_reason(rc) : verify;
@@ -245,6 +280,7 @@ asio::awaitable<bool> udp_relay::handshake(udp_flow& f) {
     std::error_code rec;
     const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
     if (!rec) {
+      f.heard = true;
       f.tls->feed(std::span<const unsigned char>(datagram_.data(), n));
       continue;
     }
@@ -254,7 +290,7 @@ asio::awaitable<bool> udp_relay::handshake(udp_flow& f) {
     }
     const auto now = clock::now();
     if (now >= limit) {
-      failure = "handshake timeout";
+      failure = f.heard ? std::string("handshake timeout") : no_answer(svc_.limits.handshake);
       break;
     }
     f.wake.expires_at(std::min(limit, std::max(f.tls->timer_deadline(), now + timer_recheck)));
@@ -262,17 +298,22 @@ asio::awaitable<bool> udp_relay::handshake(udp_flow& f) {
     // deadline or end() (which cancels the timer), whichever comes first.
     co_await (f.secure.async_wait(net::udp::socket::wait_read, as_result) || f.wake.async_wait(as_result));
   }
-  if (!f.ended) {
-    const auto& server = f.tls->peer();
-    ops::warn("handshake with tunnel-out failed")
-        .kv("peer", f.rec.peer)
-        .kv("connect", f.rec.target)
-        .kv("identity", server ? server->describe() : std::string("unknown"))
-        .kv("reason", failure)
-        .kv("queued_dropped", static_cast<std::uint64_t>(f.queued.size()));
-    end(f, "handshake failed", false);
+  if (f.ended) co_return handshake_end::failed;
+  // Nothing at all came back (no HelloVerifyRequest, no alert): UDP may be blocked on the
+  // way. With a TLS leg the caller tries that; the flow stays up meanwhile.
+  if (!f.heard && tls_leg_) {
+    f.silence = failure;
+    co_return handshake_end::silent;
   }
-  co_return false;
+  const auto& server = f.tls->peer();
+  ops::event(f.probe ? spdlog::level::debug : spdlog::level::warn, "handshake with tunnel-out failed")
+      .kv("peer", f.rec.peer)
+      .kv("connect", f.rec.target)
+      .kv("identity", server ? server->describe() : std::string("unknown"))
+      .kv("reason", failure)
+      .kv("queued_dropped", static_cast<std::uint64_t>(f.queued.size()));
+  end(f, "handshake failed", false);
+  co_return handshake_end::failed;
 }
 
 asio::awaitable<void> udp_relay::secure_to_legacy(udp_flow& f) {
@@ -317,21 +358,26 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f) {
 }
 
 std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::context_source> source) {
-  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
+                                     std::shared_ptr<const tls::context_source> source, udp_relay::tls_leg_parts tls) {
+  const config::service* tls_leg = tls.leg;
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source), std::move(tls));
+  const bool over_tls = svc.udp.over_tls;
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("service", svc.name.empty() ? "(none)" : svc.name)
       .kv("connect", svc.target.to_string())
       .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
       .kv("transport", "udp")
-      .kv("tls", "DTLS 1.2")
+      .kv("tls", over_tls ? "TLS (mux datagram frames)" : "DTLS 1.2")
+      .kv("tls_fallback", over_tls || !tls_leg ? std::string("off") : tls_leg->target.to_string())
       .kv("mtu", static_cast<std::uint64_t>(svc.udp.mtu))
       .kv("max_flows", static_cast<std::uint64_t>(svc.udp.max_flows))
       .kv("flow_idle_timeout", config::format_duration(svc.udp.flow_idle));
   relay->start();
   // All flows live on the main context, where the shutdown hook runs too.
   rt.on_shutdown([r = relay.get()] { r->stop(); });
+  // Their goodbyes over TLS must still reach tunnel-out after the hook.
+  if (tls_leg) rt.hold_shutdown_while([r = relay.get()] { return r->live_tls_connections() > 0; });
   return relay;
 }
 

@@ -1,9 +1,11 @@
 // tunnel-out: accepts mutually authenticated TLS and relays to plaintext legacy servers.
 #include <iostream>
+#include <map>
 
 #include "config/cli.hpp"
 #include "config/duration.hpp"
 #include "net/listener.hpp"
+#include "net/udp_socket.hpp"
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
 #include "ops/runtime.hpp"
@@ -25,14 +27,32 @@ void log_listening(const server::port& p, const net::generic_acceptor& acceptor)
         .kv("listen", net::bound_address(acceptor))
         .kv("service", svc->name.empty() ? "(any)" : svc->name)
         .kv("target", svc->target.to_string())
+        .kv("transport", svc->udp.enabled ? "udp over tls" : "tcp")
         .kv("tls_min", svc->tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
         .kv("threads", static_cast<std::uint64_t>(svc->threads))
         .kv("max_conns", static_cast<std::uint64_t>(svc->max_conns))
         .kv("idle_timeout", config::format_duration(svc->limits.idle));
-    if (svc->tls.routes.front().allow.empty() && svc->files.psk.empty())
+    // A UDP service's DTLS listener warns about it already.
+    if (!svc->udp.enabled && svc->tls.routes.front().allow.empty() && svc->files.psk.empty())
       ops::warn("no allow-list given: every client certificate issued by --ca is admitted")
           .kv("service", svc->name.empty() ? "(any)" : svc->name);
   }
+}
+
+// Where a UDP service binds its DTLS socket: its --listen, except that on port 0 a service
+// whose flows also come over TLS on the same address takes the port number the kernel gave
+// that TLS port, so one host:port serves it over UDP and TCP alike.
+net::address udp_listen_address(const config::service& svc, const std::map<std::string, std::uint16_t>& tls_ports) {
+  net::address at = svc.listen;
+  if (at.port != 0 || !svc.udp.over_tls || svc.udp.tls_listen->to_string() != at.to_string()) return at;
+  if (const auto it = tls_ports.find(at.to_string()); it != tls_ports.end()) at.port = it->second;
+  return at;
+}
+
+std::uint16_t bound_port(const net::generic_acceptor& acceptor) {
+  std::string why;
+  const auto a = net::parse_address(net::bound_address(acceptor), why, true);
+  return a ? a->port : 0;
 }
 
 }  // namespace
@@ -67,13 +87,21 @@ int main(int argc, char** argv) {
     }
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
     ops::reload_credentials(*rt, cfg, reloaded);
-    std::size_t next_source = ports.size();
+    // One flow bound per UDP service, shared by its DTLS flows and its flows over TLS.
+    std::map<const config::service*, std::shared_ptr<server::flow_budget>> budgets;
     for (const auto& svc : cfg.services)
-      if (svc.udp.enabled) udp.push_back(server::serve_udp(*rt, svc, sources[next_source++]));
+      if (svc.udp.enabled) budgets[&svc] = std::make_shared<server::flow_budget>(svc.udp.max_flows);
+    // TLS ports first: a UDP service on port 0 then binds the port number its TLS port got.
+    std::map<std::string, std::uint16_t> tls_ports;
     for (std::size_t i = 0; i < ports.size(); ++i) {
-      const server::port& p = ports[i];
+      server::port& p = ports[i];
       const auto source = sources[i];
-      auto acceptor = ops::listen_or_inherit(rt->main_context(), p.first().listen);
+      for (const auto* svc : p.services)
+        p.udp.push_back(svc->udp.enabled ? std::make_shared<server::udp_route>(server::udp_route{
+                                               net::resolve_udp(rt->main_context(), svc->target, false), budgets[svc]})
+                                         : nullptr);
+      auto acceptor = ops::listen_or_inherit(rt->main_context(), p.address());
+      tls_ports[p.address().to_string()] = bound_port(acceptor);
       log_listening(p, acceptor);
       muxes.push_back(std::make_unique<server::mux_host>(p, source));
       server::mux_host* mux = muxes.back().get();
@@ -90,6 +118,11 @@ int main(int argc, char** argv) {
         return server::relay_connection(p, source->current(), std::move(s), mux);
       });
     }
+    std::size_t next_source = ports.size();
+    for (const auto& svc : cfg.services)
+      if (svc.udp.enabled)
+        udp.push_back(server::serve_udp(*rt, svc, udp_listen_address(svc, tls_ports), sources[next_source++],
+                                        budgets[&svc]));
     operations = std::make_unique<ops::operations>(*rt, proc, ops::readiness_check{});
   } catch (const std::exception& e) {
     std::cerr << "tunnel-out: error: " << e.what() << "\n";

@@ -12,6 +12,8 @@
 #include "net/pump.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "mux_connection.hpp"
+#include "mux_flows.hpp"
 #include "target_leg.hpp"
 
 namespace tunnel::server {
@@ -19,15 +21,6 @@ namespace {
 
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
-
-// What every stream of one connection shares.
-struct connection_info {
-  ops::connection_record rec;
-  std::optional<policy::peer_identity> peer;
-  std::string version, cipher;
-  std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
-  std::size_t live_streams = 0;  // stream coroutines still running (this thread only)
-};
 
 struct stream_count_guard {
   std::atomic<std::size_t>& n;
@@ -56,6 +49,8 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
   const auto route = context->find_route(st->service());
   std::string refusal;
   if (!route) refusal = "unknown service " + st->service();
+  else if (host.services().is_udp(*route))
+    refusal = "service " + host.services().at(*route).name + " carries UDP: open a flow, not a stream";
   else if (conn->peer && !context->admits(*conn->peer, *route))
     refusal = "peer certificate not on the allow-list of service " + host.services().at(*route).name;
   if (!refusal.empty()) {
@@ -163,6 +158,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
     ++conn->live_streams;
     asio::co_spawn(ex, serve_stream(host, conn, std::move(st)), asio::detached);
   });
+  session.on_accept_flow([&host, conn, ex](std::unique_ptr<mux::flow> f) { accept_flow(host, conn, ex, std::move(f)); });
   host.add(&session, ex);
   const std::string reason = co_await session.run();
   host.remove(&session);
@@ -178,6 +174,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
       .kv("identity", rec.identity)
       .kv("reason", reason)
       .kv("streams", session.stats().streams_opened)
+      .kv("flows", session.stats().flows_opened)
       .kv("bytes_sent", session.stats().bytes_sent)
       .kv("bytes_received", session.stats().bytes_received)
       .kv("duration_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count());

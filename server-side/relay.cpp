@@ -65,6 +65,13 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
     secure.close();
     co_return;
   }
+  if (p.is_udp(*route)) {  // its flows travel as mux datagram frames only
+    ops::warn("connection refused").kv("peer", rec.peer).kv("identity", rec.identity)
+        .kv("reason", "service " + p.at(*route).name + " carries UDP: only tunnel-in --udp (over TLS) can use it");
+    ops::metrics::get().count(ops::handshake_failure::policy);
+    secure.close();
+    co_return;
+  }
   const config::service& svc = p.at(*route);
   rec.service = svc.name;
   rec.target = svc.target.to_string();

@@ -32,13 +32,14 @@ std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(
 
 }  // namespace
 
-udp_relay::udp_relay(asio::io_context& io, const config::service& svc,
-                     std::shared_ptr<const tls::context_source> source)
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc, const net::address& listen,
+                     std::shared_ptr<const tls::context_source> source, std::shared_ptr<flow_budget> budget)
     : io_(io),
       svc_(svc),
       source_(std::move(source)),
-      socket_(net::bind_udp(io, svc.listen)),
-      target_(net::resolve_udp(io, svc.target, false)) {}
+      socket_(net::bind_udp(io, listen)),
+      target_(net::resolve_udp(io, svc.target, false)),
+      budget_(std::move(budget)) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -150,7 +151,7 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
     g.output().clear();
     return net::log_drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
   }
-  if (by_cid_.size() >= svc_.udp.max_flows) {
+  if (!budget_->take()) {
     g.output().clear();
     if (flow_limit_.count())
       ops::warn("flow refused: limit reached")
@@ -247,14 +248,8 @@ void udp_relay::forward_to_peer(udp_flow& f, std::span<const unsigned char> payl
   // Never split or truncate: a reply that does not fit one record for the MTU is lost
   // whole, as the network would lose it, and counted.
   if (payload.empty() || payload.size() > f.tls->max_payload()) {
-    if (oversize_.count())
-      ops::warn("datagram dropped: larger than the DTLS payload for --mtu")
-          .kv("peer", f.rec.target)
-          .kv("size", static_cast<std::uint64_t>(payload.size()))
-          .kv("max", static_cast<std::uint64_t>(f.tls->max_payload()))
-          .kv("dropped_since_last_log", oversize_.since_last_log())
-          .kv("dropped_total", oversize_.total());
-    return;
+    return net::log_oversize(oversize_, "datagram dropped: larger than the DTLS payload for --mtu", f.rec.target,
+                             payload.size(), f.tls->max_payload());
   }
   const int rc = f.tls->write(payload);
   send_to_peer(f);
@@ -267,6 +262,7 @@ void udp_relay::forward_to_peer(udp_flow& f, std::span<const unsigned char> payl
 void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
   if (f.ended) return;
   f.ended = true;
+  budget_->give_back();
   by_cid_.erase(f.cid);
   if (auto it = by_addr_.find(f.peer_key); it != by_addr_.end() && it->second == &f) by_addr_.erase(it);
   // Tell tunnel-in the session is gone, so its flow does not wait for replies that will
@@ -317,24 +313,14 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f, bool handshake_phase) {
 }
 
 asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {
-  while (!f.ended) {
-    auto [ec] = co_await f.target.async_wait(net::udp::socket::wait_read, as_result);
-    if (ec || f.ended) co_return;
-    for (int i = 0; i < batch && !f.ended; ++i) {
-      std::error_code rec;
-      const std::size_t n = f.target.receive(asio::buffer(datagram_), 0, rec);
-      if (rec == asio::error::would_block) break;
-      // The target's port is closed (ICMP): it may come back, the flow stays.
-      if (rec == asio::error::connection_refused) continue;
-      if (rec) co_return;
-      forward_to_peer(f, std::span<const unsigned char>(datagram_.data(), n));
-    }
-  }
+  const auto forward = [this, &f](std::span<const unsigned char> d) { forward_to_peer(f, d); };
+  co_await net::receive_connected(f.target, datagram_, f.ended, batch, forward);
 }
 
-std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::context_source> source) {
-  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(source));
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, const net::address& listen,
+                                     std::shared_ptr<const tls::context_source> source,
+                                     std::shared_ptr<flow_budget> budget) {
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, listen, std::move(source), std::move(budget));
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("service", svc.name.empty() ? "(none)" : svc.name)

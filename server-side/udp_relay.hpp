@@ -20,16 +20,20 @@
 #include "tls/context.hpp"
 #include "tls/context_source.hpp"
 #include "tls/dtls_engine.hpp"
+#include "flow_budget.hpp"
 #include "udp_flow.hpp"
 
 namespace tunnel::server {
 
 class udp_relay {
  public:
-  // Binds svc.listen (UDP) and resolves svc.target once. Throws std::runtime_error with a
-  // one-line reason. `svc` and `io` must outlive the relay; everything runs on `io`.
-  // `source` gives each new DTLS session the current credentials (swapped on reload).
-  udp_relay(asio::io_context& io, const config::service& svc, std::shared_ptr<const tls::context_source> source);
+  // Binds `listen` (UDP; svc.listen, or the port the kernel chose for it elsewhere) and
+  // resolves svc.target once. Throws std::runtime_error with a one-line reason. `svc` and
+  // `io` must outlive the relay; everything runs on `io`. `source` gives each new DTLS
+  // session the current credentials (swapped on reload); `budget` bounds the service's
+  // flows (shared with its flows over TLS).
+  udp_relay(asio::io_context& io, const config::service& svc, const net::address& listen,
+            std::shared_ptr<const tls::context_source> source, std::shared_ptr<flow_budget> budget);
   ~udp_relay();
   udp_relay(const udp_relay&) = delete;
   udp_relay& operator=(const udp_relay&) = delete;
@@ -63,6 +67,7 @@ class udp_relay {
   std::shared_ptr<const tls::tls_context> gate_context_;  // what gate_ was built from
   net::udp::socket socket_;
   net::udp::endpoint target_;
+  std::shared_ptr<flow_budget> budget_;
   bool stopping_ = false;
   // The cookie gate's context, reset for every unverified ClientHello and handed to a new
   // flow once one comes back with a valid cookie.
@@ -81,7 +86,8 @@ class udp_relay {
 
 // Binds, logs the "listening" line, starts the relay on rt's main context and registers
 // its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
-std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc,
-                                     std::shared_ptr<const tls::context_source> source);
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, const net::address& listen,
+                                     std::shared_ptr<const tls::context_source> source,
+                                     std::shared_ptr<flow_budget> budget);
 
 }  // namespace tunnel::server

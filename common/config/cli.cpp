@@ -54,6 +54,7 @@ void assign_groups(CLI::App& app) {
       {"--close-timeout", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
       {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
+      {"--udp-over-tls", "UDP"}, {"--tls-fallback", "UDP"}, {"--dtls-retry", "UDP"}, {"--tls-listen", "UDP"},
       {"--proxy-protocol", "Plain legs"}, {"--transparent", "Plain legs"},
       {"--accept-proxy-protocol", "Plain legs"}, {"--socket-mode", "Plain legs"}, {"--socket-owner", "Plain legs"},
       {"--mode", "Mux"}, {"--pool", "Mux"}, {"--keepalive", "Mux"}, {"--rotate-after", "Mux"},

@@ -30,6 +30,19 @@ void describe_plain_legs(std::ostringstream& o, const service& svc) {
   o << "socket_owner = " << (p.socket_owner.empty() ? std::string("(unchanged)") : p.socket_owner) << "\n";
 }
 
+void describe_udp_over_tls(std::ostringstream& o, const service& svc) {
+  const auto& u = svc.udp;
+  o << "udp_over_tls = " << (u.over_tls ? "yes" : "no") << "\n";
+  if (svc.side == tls::role::server) {
+    if (u.over_tls) o << "tls_listen = " << u.tls_listen->to_string() << "\n";
+    return;
+  }
+  if (u.over_tls) return;
+  o << "tls_fallback = " << (u.tls_target ? u.tls_target->to_string() : std::string("(off)")) << "\n";
+  if (u.tls_target)
+    o << "dtls_retry = " << format_duration(u.dtls_retry) << (u.dtls_retry.count() ? "" : " (stay on TLS)") << "\n";
+}
+
 }  // namespace
 
 std::string describe(const service& svc) {
@@ -37,7 +50,12 @@ std::string describe(const service& svc) {
   std::ostringstream o;
   o << "role = " << (server ? "tunnel-out" : "tunnel-in") << "\n";
   o << "service = " << (svc.name.empty() ? std::string(server ? "(any)" : "(none)") : svc.name) << "\n";
-  o << "transport = " << (svc.udp.enabled ? "udp (DTLS 1.2)" : "tcp (TLS)") << "\n";
+  o << "transport = "
+    << (!svc.udp.enabled      ? "tcp (TLS)"
+        : !svc.udp.over_tls ? "udp (DTLS 1.2)"
+        : server            ? "udp (DTLS 1.2, and over TLS)"
+                            : "udp (over TLS)")
+    << "\n";
   o << "listen = " << svc.listen.to_string() << "\n";
   o << (server ? "target = " : "connect = ") << svc.target.to_string() << "\n";
   if (!svc.files.psk.empty()) {
@@ -73,6 +91,7 @@ std::string describe(const service& svc) {
   if (svc.udp.enabled) {
     o << "mtu = " << svc.udp.mtu << "\nmax_flows = " << svc.udp.max_flows
       << "\nflow_idle_timeout = " << format_duration(svc.udp.flow_idle) << "\n";
+    describe_udp_over_tls(o, svc);
   }
   describe_plain_legs(o, svc);
   if (svc.bridge) {  // TLS on the legacy leg

@@ -140,7 +140,7 @@ std::string table_name(const service& s) {
 }
 
 // Services on one tunnel-out port share one TLS configuration: these must agree.
-void check_shared_port(const service& first, const service& other) {
+void check_shared_port(const service& first, const service& other, const std::string& port) {
   struct shared {
     const char* flag;
     bool same;
@@ -160,33 +160,43 @@ void check_shared_port(const service& first, const service& other) {
   for (const auto& c : checks)
     if (!c.same)
       throw usage_error(where_of(other, c.flag) + ": differs from " + table_name(first) + ", which listens on " +
-                        first.listen.to_string() + " too (services on one port share its TLS settings)");
+                        port + " too (services on one port share its TLS settings)");
+}
+
+// The TLS (TCP) port a tunnel-out service is reached on: a TCP service's listen, a UDP
+// service's tls-listen with udp-over-tls; none for a DTLS-only service or on tunnel-in.
+std::optional<std::string> tls_port(const service& s) {
+  if (s.side != tls::role::server) return std::nullopt;
+  if (!s.udp.enabled) return s.listen.to_string();
+  if (s.udp.over_tls && s.udp.tls_listen) return s.udp.tls_listen->to_string();
+  return std::nullopt;
+}
+
+// Every listener is one socket per address, except tunnel-out's TLS ports, which carry
+// several services (SNI / mux routing) and then share their TLS settings.
+void check_pair(const service& a, const service& b) {
+  if (a.udp.enabled == b.udp.enabled && a.listen.to_string() == b.listen.to_string()) {
+    const bool own_socket = b.side == tls::role::client || b.udp.enabled;
+    // Port 0: each listener gets a free port of its own (tunnel-out's TCP services on one
+    // such address still share one listener).
+    if (own_socket && (b.listen.is_unix() || b.listen.port != 0))
+      throw usage_error(where_of(b, "--listen") + ": " + b.listen.to_string() + " is already the listener of " +
+                        table_name(a));
+  }
+  const auto pa = tls_port(a), pb = tls_port(b);
+  if (!pa || !pb || *pa != *pb) return;
+  check_shared_port(a, b, *pa);
+  std::string x = a.name, y = b.name;
+  std::transform(x.begin(), x.end(), x.begin(), ::tolower);
+  std::transform(y.begin(), y.end(), y.begin(), ::tolower);
+  if (x == y)
+    throw usage_error(where_of(b, "--service") + ": service name " + b.name + " is also " + table_name(a) + "'s on " +
+                      *pa);
 }
 
 void check_services(const std::vector<service>& all) {
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    for (std::size_t j = 0; j < i; ++j) {
-      const service& a = all[j];
-      const service& b = all[i];
-      if (a.udp.enabled != b.udp.enabled || a.listen.to_string() != b.listen.to_string()) continue;
-      // Port 0: each listener gets a free port of its own (tunnel-out's TCP services on
-      // one such address still share one listener).
-      const bool own_socket = b.side == tls::role::client || b.udp.enabled;
-      if (own_socket && !b.listen.is_unix() && b.listen.port == 0) continue;
-      // tunnel-out's TCP port may carry several services (SNI / mux routing); anything else
-      // is one socket per address.
-      if (own_socket)
-        throw usage_error(where_of(b, "--listen") + ": " + b.listen.to_string() + " is already the listener of " +
-                          table_name(a));
-      check_shared_port(a, b);
-      std::string x = a.name, y = b.name;
-      std::transform(x.begin(), x.end(), x.begin(), ::tolower);
-      std::transform(y.begin(), y.end(), y.begin(), ::tolower);
-      if (x == y)
-        throw usage_error(where_of(b, "--service") + ": service name " + b.name + " is also " + table_name(a) +
-                          "'s on " + b.listen.to_string());
-    }
-  }
+  for (std::size_t i = 0; i < all.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j) check_pair(all[j], all[i]);
 }
 
 }  // namespace

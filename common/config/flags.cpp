@@ -44,6 +44,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   add_mux_flags(app, f.mux, side);
   add_bridge_flags(app, f.bridge, side);
   add_plain_leg_flags(app, f.plain, side);
+  add_udp_tls_flags(app, f.udp_tls, side);
   if (server) {
     app.add_option("--allow-cn", f.allow_cn, "admit clients with this subject CN (repeatable)");
     app.add_option("--allow-dns", f.allow_dns, "admit clients with this DNS SAN (repeatable)");
@@ -201,6 +202,7 @@ service validate(tls::role side, const raw_flags& f) {
   else if (f.log_format == "json") s.log_format = ops::log_format::json;
   else throw usage_error("--log-format " + f.log_format + ": must be text or json");
   validate_udp(f, s);
+  if (auto why = apply_udp_tls_flags(f.udp_tls, s)) throw usage_error(*why);
   if (auto why = apply_trust_flags(f.trust, !f.server_name.empty(), s)) throw usage_error(*why);
   if (auto why = apply_mux_flags(f.mux, s)) throw usage_error(*why);
   if (!f.status.empty()) s.status = address_flag("--status", f.status, true);

@@ -12,6 +12,7 @@
 #include "config/plain_leg_flags.hpp"
 #include "config/service.hpp"
 #include "config/trust_flags.hpp"
+#include "config/udp_tls_flags.hpp"
 
 namespace tunnel::config {
 
@@ -35,6 +36,7 @@ struct raw_flags {
   mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after
   bridge_flags bridge;  // --target-tls..., --listen-cert...
   plain_leg_flags plain;  // --proxy-protocol, --transparent, --accept-proxy-protocol, --socket-*
+  udp_tls_flags udp_tls;  // --udp-over-tls, --tls-fallback, --dtls-retry, --tls-listen
 };
 
 // A mistake in the settings. The message starts with the flag it is about ("--mtu 9: ...").

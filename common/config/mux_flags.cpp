@@ -52,9 +52,10 @@ std::optional<std::string> apply_mux_flags(const mux_flags& f, service& s) {
   else if (f.mode == "raw") m.mode = carry_mode::raw;
   else return "--mode " + f.mode + ": must be auto, mux or raw";
   if (s.udp.enabled && !f.mode.empty() && m.mode == carry_mode::mux)
-    return "--mode mux: UDP is carried in raw mode (DTLS) only in this version";
+    return "--mode mux: not for UDP; --udp-over-tls carries UDP flows over mux connections";
   if (f.pool == 0 || f.pool < -1 || f.pool > 256) return "--pool " + std::to_string(f.pool) + ": must be 1..256";
-  m.pool = f.pool > 0 ? static_cast<std::size_t>(f.pool) : s.threads;
+  // UDP flows all live on one thread: one connection serves them unless --pool says more.
+  m.pool = f.pool > 0 ? static_cast<std::size_t>(f.pool) : s.udp.enabled ? 1 : s.threads;
   if (!f.keepalive.empty()) {
     auto d = parse_duration(f.keepalive);
     if (!d) return "--keepalive " + f.keepalive + ": not a duration (use e.g. 250ms, 10s, 5m, 1h)";

@@ -32,6 +32,14 @@ struct udp_settings {
   std::uint16_t mtu = 1400;                     // largest datagram on the secure leg
   std::size_t max_flows = 0;                    // resolved at start-up when not given
   std::chrono::milliseconds flow_idle = 60s;    // no datagram either way ends a flow
+  // UDP over TLS: flows as datagram frames inside mux connections (config/udp_tls_flags.hpp).
+  // tunnel-in: every flow over TLS; tunnel-out: flows are accepted on tls_listen too.
+  bool over_tls = false;
+  // tunnel-in: where the TLS leg goes (--connect with over_tls; else the fallback address,
+  // nullopt when the fallback is off).
+  std::optional<net::address> tls_target;
+  std::chrono::milliseconds dtls_retry = 60s;   // tunnel-in: back to DTLS after a fallback (0: never)
+  std::optional<net::address> tls_listen;       // tunnel-out with over_tls: its TLS port
 };
 
 // Mux mode (issue 4): many legacy TCP connections as streams over a few long-lived TLS

@@ -48,6 +48,26 @@ std::string_view clamp_text(std::string_view s, std::size_t limit = max_text) {
   return s.substr(0, std::min(s.size(), limit));
 }
 
+// OPEN and FLOW_OPEN share a payload: the service name and the legacy client's address.
+void put_open(std::vector<std::byte>& out, frame_type t, std::uint32_t id, std::string_view service,
+              std::string_view origin) {
+  service = clamp_text(service, max_service_name);
+  origin = clamp_text(origin);
+  header(out, t, 2 + service.size() + origin.size(), id);
+  put8(out, static_cast<std::uint8_t>(service.size()));
+  put_text(out, service);
+  put8(out, static_cast<std::uint8_t>(origin.size()));
+  put_text(out, origin);
+}
+
+// RESET and FLOW_CLOSE share a payload: a code and a reason.
+void put_reason(std::vector<std::byte>& out, frame_type t, std::uint32_t id, reset_code code, std::string_view reason) {
+  reason = clamp_text(reason);
+  header(out, t, 1 + reason.size(), id);
+  put8(out, static_cast<std::uint8_t>(code));
+  put_text(out, reason);
+}
+
 decode_status parse_open(std::span<const std::byte> p, frame& f) {
   if (p.size() < 2) return decode_status::bad_length;
   const std::size_t service_len = std::to_integer<std::size_t>(p[0]);
@@ -98,6 +118,13 @@ decode_status parse_payload(std::span<const std::byte> p, frame& f) {
       if (!has_stream) return decode_status::bad_stream;
       f.payload = p;  // an empty datagram is a valid UDP datagram
       return decode_status::ok;
+    case frame_type::flow_open:
+      if (!has_stream) return decode_status::bad_stream;
+      return parse_open(p, f);
+    case frame_type::flow_close:
+      if (!has_stream) return decode_status::bad_stream;
+      if (p.empty()) return decode_status::bad_length;
+      return parse_reason(p, f);
     case frame_type::ping:
     case frame_type::pong:
       if (has_stream) return decode_status::bad_stream;
@@ -123,7 +150,7 @@ decode_result decode(std::span<const std::byte> in) {
   const std::size_t length = (std::to_integer<std::size_t>(in[2]) << 8) | std::to_integer<std::size_t>(in[3]);
   // Judge the header before waiting for the payload: a bad length must not make the
   // reader wait for bytes that will never form a frame.
-  if (type < static_cast<std::uint8_t>(frame_type::open) || type > static_cast<std::uint8_t>(frame_type::goaway)) {
+  if (type < static_cast<std::uint8_t>(frame_type::open) || type > static_cast<std::uint8_t>(frame_type::last_)) {
     r.status = decode_status::bad_type;
     return r;
   }
@@ -173,13 +200,7 @@ const char* describe(reset_code c) {
 
 void encode_open(std::vector<std::byte>& out, std::uint32_t stream, std::string_view service,
                  std::string_view origin) {
-  service = clamp_text(service, max_service_name);
-  origin = clamp_text(origin);
-  header(out, frame_type::open, 2 + service.size() + origin.size(), stream);
-  put8(out, static_cast<std::uint8_t>(service.size()));
-  put_text(out, service);
-  put8(out, static_cast<std::uint8_t>(origin.size()));
-  put_text(out, origin);
+  put_open(out, frame_type::open, stream, service, origin);
 }
 
 void encode_data(std::vector<std::byte>& out, std::uint32_t stream, std::span<const std::byte> data) {
@@ -191,10 +212,7 @@ void encode_data(std::vector<std::byte>& out, std::uint32_t stream, std::span<co
 void encode_fin(std::vector<std::byte>& out, std::uint32_t stream) { header(out, frame_type::fin, 0, stream); }
 
 void encode_reset(std::vector<std::byte>& out, std::uint32_t stream, reset_code code, std::string_view reason) {
-  reason = clamp_text(reason);
-  header(out, frame_type::reset, 1 + reason.size(), stream);
-  put8(out, static_cast<std::uint8_t>(code));
-  put_text(out, reason);
+  put_reason(out, frame_type::reset, stream, code, reason);
 }
 
 void encode_window(std::vector<std::byte>& out, std::uint32_t stream, std::uint32_t increment) {
@@ -206,6 +224,15 @@ void encode_datagram(std::vector<std::byte>& out, std::uint32_t flow, std::span<
   data = data.first(std::min(data.size(), max_payload));
   header(out, frame_type::datagram, data.size(), flow);
   out.insert(out.end(), data.begin(), data.end());
+}
+
+void encode_flow_open(std::vector<std::byte>& out, std::uint32_t flow, std::string_view service,
+                      std::string_view origin) {
+  put_open(out, frame_type::flow_open, flow, service, origin);
+}
+
+void encode_flow_close(std::vector<std::byte>& out, std::uint32_t flow, reset_code code, std::string_view reason) {
+  put_reason(out, frame_type::flow_close, flow, code, reason);
 }
 
 void encode_ping(std::vector<std::byte>& out, std::uint64_t opaque, bool pong) {

@@ -24,7 +24,8 @@ inline constexpr std::size_t max_service_name = 64;
 inline constexpr std::uint32_t initial_stream_window = 256 * 1024;
 inline constexpr std::uint32_t initial_connection_window = 4 * 1024 * 1024;
 inline constexpr std::uint32_t max_window = 0x7fffffff;
-inline constexpr std::uint32_t max_stream_id = 0x7fffffff;  // ids are 1..2^31-1
+// Flow ids, like stream ids, stay below 2^31.
+inline constexpr std::uint32_t max_id = 0x7fffffff;
 
 enum class frame_type : std::uint8_t {
   open = 1,
@@ -36,6 +37,9 @@ enum class frame_type : std::uint8_t {
   ping = 7,
   pong = 8,
   goaway = 9,
+  flow_open = 10,   // a UDP flow (PROTOCOL.md "Datagrams"): an extension of version 1
+  flow_close = 11,
+  last_ = flow_close,
 };
 
 // Why a stream or connection ends; carried by RESET and GOAWAY.
@@ -53,11 +57,11 @@ enum class reset_code : std::uint8_t {
 
 struct frame {
   frame_type type = frame_type::data;
-  std::uint32_t stream = 0;               // stream id; flow id for datagrams; 0 for the connection
+  std::uint32_t stream = 0;               // stream id; flow id for flow frames; 0 for the connection
   std::span<const std::byte> payload;     // data / datagram bytes
-  std::string_view service, origin;       // open
-  reset_code code = reset_code::cancel;   // reset, goaway
-  std::string_view reason;                // reset, goaway
+  std::string_view service, origin;       // open, flow_open
+  reset_code code = reset_code::cancel;   // reset, goaway, flow_close
+  std::string_view reason;                // reset, goaway, flow_close
   std::uint32_t increment = 0;            // window
   std::uint32_t last_stream = 0;          // goaway: the highest stream id the sender processed
   std::uint64_t opaque = 0;               // ping, pong
@@ -94,6 +98,9 @@ void encode_fin(std::vector<std::byte>& out, std::uint32_t stream);
 void encode_reset(std::vector<std::byte>& out, std::uint32_t stream, reset_code code, std::string_view reason);
 void encode_window(std::vector<std::byte>& out, std::uint32_t stream, std::uint32_t increment);
 void encode_datagram(std::vector<std::byte>& out, std::uint32_t flow, std::span<const std::byte> data);
+void encode_flow_open(std::vector<std::byte>& out, std::uint32_t flow, std::string_view service,
+                      std::string_view origin);
+void encode_flow_close(std::vector<std::byte>& out, std::uint32_t flow, reset_code code, std::string_view reason);
 void encode_ping(std::vector<std::byte>& out, std::uint64_t opaque, bool pong);
 void encode_goaway(std::vector<std::byte>& out, std::uint32_t last_stream, reset_code code,
                    std::string_view reason);

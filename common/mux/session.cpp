@@ -50,6 +50,7 @@ session::session(tls::tls_stream& tls, session_settings settings)
 
 session::~session() {
   end_streams(errc::connection_lost);
+  end_flows(errc::connection_lost, "mux connection closed");
   auto& m = ops::metrics::get();
   m.mux_sessions_active.fetch_sub(1, std::memory_order_relaxed);
   if (ready_) m.mux_sessions_ready.fetch_sub(1, std::memory_order_relaxed);
@@ -59,12 +60,12 @@ void session::mark_ready() {
   if (ready_) return;
   ready_ = true;
   ops::metrics::get().mux_sessions_ready.fetch_add(1, std::memory_order_relaxed);
+  notify_flows();
 }
 
-bool session::usable() const {
-  return !ended_ && !closing_ && !retiring() && failure_.empty() &&
-         streams_.size() < settings_.max_streams;
-}
+bool session::accepting() const { return !ended_ && !closing_ && !retiring() && failure_.empty(); }
+
+bool session::usable() const { return accepting() && streams_.size() < settings_.max_streams; }
 
 asio::awaitable<std::string> session::run() {
   using namespace asio::experimental::awaitable_operators;
@@ -86,12 +87,14 @@ asio::awaitable<std::string> session::run() {
   }
   ended_ = true;
   end_streams(stream_error_ ? stream_error_ : make_error_code(errc::connection_lost));
+  end_flows(stream_error_ ? stream_error_ : make_error_code(errc::connection_lost),
+            failure_.empty() ? std::string_view("mux connection closed") : std::string_view(failure_));
   changed();
   co_return failure_.empty() ? std::string("closed") : failure_;
 }
 
 std::unique_ptr<stream> session::open(std::string_view service, std::string_view origin) {
-  if (!usable() || next_id_ == 0 || next_id_ > max_stream_id) return nullptr;
+  if (!usable() || next_id_ == 0 || next_id_ > max_id) return nullptr;
   auto s = std::make_unique<stream>(*this, next_id_++, writer_wake_.get_executor());
   encode_open(out_, s->id(), service, origin);
   frame_ends_.push_back(out_.size());
@@ -112,7 +115,7 @@ void session::goaway(reset_code code, std::string_view reason) {
     // highest id (nothing failed), keep accepting, and ping. Frames arrive in order, so
     // once the pong is back every such OPEN has arrived, and only then are OPENs refused
     // and the session may close (HTTP/2's graceful shutdown, RFC 9113 6.8).
-    encode_goaway(out_, max_stream_id, code, reason);
+    encode_goaway(out_, max_id, code, reason);
     frame_ends_.push_back(out_.size());
     drain_ping_ = random_nonzero();
     encode_ping(out_, drain_ping_, false);
@@ -262,6 +265,7 @@ asio::awaitable<void> session::writer() {
     }
     sending_.swap(out_);
     sending_ends_.swap(frame_ends_);
+    datagram_bytes_queued_ = 0;  // those datagrams are on their way: the queue is empty again
     // Pack whole frames into records of at most one record's plaintext each.
     records.clear();
     std::size_t record_begin = 0, previous_end = 0;
@@ -351,7 +355,22 @@ bool session::dispatch(const frame& f) {
       on_window(f);
       break;
     case frame_type::datagram:
-      break;  // UDP over mux is not carried by this version: dropped
+      on_datagram(f);
+      break;
+    case frame_type::flow_open:
+      if (settings_.client) {
+        protocol_error("FLOW_OPEN from the server");
+        return false;
+      }
+      if (f.stream <= last_peer_flow_) {
+        protocol_error("flow id not increasing");
+        return false;
+      }
+      on_flow_open(f);
+      break;
+    case frame_type::flow_close:
+      on_flow_close(f);
+      break;
     case frame_type::ping:
       encode_ping(out_, f.opaque, true);
       frame_ends_.push_back(out_.size());
@@ -448,6 +467,12 @@ void session::on_window(const frame& f) {
 
 void session::on_goaway(const frame& f) {
   goaway_received_ = true;
+  // The peer found us breaking the protocol (an older peer meeting frames it does not know,
+  // most likely): say so, rather than "closed" when it hangs up.
+  if (f.code == reset_code::protocol) {
+    fail("the peer reported a protocol error: " + std::string(f.reason), errc::protocol);
+    return;
+  }
   if (settings_.client) {
     // Streams the server never saw will never be served: fail them now.
     std::vector<stream*> unseen;

@@ -5,7 +5,9 @@
 // it wakes are packed into as few TLS records as fit and sent with one socket write.
 //
 // Ownership: the session borrows the tls_stream (the caller keeps both alive until run()
-// returns) and never owns streams; streams register themselves by id.
+// returns) and never owns streams or flows; they register themselves by id.
+// UDP flows (flow.hpp) ride the same connection as DATAGRAM frames: no credit, a bounded
+// queue of their own, dropped rather than delayed.
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mux/flow.hpp"
 #include "mux/frame.hpp"
 #include "mux/stream.hpp"
 #include "tls/tls_stream.hpp"
@@ -34,18 +37,30 @@ struct session_settings {
   // well before: a third of it.
   std::uint64_t rotate_records = 1ull << 23;
   std::size_t max_streams = 1024;                // streams at once on one session
+  // UDP flows at once on one session. Generous: tunnel-out's --max-flows bounds what a flow
+  // really costs (a socket), and tunnel-in's flows of a service share few connections.
+  std::size_t max_flows = 65536;
+  // Bytes of DATAGRAM frames queued for the writer at most; more datagrams are dropped
+  // (they never wait, and never hold up streams).
+  std::size_t datagram_queue_limit = 256 * 1024;
 };
 
 struct session_stats {
   std::uint64_t bytes_sent = 0, bytes_received = 0;  // plaintext, frames included
   std::uint64_t records_sent = 0, records_received = 0;
   std::uint64_t streams_opened = 0;
+  std::uint64_t flows_opened = 0;
+  std::uint64_t datagrams_queue_full = 0;   // dropped: the datagram queue was at its bound
+  std::uint64_t datagrams_unknown_flow = 0; // dropped: for a flow this side does not know
 };
 
 class session {
  public:
   // Called for each stream the peer opens (tunnel-out); takes ownership of the stream.
   using accept_handler = std::function<void(std::unique_ptr<stream>)>;
+  // Called for each UDP flow the peer opens (tunnel-out); takes ownership of the flow. It
+  // must set the flow's handlers before returning: datagrams may follow in the same read.
+  using flow_accept_handler = std::function<void(std::unique_ptr<flow>)>;
 
   session(tls::tls_stream& tls, session_settings settings);
   ~session();
@@ -61,6 +76,10 @@ class session {
   // session no longer takes streams (GOAWAY either way, ended, full).
   std::unique_ptr<stream> open(std::string_view service, std::string_view origin);
   void on_accept(accept_handler h) { on_accept_ = std::move(h); }
+  // tunnel-in: a new UDP flow (FLOW_OPEN queued, datagrams may follow at once). nullptr
+  // when the session takes no new flows (GOAWAY either way, ended, full).
+  std::unique_ptr<flow> open_flow(std::string_view service, std::string_view origin);
+  void on_accept_flow(flow_accept_handler h) { on_accept_flow_ = std::move(h); }
   // Called (on this thread) whenever usable()/ready() may have changed or a stream left.
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
 
@@ -72,11 +91,15 @@ class session {
   bool ended() const { return ended_; }
   bool retiring() const { return goaway_sent_ || goaway_received_; }
   std::size_t stream_count() const { return streams_.size(); }
+  std::size_t flow_count() const { return flows_.size(); }
+  // Why the session failed ("" while it has not).
+  const std::string& failure() const { return failure_; }
   const session_stats& stats() const { return stats_; }
   const tls::tls_stream& tls() const { return tls_; }
 
  private:
   friend class stream;
+  friend class flow;
   // From streams (same thread).
   bool queue_data(stream& s, std::span<const std::byte> data);  // false: outbound full
   void queue_fin(stream& s);
@@ -84,6 +107,9 @@ class session {
   void consumed(stream& s, std::size_t n);
   void forget(stream& s);
   std::int64_t connection_credit() const { return send_credit_; }
+  // From flows (same thread); session_flows.cpp.
+  bool queue_datagram(flow& f, std::span<const std::byte> data);  // false: queue full, dropped
+  void leave(flow& f, reset_code code, std::string_view reason);  // FLOW_CLOSE, forget
 
   asio::awaitable<void> reader();
   asio::awaitable<void> writer();
@@ -93,6 +119,13 @@ class session {
   void on_data(const frame& f);
   void on_window(const frame& f);
   void on_goaway(const frame& f);
+  void on_flow_open(const frame& f);
+  void on_datagram(const frame& f);
+  void on_flow_close(const frame& f);
+  void queue_flow_close(std::uint32_t id, reset_code code, std::string_view reason);
+  void end_flows(std::error_code ec, std::string_view reason);
+  void notify_flows();  // the peer has answered: flows may be waiting for that
+  bool accepting() const;  // new streams and flows may open
   void fail(std::string reason, std::error_code for_streams);
   void protocol_error(std::string reason);
   void wake_writer();
@@ -107,6 +140,10 @@ class session {
   tls::tls_stream& tls_;
   session_settings settings_;
   std::unordered_map<std::uint32_t, stream*> streams_;
+  std::unordered_map<std::uint32_t, flow*> flows_;
+  std::uint32_t next_flow_id_ = 1;   // client: next flow id
+  std::uint32_t last_peer_flow_ = 0; // server: highest flow id opened by the peer
+  std::size_t datagram_bytes_queued_ = 0;  // DATAGRAM frames in out_, not yet handed to the writer
   std::uint32_t next_id_ = 1;        // client: next stream id
   std::uint32_t last_peer_id_ = 0;   // server: highest stream id opened by the peer
   // Connection-level flow control.
@@ -130,6 +167,7 @@ class session {
   std::error_code stream_error_;     // what streams fail with when the session ends
   session_stats stats_;
   accept_handler on_accept_;
+  flow_accept_handler on_accept_flow_;
   std::function<void()> on_change_;
 };
 

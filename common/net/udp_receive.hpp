@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <exception>
 #include <span>
+#include <string>
+#include <system_error>
 
 #include "net/udp_drops.hpp"
 #include "net/udp_socket.hpp"
@@ -24,6 +26,42 @@ inline void log_drop(drop_counter& c, const char* what, const udp::endpoint& fro
       .kv("size", static_cast<std::uint64_t>(size))
       .kv("dropped_since_last_log", c.since_last_log())
       .kv("dropped_total", c.total());
+}
+
+// Counts one datagram dropped for its size (never split or truncated); logs `what` with
+// the size and the limit when the counter says a line is due.
+inline void log_oversize(drop_counter& c, const char* what, const std::string& peer, std::size_t size,
+                         std::size_t max) {
+  if (!c.count()) return;
+  ops::warn(what)
+      .kv("peer", peer)
+      .kv("size", static_cast<std::uint64_t>(size))
+      .kv("max", static_cast<std::uint64_t>(max))
+      .kv("dropped_since_last_log", c.since_last_log())
+      .kv("dropped_total", c.total());
+}
+
+// A connected socket's read loop (a flow's socket towards its target): waits for
+// readability, then reads up to `batch` datagrams without blocking into `buffer` and hands
+// each to `on_datagram(span)`. An ICMP error for an earlier send (connection_refused: the
+// target's port is closed for now, it may come back) is skipped. Returns when `stopped`
+// is set, or the socket's error once it fails or is closed.
+template <class Handler>
+asio::awaitable<std::error_code> receive_connected(udp::socket& socket, std::span<unsigned char> buffer,
+                                                   const bool& stopped, int batch, Handler on_datagram) {
+  while (!stopped) {
+    auto [ec] = co_await socket.async_wait(udp::socket::wait_read, asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return ec;
+    for (int i = 0; i < batch && !stopped; ++i) {
+      std::error_code rec;
+      const std::size_t n = socket.receive(asio::buffer(buffer.data(), buffer.size()), 0, rec);
+      if (rec == asio::error::would_block) break;
+      if (rec == asio::error::connection_refused) continue;
+      if (rec) co_return rec;
+      on_datagram(std::span<const unsigned char>(buffer.data(), n));
+    }
+  }
+  co_return std::error_code{};
 }
 
 // Waits for readability, then reads up to `batch` datagrams without blocking into `buffer`

@@ -4,15 +4,25 @@
 #include "ops/metrics.hpp"
 
 namespace tunnel::ops {
+namespace {
+
+// Who the flow is: the fields both lines start with.
+event& describe_flow(event& line, const flow_record& rec) {
+  line.kv("peer", rec.peer);
+  if (!rec.origin.empty()) line.kv("origin", rec.origin);
+  if (!rec.service.empty()) line.kv("service", rec.service);
+  return line.kv("identity", rec.identity).kv("transport", rec.over_tls ? "tls" : "dtls");
+}
+
+}  // namespace
 
 void log_flow_authorized(const flow_record& rec, const std::string& version, const std::string& ciphersuite,
                          bool connection_id) {
   auto& m = metrics::get();
   m.udp_flows_active.fetch_add(1, std::memory_order_relaxed);
   m.udp_flows_total.fetch_add(1, std::memory_order_relaxed);
-  info("flow authorized")
-      .kv("peer", rec.peer)
-      .kv("identity", rec.identity)
+  auto line = info("flow authorized");
+  describe_flow(line, rec)
       .kv("tls", version)
       .kv("cipher", ciphersuite)
       .kv("connection_id", connection_id ? "yes" : "no");
@@ -28,9 +38,8 @@ void log_flow_closed(const flow_record& rec, const std::string& reason) {
   m.udp_datagrams_down.fetch_add(rec.datagrams_down, std::memory_order_relaxed);
   m.bytes_up.fetch_add(rec.bytes_up, std::memory_order_relaxed);
   m.bytes_down.fetch_add(rec.bytes_down, std::memory_order_relaxed);
-  info("flow closed")
-      .kv("peer", rec.peer)
-      .kv("identity", rec.identity)
+  auto line = info("flow closed");
+  describe_flow(line, rec)
       .kv("target", rec.target)
       .kv("datagrams_up", rec.datagrams_up)
       .kv("datagrams_down", rec.datagrams_down)

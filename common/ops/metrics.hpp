@@ -39,6 +39,7 @@ enum class udp_drop : std::size_t {
   unknown_session,
   flow_limit,
   other,
+  mux_queue_full,  // UDP over TLS: the mux connection's datagram queue was at its bound
   count_
 };
 

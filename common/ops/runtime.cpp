@@ -1,5 +1,7 @@
 #include "ops/runtime.hpp"
 
+#include <algorithm>
+
 #include <csignal>
 #include <thread>
 
@@ -138,7 +140,10 @@ asio::awaitable<void> runtime::reload_loop(std::chrono::milliseconds interval) {
 asio::awaitable<void> runtime::drain() {
   asio::steady_timer tick(co_await asio::this_coro::executor);
   const auto deadline = std::chrono::steady_clock::now() + shutdown_timeout_;
-  while (active_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+  const auto busy = [this] {
+    return active_connections() > 0 || std::any_of(busy_.begin(), busy_.end(), [](const auto& b) { return b(); });
+  };
+  while (busy() && std::chrono::steady_clock::now() < deadline) {
     tick.expires_after(20ms);
     co_await tick.async_wait(as_result);
   }

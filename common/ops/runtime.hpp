@@ -43,6 +43,10 @@ class runtime {
   // the listeners close and before the drain (services without an acceptor, such as UDP,
   // stop there). Call before run(); the hook must not throw.
   void on_shutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
+  // Registers `busy`, asked on the main context during the drain: while it says true the
+  // drain waits (within the shutdown timeout) as for a live connection. For work that is no
+  // accepted connection but must still reach the peer, such as UDP flows' goodbyes over TLS.
+  void hold_shutdown_while(std::function<bool()> busy) { busy_.push_back(std::move(busy)); }
 
   // Registers `hook` to run on the main context on SIGHUP (periodic = false) and, after
   // reload_every(), once per interval (periodic = true). Call before run(); the hook must
@@ -83,6 +87,7 @@ class runtime {
   std::list<net::generic_acceptor> acceptors_;
   std::vector<std::function<void()>> shutdown_hooks_;
   std::vector<std::function<void(bool)>> reload_hooks_;
+  std::vector<std::function<bool()>> busy_;
   std::atomic<std::size_t> active_{0};
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;

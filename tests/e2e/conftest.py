@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import udp_tools  # noqa: E402
 from pki import PKI  # noqa: E402
 
 
@@ -63,6 +64,43 @@ def procs(pki):
             continue  # a start-up error: one plain line on stderr, by design
         for line in proc.lines:
             harness.check_json_log_line(line, proc.binary.name)
+
+
+@pytest.fixture
+def echo():
+    """A UDP echo server: the legacy target of the UDP tests."""
+    e = udp_tools.UdpEcho()
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def relays():
+    """Makes LossyRelay(upstream, ...) between tunnel-in and tunnel-out; closes them all."""
+    made = []
+
+    def make(*args, **kw):
+        r = udp_tools.LossyRelay(*args, **kw)
+        made.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.close()
+
+
+@pytest.fixture
+def client():
+    """A UDP socket standing for one legacy client."""
+    s = udp_tools.udp_socket()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,10 @@
 """End-to-end tests of UDP mode (--udp): the real binaries on loopback, DTLS 1.2 between
-them, a UDP echo server as the legacy target."""
+them, a UDP echo server as the legacy target.
+
+With TUNNEL_UDP_OVER_TLS=1 the same suite runs with --udp-over-tls on both binaries: the
+flows then travel as mux datagram frames over TLS. Tests of DTLS itself (cookies,
+connection IDs, a lossy UDP path between the tunnels, openssl s_client -dtls) are skipped
+then, each saying why."""
 
 from __future__ import annotations
 
@@ -12,54 +17,28 @@ import pytest
 
 import harness
 import udp_tools
-from udp_tools import LossyRelay, UdpEcho, ping, run_flows
+from udp_tools import ping, run_flows
+
+OVER_TLS = os.environ.get("TUNNEL_UDP_OVER_TLS", "") == "1"
+MODE_ARGS = ["--udp", "--udp-over-tls"] if OVER_TLS else ["--udp"]
 
 
-@pytest.fixture
-def echo():
-    e = UdpEcho()
-    try:
-        yield e
-    finally:
-        e.close()
-
-
-@pytest.fixture
-def relays():
-    made = []
-
-    def make(*args, **kw):
-        r = LossyRelay(*args, **kw)
-        made.append(r)
-        return r
-
-    try:
-        yield make
-    finally:
-        for r in made:
-            r.close()
+def dtls_only(why: str):
+    return pytest.mark.skipif(OVER_TLS, reason=f"DTLS-specific ({why}); flows over TLS have none of it")
 
 
 def udp_pair(procs, target, out_args=(), in_args=(), client_cred=None, via=None, level="debug"):
     """tunnel-out --udp in front of `target`, tunnel-in --udp pointing at it (or at the
-    relay `via(out_address)` returns)."""
-    out = procs.tunnel_out(target, "--udp", *out_args, level=level)
+    relay `via(out_address)` returns); both with --udp-over-tls in that mode (tunnel-out
+    then serves TLS on the same host:port, which tunnel-in connects to)."""
+    out = procs.tunnel_out(target, *MODE_ARGS, *out_args, level=level)
     connect = via(out.listen) if via else out.listen
-    tin = procs.tunnel_in(connect, "--udp", *in_args, cred=client_cred, level=level)
+    tin = procs.tunnel_in(connect, *MODE_ARGS, *in_args, cred=client_cred, level=level)
     return out, tin
 
 
 def count(proc, msg: str) -> int:
     return len(proc.logs_with_msg(msg))
-
-
-@pytest.fixture
-def client():
-    s = udp_tools.udp_socket()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_echo_10000_datagrams_over_50_flows(procs, echo):
@@ -77,6 +56,7 @@ def test_echo_10000_datagrams_over_50_flows(procs, echo):
     assert len(echo.sources) == 50
 
 
+@dtls_only("a lossy UDP path between the tunnels; over TLS that path is TCP")
 def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(procs, echo, relays):
     relay = None
 
@@ -101,6 +81,7 @@ def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(pro
     assert echo.received <= res.sent
 
 
+@dtls_only("DTLS connection IDs across a NAT rebinding")
 def test_nat_rebinding_keeps_the_flow_without_a_new_handshake(procs, echo, relays, client):
     relay = None
 
@@ -125,6 +106,7 @@ def test_nat_rebinding_keeps_the_flow_without_a_new_handshake(procs, echo, relay
     assert count(out, "flow closed") == 0
 
 
+@dtls_only("HelloVerifyRequest cookies")
 def test_clienthello_without_cookie_gets_a_small_hello_verify_request_and_no_state(procs, echo, client):
     out = procs.tunnel_out(echo.address, "--udp", "--max-flows", "1")
     hello = udp_tools.capture_client_hello()
@@ -166,6 +148,7 @@ def test_client_not_on_the_allow_list_is_refused(procs, echo, client):
     assert echo.received == 0
 
 
+@dtls_only("openssl s_client -dtls1_2")
 def test_openssl_s_client_dtls12_interoperates(procs, pki, echo):
     out = procs.tunnel_out(echo.address, "--udp")
     host, port = harness.split_address(out.listen)
@@ -185,9 +168,13 @@ def test_openssl_s_client_dtls12_interoperates(procs, pki, echo):
 def test_oversized_datagram_is_dropped_counted_and_the_flow_keeps_working(procs, echo, client):
     out, tin = udp_pair(procs, echo.address, in_args=["--mtu", "1400"])
     assert ping(client, tin.listen, b"first") == b"first"
-    assert ping(client, tin.listen, b"x" * 2000, timeout=1) is None
-    dropped = tin.wait_for_log("datagram dropped: larger than the DTLS payload for --mtu")
-    assert dropped["size"] == 2000 and dropped["dropped_total"] == 1 and dropped["max"] < 1400
+    # Over TLS the limit is one mux frame (16376 bytes), whatever --mtu says.
+    too_big = 20_000 if OVER_TLS else 2000
+    assert ping(client, tin.listen, b"x" * too_big, timeout=1) is None
+    dropped = tin.wait_for_log("datagram dropped: larger than a mux datagram frame" if OVER_TLS
+                               else "datagram dropped: larger than the DTLS payload for --mtu")
+    assert dropped["size"] == too_big and dropped["dropped_total"] == 1
+    assert dropped["max"] == 16376 if OVER_TLS else dropped["max"] < 1400
     big = b"y" * dropped["max"]
     assert ping(client, tin.listen, big) == big
     assert ping(client, tin.listen, b"after") == b"after"
@@ -239,6 +226,7 @@ def test_idle_flows_expire_and_the_next_datagram_opens_a_new_one(procs, echo, cl
     assert count(out, "flow authorized") == 2
 
 
+@dtls_only("DTLS records and connection IDs on tunnel-out's UDP port")
 def test_garbage_and_unknown_connection_ids_are_dropped_without_harm(procs, echo, client):
     out, tin = udp_pair(procs, echo.address)
     assert ping(client, tin.listen, b"before") == b"before"

@@ -29,6 +29,8 @@ std::vector<std::byte> reencode(const frame& f) {
     case frame_type::ping: encode_ping(out, f.opaque, false); break;
     case frame_type::pong: encode_ping(out, f.opaque, true); break;
     case frame_type::goaway: encode_goaway(out, f.last_stream, f.code, f.reason); break;
+    case frame_type::flow_open: encode_flow_open(out, f.stream, f.service, f.origin); break;
+    case frame_type::flow_close: encode_flow_close(out, f.stream, f.code, f.reason); break;
   }
   return out;
 }

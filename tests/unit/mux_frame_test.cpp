@@ -19,6 +19,18 @@ std::span<const std::byte> as_span(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
+// Decodes the frames of a buffer one by one, each required to be well-formed.
+struct frame_reader {
+  std::span<const std::byte> in;
+  frame operator()() {
+    auto r = decode(in);
+    REQUIRE(r.status == decode_status::ok);
+    in = in.subspan(r.consumed);
+    return r.f;
+  }
+  bool done() const { return in.empty(); }
+};
+
 }  // namespace
 
 TEST_CASE("mux frames round-trip through the codec") {
@@ -34,13 +46,7 @@ TEST_CASE("mux frames round-trip through the codec") {
   encode_ping(buf, 42, true);
   encode_goaway(buf, 11, reset_code::shutdown, "bye");
 
-  std::span<const std::byte> in(buf);
-  auto next = [&] {
-    auto r = decode(in);
-    REQUIRE(r.status == decode_status::ok);
-    in = in.subspan(r.consumed);
-    return r.f;
-  };
+  frame_reader next(buf);
   auto f = next();
   CHECK(f.type == frame_type::open);
   CHECK(f.stream == 7);
@@ -72,7 +78,7 @@ TEST_CASE("mux frames round-trip through the codec") {
   CHECK(f.last_stream == 11);
   CHECK(f.code == reset_code::shutdown);
   CHECK(f.reason == "bye");
-  CHECK(in.empty());
+  CHECK(next.done());
 }
 
 TEST_CASE("mux decoder asks for more bytes on every strict prefix") {
@@ -95,7 +101,7 @@ TEST_CASE("mux decoder rejects malformed headers at once") {
   // Unknown type, reserved flags, and a length over the maximum are judged on the header
   // alone: the reader must not wait for a payload that never makes a frame.
   CHECK(decode(bytes({0, 0, 0, 0, 0, 0, 0, 1})).status == decode_status::bad_type);
-  CHECK(decode(bytes({10, 0, 0, 0, 0, 0, 0, 1})).status == decode_status::bad_type);
+  CHECK(decode(bytes({12, 0, 0, 0, 0, 0, 0, 1})).status == decode_status::bad_type);
   CHECK(decode(bytes({2, 1, 0, 1, 0, 0, 0, 1})).status == decode_status::bad_flags);
   CHECK(decode(bytes({2, 0, 0x3f, 0xf9, 0, 0, 0, 1})).status == decode_status::bad_length);
   CHECK(decode(bytes({2, 0, 0xff, 0xff, 0, 0, 0, 1})).status == decode_status::bad_length);
@@ -138,4 +144,56 @@ TEST_CASE("mux encoders cut texts to the protocol's bounds") {
   REQUIRE(r.status == decode_status::ok);
   CHECK(r.f.service.size() == max_service_name);
   CHECK(r.f.origin.size() == max_text);
+}
+
+TEST_CASE("mux flow frames round-trip through the codec") {
+  std::vector<std::byte> buf;
+  const std::string datagram(max_payload, 'd');
+  encode_flow_open(buf, 5, "syslog", "10.0.0.7:514");
+  encode_datagram(buf, 5, as_span(datagram));
+  encode_datagram(buf, 5, {});
+  encode_flow_close(buf, 5, reset_code::timeout, "idle timeout");
+
+  frame_reader next(buf);
+  auto f = next();
+  CHECK(f.type == frame_type::flow_open);
+  CHECK(f.stream == 5);
+  CHECK(f.service == "syslog");
+  CHECK(f.origin == "10.0.0.7:514");
+  f = next();
+  CHECK(f.type == frame_type::datagram);
+  CHECK(f.payload.size() == max_payload);  // the largest datagram fills one TLS record
+  f = next();
+  CHECK(f.type == frame_type::datagram);
+  CHECK(f.payload.empty());  // an empty UDP datagram is carried too
+  f = next();
+  CHECK(f.type == frame_type::flow_close);
+  CHECK(f.code == reset_code::timeout);
+  CHECK(f.reason == "idle timeout");
+  CHECK(next.done());
+}
+
+TEST_CASE("mux flow frames need a flow id and well-formed fields") {
+  // DATAGRAM, FLOW_OPEN and FLOW_CLOSE on id 0
+  CHECK(decode(bytes({6, 0, 0, 1, 0, 0, 0, 0, 'x'})).status == decode_status::bad_stream);
+  CHECK(decode(bytes({10, 0, 0, 3, 0, 0, 0, 0, 1, 'a', 0})).status == decode_status::bad_stream);
+  CHECK(decode(bytes({11, 0, 0, 1, 0, 0, 0, 0, 0})).status == decode_status::bad_stream);
+  // FLOW_OPEN: empty service, bad character, lengths that do not add up, control character in the origin
+  CHECK(decode(bytes({10, 0, 0, 2, 0, 0, 0, 1, 0, 0})).status == decode_status::bad_field);
+  CHECK(decode(bytes({10, 0, 0, 3, 0, 0, 0, 1, 1, ' ', 0})).status == decode_status::bad_field);
+  CHECK(decode(bytes({10, 0, 0, 4, 0, 0, 0, 1, 1, 'a', 2, 'b'})).status == decode_status::bad_length);
+  CHECK(decode(bytes({10, 0, 0, 4, 0, 0, 0, 1, 1, 'a', 1, 0x7f})).status == decode_status::bad_field);
+  // FLOW_CLOSE: empty, unknown code, unprintable reason
+  CHECK(decode(bytes({11, 0, 0, 0, 0, 0, 0, 1})).status == decode_status::bad_length);
+  CHECK(decode(bytes({11, 0, 0, 1, 0, 0, 0, 1, 8})).status == decode_status::bad_field);
+  CHECK(decode(bytes({11, 0, 0, 2, 0, 0, 0, 1, 1, '\r'})).status == decode_status::bad_field);
+  // A datagram over the maximum is judged on the header alone
+  CHECK(decode(bytes({6, 0, 0x3f, 0xf9, 0, 0, 0, 1})).status == decode_status::bad_length);
+}
+
+TEST_CASE("mux datagram encoder never writes a frame larger than a record") {
+  std::vector<std::byte> buf;
+  const std::string big(max_payload + 100, 'z');
+  encode_datagram(buf, 1, as_span(big));
+  CHECK(buf.size() == max_frame_size);
 }

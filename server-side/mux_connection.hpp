@@ -1,0 +1,24 @@
+#pragma once
+// What the streams and flows of one mux connection on tunnel-out share. Touched only on
+// the connection's thread.
+#include <optional>
+#include <string>
+
+#include "net/udp_drops.hpp"
+#include "ops/connection_log.hpp"
+#include "policy/peer_identity.hpp"
+#include "proxy/ip_endpoint.hpp"
+
+namespace tunnel::server {
+
+struct connection_info {
+  ops::connection_record rec;
+  std::optional<policy::peer_identity> peer;
+  std::string version, cipher;
+  std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
+  // Stream and flow coroutines still running: the connection's last line waits for them.
+  std::size_t live_streams = 0;
+  net::drop_counter flows_refused_at_limit{ops::udp_drop::flow_limit};  // rate-limits its warning
+};
+
+}  // namespace tunnel::server
