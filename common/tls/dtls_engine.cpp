@@ -167,6 +167,6 @@ std::string dtls_engine::verify_failure() const {
 
 std::string dtls_engine::version() const { return mbedtls_ssl_get_version(&ssl_); }
 
-std::string dtls_engine::ciphersuite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+std::string dtls_engine::ciphersuite() const { return ciphersuite_name(ssl_); }
 
 }  // namespace tunnel::tls

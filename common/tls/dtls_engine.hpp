@@ -78,7 +78,7 @@ class dtls_engine {
   bool refused_by_policy() const { return refused_by_policy_; }
   std::string verify_failure() const;
   std::string version() const;
-  std::string ciphersuite() const;
+  std::string ciphersuite() const;  // "" until a ServerHello has settled one
 
   // The largest plaintext one write() accepts for the configured MTU and the negotiated
   // cipher (meaningful once the handshake is done).

@@ -180,3 +180,15 @@ TEST_CASE("a server key pin replaces the name check and must match") {
   CHECK(client.refused_by_policy());
   CHECK(client.verify_failure() == "server key does not match any pin");
 }
+
+TEST_CASE("an engine whose handshake failed before a cipher suite was chosen describes itself") {
+  pair_fixture f;
+  tls::engine server(f.server_ctx);
+  const std::string garbage = "GET / HTTP/1.1\r\n\r\n";
+  auto space = server.input_space();
+  std::memcpy(space.data(), garbage.data(), garbage.size());
+  server.commit_input(garbage.size());
+  CHECK(server.handshake() < 0);
+  CHECK(server.ciphersuite().empty());  // mbedTLS has no suite to name: NULL, not a crash
+  CHECK(!server.version().empty());
+}
