@@ -1,27 +1,34 @@
 #!/usr/bin/python3
-"""Writes the seeds of the tls_engine and dtls_record fuzz targets from real handshakes.
+"""Writes the seeds of the tls_engine, dtls_engine and dtls_record fuzz targets from real
+handshakes.
 
 tls_engine: Python's ssl module (OpenSSL) plays both ends of in-memory TLS handshakes with
 the end-to-end tests' throwaway PKI; what one end sent becomes a seed for our engine in the
 other role (see tls_engine_fuzz.cpp for the control byte). dtls_record: a real DTLS 1.2
 ClientHello from `openssl s_client -dtls1_2`, and hand-made records of the other kinds.
-The seeds hold certificates but never a private key.
+dtls_engine: the datagrams `openssl s_server -dtls1_2` sends in a handshake with
+`openssl s_client`, captured by a relay between them. The seeds hold certificates but
+never a private key.
 
-Usage: /usr/bin/python3 tests/fuzz/make_seeds.py   (rewrites tests/fuzz/corpus/{tls_engine,dtls_record})
+Usage: /usr/bin/python3 tests/fuzz/make_seeds.py [tls_engine|dtls_engine|dtls_record]...
+(rewrites the corpora named, or all three)
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import struct
+import subprocess
 import sys
+import time
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 from pki import PKI  # noqa: E402
-from udp_tools import capture_client_hello  # noqa: E402
+from udp_tools import capture_client_hello, udp_socket  # noqa: E402
 
 # Control byte of tls_engine_fuzz.cpp.
 CLIENT, TLS12, MUX = 1, 2, 4
@@ -100,6 +107,10 @@ def contexts(pki: PKI, version: ssl.TLSVersion, alpn: list[str] | None = None, g
     server.maximum_version = version
     if alpn:
         server.set_alpn_protocols(alpn)
+    # No session ticket: a TLS 1.2 server answering a ClientHello that offers one echoes
+    # the extension, which our engine (offering none) refuses before the certificate.
+    client.options |= ssl.OP_NO_TICKET
+    server.options |= ssl.OP_NO_TICKET
     if groups:
         server.set_ecdh_curve(groups)  # a group the client sent no key share for: HelloRetryRequest
     return client, server
@@ -147,6 +158,60 @@ def dtls_seeds() -> dict[str, bytes]:
     }
 
 
+def dtls_server_datagrams(pki: PKI) -> list[bytes]:
+    """What `openssl s_server -dtls1_2` sends during a handshake with client certificates,
+    relayed between it and `openssl s_client` (offering a suite and no extension that
+    our client lacks, so our client gets as far as the certificate)."""
+    relay, probe = udp_socket(), udp_socket()
+    server_port = probe.getsockname()[1]
+    probe.close()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{server_port}", "-quiet", "-no_ticket",
+         "-cert", str(pki.server.cert), "-key", str(pki.server.key), "-CAfile", str(pki.ca_cert), "-Verify", "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # s_server binds
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{relay.getsockname()[1]}", "-quiet",
+         "-no_ticket", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305", "-cert", str(pki.client_a.cert),
+         "-key", str(pki.client_a.key), "-CAfile", str(pki.ca_cert)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    sent_by_server, client_addr = [], None
+    relay.settimeout(1.0)
+    try:
+        while True:
+            try:
+                data, addr = relay.recvfrom(65536)
+            except socket.timeout:
+                break  # the handshake is over
+            if addr[1] == server_port:
+                sent_by_server.append(data)
+                relay.sendto(data, client_addr)
+            else:
+                client_addr = addr
+                relay.sendto(data, ("127.0.0.1", server_port))
+    finally:
+        for p in (client, server):
+            p.kill()
+            p.wait()
+        relay.close()
+    return sent_by_server
+
+
+def length_prefixed(datagrams: list[bytes]) -> bytes:
+    return b"".join(struct.pack(">H", len(d)) + d for d in datagrams)
+
+
+def dtls_engine_seeds(pki: PKI) -> dict[str, bytes]:
+    datagrams = dtls_server_datagrams(pki)
+    return {
+        "openssl_server_flights": length_prefixed(datagrams),
+        "hello_verify_request_only": length_prefixed(datagrams[:1]),
+        "empty_datagram_then_flights": length_prefixed([b""] + datagrams),
+    }
+
+
 def write(target: str, seeds: dict[str, bytes]) -> None:
     directory = HERE / "corpus" / target
     directory.mkdir(parents=True, exist_ok=True)
@@ -157,11 +222,17 @@ def write(target: str, seeds: dict[str, bytes]) -> None:
         print(f"{target}/{name}: {len(data)} bytes")
 
 
-def main() -> None:
+def main(targets: list[str]) -> None:
+    targets = targets or ["tls_engine", "dtls_engine", "dtls_record"]
     with tempfile.TemporaryDirectory(prefix="tunnel-seeds-") as tmp:
-        write("tls_engine", tls_seeds(PKI(Path(tmp))))
-    write("dtls_record", dtls_seeds())
+        pki = PKI(Path(tmp))
+        if "tls_engine" in targets:
+            write("tls_engine", tls_seeds(pki))
+        if "dtls_engine" in targets:
+            write("dtls_engine", dtls_engine_seeds(pki))
+    if "dtls_record" in targets:
+        write("dtls_record", dtls_seeds())
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

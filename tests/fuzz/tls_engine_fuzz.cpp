@@ -10,24 +10,18 @@
 //   bit 2    mux ALPN offered/accepted
 //   bits 3-7 k: bytes per delivery, k*k (0: everything at once)
 #include <mbedtls/ssl.h>
-#include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <memory>
-#include <string>
 
 #include "fuzz_check.hpp"
+#include "fuzz_pki.hpp"
 #include "tls/context.hpp"
-#include "tls/credentials.hpp"
 #include "tls/engine.hpp"
-#include "tls/pki.hpp"
 
 using namespace tunnel;
 
@@ -35,30 +29,8 @@ namespace {
 
 constexpr std::size_t context_kinds = 8;  // bits 0-2 of the control byte
 
-// Fresh certificates in a private directory: credentials::load reads files. The
-// directory is removed once every context has loaded them.
 std::array<std::shared_ptr<const tls::tls_context>, context_kinds> make_contexts() {
-  namespace fs = std::filesystem;
-  spdlog::set_level(spdlog::level::off);  // expiry warnings about hostile certificates
-  tls::init_library();
-  std::string dir_template = (fs::temp_directory_path() / "tunnel-fuzz-XXXXXX").string();
-  const fs::path dir = ::mkdtemp(dir_template.data());
-  auto save = [&](const std::string& name, const std::string& text) {
-    std::ofstream(dir / name) << text;
-    return (dir / name).string();
-  };
-  const auto ca = tls::make_ca({.common_name = "fuzz-ca"});
-  const auto server = tls::issue({.common_name = "tunnel-out", .dns = {"tunnel-out.fuzz"},
-                                  .purpose = tls::usage::server}, ca);
-  const auto client = tls::issue({.common_name = "fuzz-client", .uri = {"spiffe://fuzz/client"},
-                                  .purpose = tls::usage::client}, ca);
-  const std::string ca_file = save("ca.crt", ca.cert_pem);
-  const auto server_creds = tls::credentials::load(
-      {save("server.crt", server.cert_pem), save("server.key", server.key_pem), ca_file});
-  const auto client_creds = tls::credentials::load(
-      {save("client.crt", client.cert_pem), save("client.key", client.key_pem), ca_file});
-  fs::remove_all(dir);
-
+  const auto creds = fuzz::make_credentials();
   std::array<std::shared_ptr<const tls::tls_context>, context_kinds> out;
   for (std::size_t kind = 0; kind < context_kinds; ++kind) {
     tls::tls_options o;
@@ -68,7 +40,7 @@ std::array<std::shared_ptr<const tls::tls_context>, context_kinds> make_contexts
     o.mux_alpn = kind & 4;
     if (client_side) o.server_name = "tunnel-out.fuzz";
     else o.allow.cn = {"fuzz-client"};  // an allow-list, so the policy check runs too
-    out[kind] = std::make_shared<tls::tls_context>(o, client_side ? client_creds : server_creds);
+    out[kind] = std::make_shared<tls::tls_context>(o, client_side ? creds.client : creds.server);
   }
   return out;
 }
