@@ -45,7 +45,8 @@ class dtls_engine {
   // Forgets the handshake in progress (and any input and output) for a new one.
   int reset();
 
-  // The next datagram mbedTLS will read; replaces one not yet read (it was stale).
+  // The next datagram mbedTLS will read; replaces one not yet read (it was stale). An empty
+  // datagram is ignored (it holds no record).
   void feed(std::span<const unsigned char> datagram);
 
   // mbedTLS codes: 0 / byte counts, MBEDTLS_ERR_SSL_WANT_READ when a datagram is needed,
