@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing tunnel-in/tunnel-out needs, on Debian 12 or newer.
 # Idempotent, non-interactive; must run as root (or with sudo available).
+# --sanitizers adds what scripts/sanitizers.sh needs: clang, its sanitizer and libFuzzer
+# runtimes (libclang-rt-dev) and llvm-symbolizer (readable stack traces in reports).
 set -euo pipefail
 
 SUDO=""
@@ -10,6 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(build-essential cmake ninja-build pkg-config libasio-dev libcli11-dev libspdlog-dev
           libfmt-dev doctest-dev libtomlplusplus-dev libmbedtls-dev openssl python3 python3-pytest
           python3-cryptography python3-yaml iproute2 procps)
+if [ "${1:-}" = "--sanitizers" ]; then PACKAGES+=(clang libclang-rt-dev llvm); fi
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 

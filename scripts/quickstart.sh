@@ -10,7 +10,7 @@ if [ -z "${TUNNEL_SKIP_SETUP:-}" ]; then
   bash scripts/install-deps.sh
   bash scripts/build.sh >/dev/null
 fi
-BIN="$ROOT/build/bin"
+BIN="${TUNNEL_BIN_DIR:-$ROOT/build/bin}"  # ctest sets it per build directory
 PY=/usr/bin/python3
 
 WORK="$(mktemp -d /tmp/tunnel-quickstart.XXXXXX)"

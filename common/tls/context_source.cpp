@@ -83,6 +83,8 @@ void context_source::describe_loaded(const tls_context& c, const char* message, 
   {
     auto e = ops::info(message);
     if (trigger) e.kv("trigger", trigger);
+    // One service may hold a DTLS and a TLS context (UDP over TLS): say which this is.
+    e.kv("transport", options_.carrier == transport::datagram ? "dtls" : "tls");
     if (options_.legacy_leg) e.kv("leg", options_.side == role::client ? "target" : "listener");
     if (creds.has_own_cert())
       e.kv("identity", policy::identity_of(creds.leaf()).describe()).kv("serial", serial_of(creds.leaf()));

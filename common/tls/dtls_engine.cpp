@@ -66,6 +66,9 @@ int dtls_engine::recv_cb(void* self, unsigned char* data, std::size_t len) {
   auto* e = static_cast<dtls_engine*>(self);
   if (!e->in_ready_) return MBEDTLS_ERR_SSL_WANT_READ;
   e->in_ready_ = false;
+  // An empty datagram holds no record, and mbedTLS reads a 0 from here as the end of the
+  // connection: anyone able to send one from the peer's address would end a handshake.
+  if (e->in_.empty()) return MBEDTLS_ERR_SSL_WANT_READ;
   // A datagram larger than mbedTLS's record buffer cannot hold a record we accept; handing
   // over a truncated one would only make it fail later, so it is dropped here.
   if (e->in_.size() > len) return MBEDTLS_ERR_SSL_WANT_READ;
@@ -167,6 +170,6 @@ std::string dtls_engine::verify_failure() const {
 
 std::string dtls_engine::version() const { return mbedtls_ssl_get_version(&ssl_); }
 
-std::string dtls_engine::ciphersuite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+std::string dtls_engine::ciphersuite() const { return ciphersuite_name(ssl_); }
 
 }  // namespace tunnel::tls

@@ -45,7 +45,8 @@ class dtls_engine {
   // Forgets the handshake in progress (and any input and output) for a new one.
   int reset();
 
-  // The next datagram mbedTLS will read; replaces one not yet read (it was stale).
+  // The next datagram mbedTLS will read; replaces one not yet read (it was stale). An empty
+  // datagram is ignored (it holds no record).
   void feed(std::span<const unsigned char> datagram);
 
   // mbedTLS codes: 0 / byte counts, MBEDTLS_ERR_SSL_WANT_READ when a datagram is needed,
@@ -78,7 +79,7 @@ class dtls_engine {
   bool refused_by_policy() const { return refused_by_policy_; }
   std::string verify_failure() const;
   std::string version() const;
-  std::string ciphersuite() const;
+  std::string ciphersuite() const;  // "" until a ServerHello has settled one
 
   // The largest plaintext one write() accepts for the configured MTU and the negotiated
   // cipher (meaningful once the handshake is done).

@@ -169,7 +169,7 @@ std::string engine::verify_failure() const {
 
 std::string engine::version() const { return mbedtls_ssl_get_version(&ssl_); }
 
-std::string engine::ciphersuite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+std::string engine::ciphersuite() const { return ciphersuite_name(ssl_); }
 
 std::string engine::alpn() const {
   const char* p = mbedtls_ssl_get_alpn_protocol(&ssl_);

@@ -62,7 +62,7 @@ class engine {
   // Verification failure text ("certificate has expired", "not on the allow-list", ...).
   std::string verify_failure() const;
   std::string version() const;
-  std::string ciphersuite() const;
+  std::string ciphersuite() const;  // "" until a ServerHello has settled one
   // The protocol ALPN settled on ("" when none: raw mode).
   std::string alpn() const;
 

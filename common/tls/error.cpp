@@ -59,4 +59,9 @@ std::error_code make_error_code(tls_errc e) {
   return {static_cast<int>(e), category};
 }
 
+std::string ciphersuite_name(const mbedtls_ssl_context& ssl) {
+  const char* name = mbedtls_ssl_get_ciphersuite(&ssl);
+  return name ? name : "";
+}
+
 }  // namespace tunnel::tls

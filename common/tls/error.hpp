@@ -30,6 +30,10 @@ std::error_code make_error_code(tls_errc e);
 // (client) turned the peer down, which mbedTLS only knows as BADCERT_OTHER.
 std::string describe_verify_failure(const mbedtls_ssl_context& ssl, role side, bool refused_by_policy);
 
+// The negotiated cipher suite's name, or "" before a ServerHello settled one (mbedTLS then
+// returns NULL, which must not reach a std::string).
+std::string ciphersuite_name(const mbedtls_ssl_context& ssl);
+
 }  // namespace tunnel::tls
 
 template <>

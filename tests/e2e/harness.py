@@ -29,6 +29,11 @@ DEFAULT_TIMEOUT = 10.0
 # suite runs with TUNNEL_MODE=raw and TUNNEL_MODE=mux too.
 TUNNEL_MODE = os.environ.get("TUNNEL_MODE", "")
 
+# Worker threads of every tunnel process ("" leaves --threads at its default, the number of
+# cores): the ThreadSanitizer run sets it so connections land on several threads on any
+# machine.
+TUNNEL_THREADS = os.environ.get("TUNNEL_THREADS", "")
+
 
 # --------------------------------------------------------------------------------------
 # Addresses
@@ -108,6 +113,8 @@ class TunnelProcess:
     def __init__(self, binary: Path, args: list[str], name: str | None = None, **popen_kw):
         self.binary = binary
         self.args = list(args)
+        if TUNNEL_THREADS and "--threads" not in self.args and binary in (TUNNEL_IN, TUNNEL_OUT):
+            self.args += ["--threads", TUNNEL_THREADS]
         self.name = name or binary.name
         self.lines: list[str] = []  # every stderr line, raw
         self._cond = threading.Condition()

@@ -358,7 +358,7 @@ def test_compose_and_kubernetes_files_parse_and_use_only_accepted_flags(pki, tmp
 def test_mux_pool_and_streams_show_in_metrics_and_readyz(procs, servers):
     hold = servers.hold()
     out = procs.tunnel_out(hold.address, "--status", "127.0.0.1:0")
-    tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "2", "--status", "127.0.0.1:0")
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "2", "--threads", "2", "--status", "127.0.0.1:0")
     address = status_address(tin)
     deadline = time.monotonic() + 5
     while http_get(address, "/readyz")[0] != 200:  # ready once the pool has answered

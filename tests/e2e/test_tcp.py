@@ -747,7 +747,9 @@ def test_max_conns_closes_extra_connection_at_once(procs, servers, limited):
     if limited == "tunnel-in":
         out, tin = procs.pair(target.address, in_args=["--max-conns", "2"])
     else:
-        out, tin = procs.pair(target.address, out_args=["--max-conns", "2"])
+        # In mux mode tunnel-in keeps a connection per worker (--pool defaults to --threads):
+        # two workers, so its pool fits in tunnel-out's limit on a machine with more cores.
+        out, tin = procs.pair(target.address, out_args=["--max-conns", "2"], in_args=["--threads", "2"])
     proc = tin if limited == "tunnel-in" else out
 
     first, second = connect(tin.address), connect(tin.address)

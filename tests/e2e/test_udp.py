@@ -223,6 +223,8 @@ def test_idle_flows_expire_and_the_next_datagram_opens_a_new_one(procs, echo, cl
     assert closed_out["reason"] in ("idle timeout", "closed by tunnel-in")
     assert "idle timeout" in (closed_in["reason"], closed_out["reason"])
     assert ping(client, tin.listen, b"two") == b"two"
+    # The reply can overtake the harness's reading of tunnel-out's log: wait for the line.
+    out.wait_for_log(lambda r: r.get("msg") == "flow authorized" and r["time"] > closed_out["time"])
     assert count(out, "flow authorized") == 2
 
 

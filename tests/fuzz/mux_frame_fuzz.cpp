@@ -3,19 +3,15 @@
 // re-encoding a decoded frame gives a frame that decodes the same).
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <span>
 #include <vector>
 
+#include "fuzz_check.hpp"
 #include "mux/frame.hpp"
 
 using namespace tunnel::mux;
 
 namespace {
-
-void check(bool ok) {
-  if (!ok) std::abort();
-}
 
 std::vector<std::byte> reencode(const frame& f) {
   std::vector<std::byte> out;
@@ -38,16 +34,18 @@ std::vector<std::byte> reencode(const frame& f) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data), size);
+  auto in = fuzz::bytes(data, size);
   while (!in.empty()) {
     const auto r = decode(in);
     if (r.status != decode_status::ok) break;
-    check(r.consumed >= header_size && r.consumed <= max_frame_size && r.consumed <= in.size());
+    fuzz::check(r.consumed >= header_size && r.consumed <= max_frame_size && r.consumed <= in.size(),
+                "a decoded frame lies within the input and the frame size limit");
     const auto again = reencode(r.f);
-    check(again.size() == r.consumed);
+    fuzz::check(again.size() == r.consumed, "re-encoding a frame gives as many bytes as were decoded");
     const auto r2 = decode(again);
-    check(r2.status == decode_status::ok && r2.consumed == again.size() && r2.f.type == r.f.type &&
-          r2.f.stream == r.f.stream);
+    fuzz::check(r2.status == decode_status::ok && r2.consumed == again.size() && r2.f.type == r.f.type &&
+                    r2.f.stream == r.f.stream,
+                "a re-encoded frame decodes to the same frame");
     in = in.subspan(r.consumed);
   }
   return 0;

@@ -151,3 +151,20 @@ TEST_CASE("a client refused by the allow-list fails the handshake") {
   CHECK_FALSE(p.handshake());
   CHECK(p.server->refused_by_policy());
 }
+
+TEST_CASE("an empty datagram is ignored: it neither ends the session nor the handshake") {
+  dtls_pair p;
+  REQUIRE(p.client->handshake() == MBEDTLS_ERR_SSL_WANT_READ);
+  p.client->feed({});  // anyone can send tunnel-in a 0-byte datagram from tunnel-out's address
+  CHECK(p.client->handshake() == MBEDTLS_ERR_SSL_WANT_READ);
+
+  dtls_pair q;
+  REQUIRE(q.handshake());
+  q.client->feed({});
+  unsigned char buf[64];
+  CHECK(q.client->read({buf, sizeof buf}) == MBEDTLS_ERR_SSL_WANT_READ);
+  const unsigned char msg[] = "after";
+  REQUIRE(q.server->write({msg, 5}) == 5);
+  q.client->feed(q.server->output().front());
+  CHECK(q.client->read({buf, sizeof buf}) == 5);
+}

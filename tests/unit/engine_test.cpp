@@ -198,3 +198,15 @@ TEST_CASE("a record announced longer than TLS allows fails the handshake at once
   CHECK(out[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL);
   CHECK(out[6] == MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW);
 }
+
+TEST_CASE("an engine whose handshake failed before a cipher suite was chosen describes itself") {
+  pair_fixture f;
+  tls::engine server(f.server_ctx);
+  const std::string garbage = "GET / HTTP/1.1\r\n\r\n";
+  auto space = server.input_space();
+  std::memcpy(space.data(), garbage.data(), garbage.size());
+  server.commit_input(garbage.size());
+  CHECK(server.handshake() < 0);
+  CHECK(server.ciphersuite().empty());  // mbedTLS has no suite to name: NULL, not a crash
+  CHECK(!server.version().empty());
+}
