@@ -34,11 +34,14 @@ bool is_refusal(mux::reset_code code) {
 std::size_t udp_relay::live_tls_connections() const { return pool_ ? pool_->live_sessions() : 0; }
 
 void udp_relay::tls_failed(udp_flow& f, const std::string& reason, const std::string& identity) {
+  // After a silent DTLS handshake say both, so the operator sees that UDP was tried first.
+  const std::string both =
+      f.silence.empty() ? reason : f.silence + "; TLS to " + tls_leg_->target.to_string() + ": " + reason;
   ops::warn("handshake with tunnel-out failed")
       .kv("peer", f.rec.peer)
       .kv("connect", tls_leg_->target.to_string())
       .kv("identity", identity)
-      .kv("reason", reason)
+      .kv("reason", both)
       .kv("queued_dropped", static_cast<std::uint64_t>(f.queued.size()));
   end(f, "handshake failed", false);
 }
@@ -57,7 +60,6 @@ asio::awaitable<mux::session*> udp_relay::fall_back(udp_flow& f) {
     co_return nullptr;
   }
   if (!got.session) {
-    // Neither way through: say both, so the operator sees that UDP was tried first.
     std::string tls_reason;
     if (!got.attempt.secure) {
       tls_reason = (got.attempt.unreachable ? "unreachable: " : "") + got.attempt.reason;
@@ -65,10 +67,10 @@ asio::awaitable<mux::session*> udp_relay::fall_back(udp_flow& f) {
       tls_reason = "it does not offer mux mode (ALPN tunnel-mux/1)";
       got.attempt.secure->close();
     }
-    tls_failed(f, f.silence + "; TLS to " + tls_leg_->target.to_string() + ": " + tls_reason, got.attempt.identity);
+    tls_failed(f, tls_reason, got.attempt.identity);
     co_return nullptr;
   }
-  if (!on_tls_) switch_to_tls(f.silence);
+  // The service switches once this flow is authorized over TLS (run_tls_flow).
   co_return got.session;
 }
 
@@ -136,6 +138,9 @@ asio::awaitable<void> udp_relay::run_tls_flow(udp_flow& f, mux::session* session
   const std::string_view service = svc_.name.empty() ? unnamed_service : std::string_view(svc_.name);
   f.mux = session->open_flow(service, f.rec.peer);
   if (!f.mux) {
+    if (session->ready() && !session->peer_carries_flows())
+      co_return tls_failed(f, "tunnel-out does not carry UDP flows over TLS (it is older than tunnel-in)",
+                           identity_of(session->tls()));
     ops::warn("tunnel-out unreachable").kv("peer", f.rec.peer).kv("connect", f.rec.target).kv("error", "no mux connection available");
     co_return end(f, "tunnel-out unreachable", false);
   }
@@ -158,6 +163,8 @@ asio::awaitable<void> udp_relay::run_tls_flow(udp_flow& f, mux::session* session
   if (!f.mux->ready())
     co_return tls_failed(f, f.mux->ended() ? f.mux->reason() : "no answer from tunnel-out within --handshake-timeout",
                          f.rec.identity);
+  // A fallback is decided here: TLS carried a flow, not just a handshake.
+  if (!on_tls_ && !f.silence.empty()) switch_to_tls(f.silence);
   ops::log_flow_authorized(f.rec, version, cipher, false);
   f.ready = true;
   f.last_activity = clock::now();

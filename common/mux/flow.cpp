@@ -24,7 +24,7 @@ void flow::close(reset_code code, std::string_view reason) {
   s->leave(*this, code, reason);
 }
 
-bool flow::ready() const { return session_ && session_->ready(); }
+bool flow::ready() const { return session_ && session_->ready() && !open_pending_; }
 
 void flow::deliver(std::span<const std::byte> datagram) {
   if (on_receive_) on_receive_(datagram);

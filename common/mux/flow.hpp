@@ -46,7 +46,7 @@ class flow {
   void on_event(event_handler h) { on_event_ = std::move(h); }
 
   // The carrying session's peer has answered (tunnel-in: tunnel-out accepted our
-  // certificate). False once ended.
+  // certificate) and FLOW_OPEN is out. False once ended.
   bool ready() const;
   bool ended() const { return session_ == nullptr; }
   // Why it ended: the peer's FLOW_CLOSE (code and reason), or the session's end
@@ -71,6 +71,7 @@ class flow {
   session* session_;
   std::uint32_t id_;
   std::string service_, origin_;
+  bool open_pending_ = false;  // FLOW_OPEN waits for the peer's answer (session_flows.cpp)
   std::error_code error_;
   bool closed_by_peer_ = false;
   reset_code peer_code_ = reset_code::cancel;

@@ -26,6 +26,9 @@ inline constexpr std::uint32_t initial_connection_window = 4 * 1024 * 1024;
 inline constexpr std::uint32_t max_window = 0x7fffffff;
 // Flow ids, like stream ids, stay below 2^31.
 inline constexpr std::uint32_t max_id = 0x7fffffff;
+// The flows hello (PROTOCOL.md, "Datagrams"): an empty DATAGRAM on this id, never a real
+// flow's, says "I understand FLOW_OPEN and FLOW_CLOSE". Version-1 receivers drop it.
+inline constexpr std::uint32_t flows_hello_id = 0xffffffff;
 
 enum class frame_type : std::uint8_t {
   open = 1,

@@ -60,6 +60,7 @@ void session::mark_ready() {
   if (ready_) return;
   ready_ = true;
   ops::metrics::get().mux_sessions_ready.fetch_add(1, std::memory_order_relaxed);
+  send_pending_opens();
   notify_flows();
 }
 
@@ -76,6 +77,12 @@ asio::awaitable<std::string> session::run() {
   if (settings_.client) {
     ping_outstanding_ = random_nonzero();
     encode_ping(out_, ping_outstanding_, false);
+    frame_ends_.push_back(out_.size());
+  }
+  // First on the connection, so it precedes our answer to the peer's first ping: by the
+  // time the peer counts us as ready it knows whether we carry flows.
+  if (settings_.carries_flows) {
+    encode_datagram(out_, flows_hello_id, {});
     frame_ends_.push_back(out_.size());
   }
   // `||`: the first coroutine to return (each returns normally, recording any failure)

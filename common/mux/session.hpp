@@ -43,6 +43,9 @@ struct session_settings {
   // Bytes of DATAGRAM frames queued for the writer at most; more datagrams are dropped
   // (they never wait, and never hold up streams).
   std::size_t datagram_queue_limit = 256 * 1024;
+  // This side understands UDP flows and says so with the flows hello (false: behave like
+  // a version-1 peer, for tests).
+  bool carries_flows = true;
 };
 
 struct session_stats {
@@ -76,9 +79,14 @@ class session {
   // session no longer takes streams (GOAWAY either way, ended, full).
   std::unique_ptr<stream> open(std::string_view service, std::string_view origin);
   void on_accept(accept_handler h) { on_accept_ = std::move(h); }
-  // tunnel-in: a new UDP flow (FLOW_OPEN queued, datagrams may follow at once). nullptr
-  // when the session takes no new flows (GOAWAY either way, ended, full).
+  // tunnel-in: a new UDP flow. Before the peer has answered, FLOW_OPEN waits for that
+  // answer: it goes out if the peer's flows hello came first, else the flow fails ("does
+  // not carry UDP flows"); the flow is ready() once FLOW_OPEN is out. nullptr when the
+  // session takes no new flows (GOAWAY either way, ended, full, or a peer known not to
+  // carry flows).
   std::unique_ptr<flow> open_flow(std::string_view service, std::string_view origin);
+  // The peer sent the flows hello: it understands FLOW_OPEN (known once ready()).
+  bool peer_carries_flows() const { return peer_carries_flows_; }
   void on_accept_flow(flow_accept_handler h) { on_accept_flow_ = std::move(h); }
   // Called (on this thread) whenever usable()/ready() may have changed or a stream left.
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
@@ -125,6 +133,7 @@ class session {
   void queue_flow_close(std::uint32_t id, reset_code code, std::string_view reason);
   void end_flows(std::error_code ec, std::string_view reason);
   void notify_flows();  // the peer has answered: flows may be waiting for that
+  void send_pending_opens();  // the peer has answered: FLOW_OPEN for flows opened before
   bool accepting() const;  // new streams and flows may open
   void fail(std::string reason, std::error_code for_streams);
   void protocol_error(std::string reason);
@@ -144,6 +153,7 @@ class session {
   std::uint32_t next_flow_id_ = 1;   // client: next flow id
   std::uint32_t last_peer_flow_ = 0; // server: highest flow id opened by the peer
   std::size_t datagram_bytes_queued_ = 0;  // DATAGRAM frames in out_, not yet handed to the writer
+  bool peer_carries_flows_ = false;        // the peer's flows hello has arrived
   std::uint32_t next_id_ = 1;        // client: next stream id
   std::uint32_t last_peer_id_ = 0;   // server: highest stream id opened by the peer
   // Connection-level flow control.

@@ -61,7 +61,9 @@ struct session_pair {
   std::vector<std::unique_ptr<mux::stream>> streams;     // streams the server accepted (never read)
   std::function<void(mux::flow&)> on_flow;               // what the server does with a new flow
 
-  explicit session_pair(mux::session_settings client_settings = {}) {
+  // `wait_ready`: return once the client session is ready (its peer has answered).
+  explicit session_pair(mux::session_settings client_settings = {}, mux::session_settings server_settings = {},
+                        bool wait_ready = true) {
     tls::tls_options server_opts, client_opts;
     server_opts.side = tls::role::server;
     server_opts.mux_alpn = true;
@@ -89,7 +91,6 @@ struct session_pair {
     REQUIRE(sok);
 
     client_settings.client = true;
-    mux::session_settings server_settings;
     server_settings.client = false;
     client = std::make_unique<mux::session>(*client_tls, client_settings);
     server = std::make_unique<mux::session>(*server_tls, server_settings);
@@ -102,7 +103,7 @@ struct session_pair {
     server->on_accept([this](std::unique_ptr<mux::stream> st) { streams.push_back(std::move(st)); });
     asio::co_spawn(io, run(*client, client_done), asio::detached);
     asio::co_spawn(io, run(*server, server_done), asio::detached);
-    REQUIRE(run_until([&] { return client->ready(); }));
+    if (wait_ready) REQUIRE(run_until([&] { return client->ready(); }));
   }
 
   ~session_pair() {
@@ -241,4 +242,33 @@ TEST_CASE("the end of the connection ends its flows with the reason") {
   CHECK(f->error());
   CHECK_FALSE(f->reason().empty());
   CHECK(p.client->open_flow("syslog", "127.0.0.1:4006") == nullptr);
+}
+
+TEST_CASE("a flow opened before the peer has answered goes out once it has") {
+  session_pair p({}, {}, false);
+  auto f = p.client->open_flow("syslog", "127.0.0.1:4007");
+  REQUIRE(f);
+  CHECK_FALSE(f->ready());  // FLOW_OPEN waits for the peer's answer and its flows hello
+  REQUIRE(p.run_until([&] { return f->ready(); }));
+  CHECK(p.client->peer_carries_flows());
+  CHECK(f->send(bytes("after the answer")) == mux::flow::send_result::sent);
+  REQUIRE(p.run_until([&] { return p.server_got.size() == 1; }));
+  CHECK(p.server_got.front() == "after the answer");
+}
+
+TEST_CASE("a peer without the flows hello never gets a FLOW_OPEN, and its streams carry on") {
+  mux::session_settings old_peer;
+  old_peer.carries_flows = false;  // a version-1 tunnel-out: FLOW_OPEN would end the connection
+  session_pair p({}, old_peer, false);
+  auto f = p.client->open_flow("syslog", "127.0.0.1:4008");
+  REQUIRE(f);
+  REQUIRE(p.run_until([&] { return f->ended(); }));
+  CHECK(f->reason() == "tunnel-out does not carry UDP flows over TLS (it is older than tunnel-in)");
+  CHECK_FALSE(p.client->peer_carries_flows());
+  CHECK(p.client->open_flow("syslog", "127.0.0.1:4009") == nullptr);  // known now: not even tried
+  CHECK(p.server->stats().flows_opened == 0);
+  CHECK(p.server->failure().empty());
+  CHECK(p.client->failure().empty());
+  auto st = p.client->open("syslog", "127.0.0.1:4010");
+  CHECK(st);
 }
