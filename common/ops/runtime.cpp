@@ -29,7 +29,13 @@ using namespace std::chrono_literals;
 runtime::runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout)
     : shutdown_timeout_(shutdown_timeout) {
   if (threads == 0) threads = 1;
-  for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<worker>());
+  for (unsigned i = 0; i < threads; ++i) {
+    workers_.push_back(std::make_unique<worker>());
+    // Set each loop's reactor up now (its epoll, eventfd and timerfd descriptors) rather than
+    // at a worker's first connection: the descriptors a process holds are then known from
+    // start-up, and one at the limit is not found out in the middle of serving.
+    asio::steady_timer warm(workers_.back()->io);
+  }
   // A peer that resets while we write must surface as EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   // Registered now, not when the loop starts: a SIGTERM or SIGHUP that arrives between

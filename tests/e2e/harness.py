@@ -113,7 +113,9 @@ class TunnelProcess:
     def __init__(self, binary: Path, args: list[str], name: str | None = None, **popen_kw):
         self.binary = binary
         self.args = list(args)
-        if TUNNEL_THREADS and "--threads" not in self.args and binary in (TUNNEL_IN, TUNNEL_OUT):
+        # (With --config the file holds --threads too: a flag beside it would be refused.)
+        if (TUNNEL_THREADS and "--threads" not in self.args and "--config" not in self.args
+                and binary in (TUNNEL_IN, TUNNEL_OUT)):
             self.args += ["--threads", TUNNEL_THREADS]
         self.name = name or binary.name
         self.lines: list[str] = []  # every stderr line, raw

@@ -46,7 +46,7 @@ TEST_CASE("mux frames round-trip through the codec") {
   encode_ping(buf, 42, true);
   encode_goaway(buf, 11, reset_code::shutdown, "bye");
 
-  frame_reader next(buf);
+  frame_reader next{buf};
   auto f = next();
   CHECK(f.type == frame_type::open);
   CHECK(f.stream == 7);
@@ -154,7 +154,7 @@ TEST_CASE("mux flow frames round-trip through the codec") {
   encode_datagram(buf, 5, {});
   encode_flow_close(buf, 5, reset_code::timeout, "idle timeout");
 
-  frame_reader next(buf);
+  frame_reader next{buf};
   auto f = next();
   CHECK(f.type == frame_type::flow_open);
   CHECK(f.stream == 5);
