@@ -330,17 +330,23 @@ asio::awaitable<void> session::keepalive() {
 
 // ---- frames from the peer ---------------------------------------------------------------
 
+bool session::peer_may_open(std::uint32_t id, std::uint32_t last, const char* frame_name, const char* id_kind) {
+  // Only tunnel-in opens streams and flows, each with an id above the last one.
+  if (settings_.client) {
+    protocol_error(std::string(frame_name) + " from the server");
+    return false;
+  }
+  if (id <= last) {
+    protocol_error(std::string(id_kind) + " id not increasing");
+    return false;
+  }
+  return true;
+}
+
 bool session::dispatch(const frame& f) {
   switch (f.type) {
     case frame_type::open:
-      if (settings_.client) {
-        protocol_error("OPEN from the server");
-        return false;
-      }
-      if (f.stream <= last_peer_id_) {
-        protocol_error("stream id not increasing");
-        return false;
-      }
+      if (!peer_may_open(f.stream, last_peer_id_, "OPEN", "stream")) return false;
       on_open(f);
       break;
     case frame_type::data:
@@ -365,14 +371,7 @@ bool session::dispatch(const frame& f) {
       on_datagram(f);
       break;
     case frame_type::flow_open:
-      if (settings_.client) {
-        protocol_error("FLOW_OPEN from the server");
-        return false;
-      }
-      if (f.stream <= last_peer_flow_) {
-        protocol_error("flow id not increasing");
-        return false;
-      }
+      if (!peer_may_open(f.stream, last_peer_flow_, "FLOW_OPEN", "flow")) return false;
       on_flow_open(f);
       break;
     case frame_type::flow_close:

@@ -123,6 +123,9 @@ class session {
   asio::awaitable<void> writer();
   asio::awaitable<void> keepalive();
   bool dispatch(const frame& f);  // false: protocol error (already recorded)
+  // An OPEN / FLOW_OPEN may come only from the client, with an id above `last`; else a
+  // protocol error is recorded and false returned.
+  bool peer_may_open(std::uint32_t id, std::uint32_t last, const char* frame_name, const char* id_kind);
   void on_open(const frame& f);
   void on_data(const frame& f);
   void on_window(const frame& f);
