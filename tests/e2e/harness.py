@@ -541,7 +541,11 @@ def make_sender_handler(payload: bytes, shutdown_after_send: bool = True):
 
     def handler(conn: socket.socket, result: ConnResult) -> None:
         def send():
-            conn.sendall(payload)
+            try:
+                conn.sendall(payload)
+            except OSError as e:  # the tunnel reset the connection: result.sent stays 0
+                result.error = f"send: {e}"
+                return
             result.sent = len(payload)
             if shutdown_after_send:
                 conn.shutdown(socket.SHUT_WR)

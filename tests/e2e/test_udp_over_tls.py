@@ -28,30 +28,43 @@ def count(proc, msg: str) -> int:
     return len(proc.logs_with_msg(msg))
 
 
-def free_tcp_port_beside(udp: socket.socket | None = None) -> int:
-    """A port free for TCP on 127.0.0.1 whose UDP twin is `udp`'s port (bound by the test)
-    or free as well."""
+def free_port_pair() -> int:
+    """A port free for TCP on 127.0.0.1 whose UDP twin is free as well."""
     for _ in range(50):
-        if udp is None:
-            probe = udp_tools.udp_socket()
-            port = probe.getsockname()[1]
-            probe.close()
-        else:
-            port = udp.getsockname()[1]
-        with socket.socket() as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                if udp is not None:
-                    raise AssertionError(f"TCP port {port} is taken")
-                continue
-        return port
+        probe = udp_tools.udp_socket()
+        port = probe.getsockname()[1]
+        probe.close()
+        if tcp_port_free(port):
+            return port
     raise AssertionError("no free port pair")
+
+
+def udp_blocker_with_free_tcp_twin() -> tuple[socket.socket, int]:
+    """A bound UDP socket (a firewall that drops: takes datagrams, never answers) whose
+    port is free for TCP on 127.0.0.1. Another test's outgoing connection may hold the
+    first port's TCP twin: then another port is tried."""
+    for _ in range(50):
+        blocker = udp_tools.udp_socket()
+        port = blocker.getsockname()[1]
+        if tcp_port_free(port):
+            blocker.setblocking(False)
+            return blocker, port
+        blocker.close()
+    raise AssertionError("no UDP port with a free TCP twin")
+
+
+def tcp_port_free(port: int) -> bool:
+    with socket.socket() as t:
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_flows_fall_back_to_tls_when_tunnel_out_udp_port_is_closed(procs, echo, client):
     # tunnel-out's DTLS port is elsewhere; on tunnel-in's --connect host:port only TCP answers.
-    port = free_tcp_port_beside()
+    port = free_port_pair()
     out = procs.tunnel_out(echo.address, "--udp", "--udp-over-tls", "--tls-listen", f"127.0.0.1:{port}")
     tin = procs.tunnel_in(f"127.0.0.1:{port}", "--udp")
     started = time.monotonic()
@@ -79,11 +92,9 @@ def test_flows_fall_back_to_tls_when_tunnel_out_udp_port_is_closed(procs, echo, 
 
 
 def test_flows_fall_back_to_tls_when_udp_is_silently_dropped(procs, echo):
-    blocker = udp_tools.udp_socket()  # a firewall that drops: takes datagrams, never answers
-    blocker.setblocking(False)
+    blocker, port = udp_blocker_with_free_tcp_twin()
     a, b = udp_tools.udp_socket(), udp_tools.udp_socket()
     try:
-        port = free_tcp_port_beside(blocker)
         procs.tunnel_out(echo.address, "--udp", "--udp-over-tls", "--tls-listen", f"127.0.0.1:{port}")
         tin = procs.tunnel_in(f"127.0.0.1:{port}", "--udp", "--handshake-timeout", "3s")
         host, lport = harness.split_address(tin.listen)
@@ -244,7 +255,7 @@ def test_flow_of_a_client_off_the_services_allow_list_is_refused(procs, pki, ser
 def test_unknown_service_and_the_wrong_kind_of_service_are_refused(procs, pki, servers, echo, tmp_dir):
     target = servers.counter()
     # Services renamed with `service` log that name: give them addresses of their own.
-    flow_to_tcp = f"127.0.0.1:{free_tcp_port_beside()}"
+    flow_to_tcp = f"127.0.0.1:{free_port_pair()}"
     stream_to_udp = f"127.0.0.1:{harness.free_tcp_port()}"
     out, tin, local = shared_port_configs(
         procs, pki, tmp_dir, echo, target.address,
