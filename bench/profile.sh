@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Where the time goes in raw mode, outside crypto: bulk transfer and a new connection per
-# request, profiled in tunnel-in and tunnel-out.
+# Where the time goes outside crypto: bulk transfer and a new connection per request,
+# profiled in tunnel-in and tunnel-out, in raw mode (default) or mux mode.
 #
-#   bash bench/profile.sh [--bin DIR] [--out DIR]
+#   bash bench/profile.sh [--bin DIR] [--out DIR] [--mode raw|mux] [--only bulk|cpr]
 #
 # Uses perf's hardware counters if `perf stat -e instructions true` works; otherwise
 # valgrind's callgrind (instruction counts, user space only) and, where `perf record -e
@@ -13,10 +13,14 @@ BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 BIN_SRC="$ROOT/build/bin"
 OUT=""
+PROFILE_MODE=raw
+CASES=(bulk cpr)
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN_SRC="$(cd "$2" && pwd)"; shift ;;
     --out) OUT="$2"; shift ;;
+    --mode) case "$2" in raw|mux) PROFILE_MODE="$2" ;; *) echo "profile.sh: --mode raw or mux" >&2; exit 2 ;; esac; shift ;;
+    --only) case "$2" in bulk|cpr) CASES=("$2") ;; *) echo "profile.sh: --only bulk or cpr" >&2; exit 2 ;; esac; shift ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -58,7 +62,7 @@ done
 B="$WORK/bin"
 "$B/tunnel-certs" init --dir "$WORK/pki" >/dev/null
 PKI="$WORK/pki"
-MODE=(); "$B/tunnel-in" --help 2>&1 | grep -q -- '--mode' && MODE=(--mode raw)
+MODE=(--mode "$PROFILE_MODE")
 COMMON=(--log-level warn --shutdown-timeout 1s --handshake-timeout 60s --connect-timeout 60s)
 
 HW=0
@@ -103,7 +107,7 @@ run_case() {
 }
 
 {
-  echo "# Profile of raw mode (tunnel-in → tunnel-out), $(date -Is)"
+  echo "# Profile of $PROFILE_MODE mode (tunnel-in → tunnel-out), $(date -Is)"
   echo
   echo "- binaries: $("$B/tunnel-in" --version 2>&1 | head -1), from $BIN_SRC (mtime $(stat -c %y "$BIN_SRC/tunnel-in" | cut -d. -f1))"
   echo "- perf hardware counters: $([ $HW = 1 ] && echo yes || echo 'no (perf stat -e instructions: not supported)'); sampled cpu-clock: $([ $SAMPLED = 1 ] && echo yes || echo no)"
@@ -113,8 +117,9 @@ run_case() {
 
 if [ $HW = 1 ]; then TOOLS=(perf); else TOOLS=(callgrind); [ $SAMPLED = 1 ] && TOOLS+=(perf); fi
 for tool in "${TOOLS[@]}"; do
-  run_case bulk bulk "$tool"
-  run_case cpr redis "$tool"
+  for c in "${CASES[@]}"; do
+    if [ "$c" = bulk ]; then run_case bulk bulk "$tool"; else run_case cpr redis "$tool"; fi
+  done
 done
 python3 "$BENCH_DIR/profile_report.py" "$OUT" >> "$OUT/profile.md"
 cat "$OUT/profile.md"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The sanitizer runs (CI runs this after scripts/test.sh). Idempotent; reuses its build dirs.
+# The sanitizer runs (scripts/test.sh, the README's test command, runs this after the ctest
+# suite). Idempotent; reuses its build dirs.
 #   build-asan/  clang, AddressSanitizer + UndefinedBehaviorSanitizer and the libFuzzer
 #                targets: the whole ctest suite, each fuzz target fuzzed for a few seconds.
 #   build-tsan/  clang, ThreadSanitizer: the unit tests and the end-to-end suites, every
@@ -16,8 +17,13 @@ ulimit -n 20000 2>/dev/null || true
 
 # -O1 and line tables only: a third faster to compile than -O2 -g, still readable stack
 # traces; a Debug build, so assert() checks too.
+# A build dir configured with another compiler is started afresh (CMake cannot switch).
+# The steps run under `||`, where bash ignores `set -e`: every command checks its status.
 configure() {  # dir, cmake options...
   local dir=$1; shift
+  if [ -f "$dir/CMakeCache.txt" ] && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++' "$dir/CMakeCache.txt"; then
+    rm -rf "$dir"
+  fi
   cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
         -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" "$@" >/dev/null
 }
@@ -49,8 +55,8 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="second_deadlock_stack=1:history_size=4:suppressions=$ROOT/tests/sanitizers/tsan.supp"
 
 asan() {
-  configure build-asan -DTUNNEL_SANITIZE=address -DTUNNEL_FUZZ=ON -DTUNNEL_FUZZ_SECONDS="${TUNNEL_FUZZ_SECONDS:-10}"
-  ninja -C build-asan -j2
+  configure build-asan -DTUNNEL_SANITIZE=address -DTUNNEL_FUZZ=ON -DTUNNEL_FUZZ_SECONDS="${TUNNEL_FUZZ_SECONDS:-10}" || return 1
+  ninja -C build-asan -j2 || return 1
   local status=0
   # Each fuzz target keeps one core busy: two at a time. Then everything else, one by one.
   run_tests build-asan -R '^fuzz_' -j2 || status=1
@@ -61,8 +67,8 @@ asan() {
 }
 
 tsan() {
-  configure build-tsan -DTUNNEL_SANITIZE=thread
-  ninja -C build-tsan -j2 tunnel-in tunnel-out tunnel-certs unit_tests  # what the tests below run
+  configure build-tsan -DTUNNEL_SANITIZE=thread || return 1
+  ninja -C build-tsan -j2 tunnel-in tunnel-out tunnel-certs unit_tests || return 1  # what the tests below run
   # Four workers whatever the machine: connections must land on different threads. (The
   # TCP suite runs in auto mode, which is mux with our tunnel-out, and in raw mode.)
   TUNNEL_THREADS=4 run_tests build-tsan -E '^(fuzz_|quickstart|e2e_tcp_mux|e2e_soak)'

@@ -37,6 +37,7 @@ asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
   for (;;) {
     if (in_begin_ < in_.size()) {
       const std::size_t n = std::min(buffer.size(), in_.size() - in_begin_);
+      if (n == 0) co_return net::io_result{{}, 0};  // an empty buffer asks "readable?" (no memcpy from null)
       std::memcpy(buffer.data(), in_.data() + in_begin_, n);
       in_begin_ += n;
       if (in_begin_ == in_.size()) {

@@ -8,6 +8,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <vector>
 
 namespace tunnel::net {
 namespace {
@@ -31,23 +32,34 @@ std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& t
   return ec;
 }
 
+// The addresses to try for `to`, in order. A numeric host is its own answer: no
+// getaddrinfo on Asio's resolver thread and no two thread hops per connection (most
+// targets are IP literals, and a tunnel with a new connection per request pays this each time).
+asio::awaitable<std::error_code> addresses_of(const address& to, std::vector<generic_endpoint>& out) {
+  std::error_code ec;
+  const auto literal = asio::ip::make_address(to.host, ec);
+  if (!ec) {
+    out.push_back(to_generic(asio::ip::tcp::endpoint(literal, to.port)));
+    co_return std::error_code{};
+  }
+  asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+  auto [rec, results] = co_await resolver.async_resolve(
+      to.host, std::to_string(to.port), asio::ip::resolver_base::numeric_service, as_result);
+  for (const auto& entry : results) out.push_back(to_generic(entry.endpoint()));
+  co_return rec;
+}
+
 // `source`: nullptr for an ordinary connection, else the address to leave from.
 asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpoint* source) {
   auto ex = co_await asio::this_coro::executor;
   dial_result out{{}, generic_socket(ex)};
-  asio::ip::tcp::resolver resolver(ex);
-  auto [rec, results] = co_await resolver.async_resolve(
-      to.host, std::to_string(to.port), asio::ip::resolver_base::numeric_service, as_result);
-  if (rec) {
-    out.ec = rec;
-    co_return out;
-  }
+  std::vector<generic_endpoint> endpoints;
+  if ((out.ec = co_await addresses_of(to, endpoints))) co_return out;
   out.ec = asio::error::host_not_found;
   if (source) out.ec = asio::error::address_family_not_supported;
-  for (const auto& entry : results) {
+  for (const auto& endpoint : endpoints) {
     std::error_code ignored;
     out.socket.close(ignored);
-    const generic_endpoint endpoint = to_generic(entry.endpoint());
     if (source) {
       if (endpoint.data()->sa_family != source->data()->sa_family) continue;
       if ((out.ec = prepare_transparent(out.socket, endpoint, *source))) continue;

@@ -198,7 +198,8 @@ TEST_CASE("v2: malformed headers are invalid, with a reason") {
       {v2_header(0x21, 0x11, inet + std::string("\x01\x00\x05xy", 5)), "TLV"},
       {v2_header(0x21, 0x11, inet + std::string("\x01\x00", 2)), "TLV"},
   };
-  for (const auto& [header, word] : bad) {
+  for (const auto& [header, bad_word] : bad) {
+    const char* word = bad_word;  // INFO captures it: clang 14 cannot capture a structured binding
     const auto d = decode_text(header);
     INFO(word);
     CHECK(d.status == decode_status::invalid);
