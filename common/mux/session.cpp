@@ -227,7 +227,7 @@ asio::awaitable<void> session::reader() {
     }
     filled += r.bytes;
     stats_.bytes_received += r.bytes;
-    ++stats_.records_received;  // a read returns at most one record: never undercounts
+    stats_.records_received = tls_.records_in();  // never undercounts (see tls_stream)
     last_rx_ = clock::now();
     std::size_t begin = 0;
     for (;;) {

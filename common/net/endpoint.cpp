@@ -20,11 +20,6 @@ generic_endpoint unix_endpoint(const std::string& path) {
   return generic_endpoint(ep.data(), ep.size(), 0);
 }
 
-bool is_inet(const generic_endpoint& ep) {
-  const int family = ep.data()->sa_family;
-  return family == AF_INET || family == AF_INET6;
-}
-
 std::string describe(const generic_endpoint& ep) {
   const sockaddr* sa = ep.data();
   char text[INET6_ADDRSTRLEN] = {};
@@ -53,11 +48,10 @@ std::string describe(const generic_endpoint& ep) {
 }
 
 void set_low_latency(generic_socket& s) {
-  std::error_code ec;
-  const auto local = s.local_endpoint(ec);
-  if (ec || !is_inet(local)) return;
+  // No look at the family first (a getsockname per connection): on a Unix socket the
+  // option fails with EOPNOTSUPP, which changes nothing.
   int one = 1;
-  ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  (void)::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 }  // namespace tunnel::net

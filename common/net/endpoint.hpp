@@ -18,9 +18,6 @@ generic_endpoint unix_endpoint(const std::string& path);
 // "127.0.0.1:5000", "[::1]:5000", "unix:/run/x.sock" or "unix" for an unnamed peer.
 std::string describe(const generic_endpoint& ep);
 
-// True for AF_INET / AF_INET6 endpoints (where TCP options apply).
-bool is_inet(const generic_endpoint& ep);
-
 // Best-effort TCP_NODELAY on inet sockets: the tunnel forwards what it reads at once, so
 // Nagle would only add latency to request/response protocols.
 void set_low_latency(generic_socket& s);

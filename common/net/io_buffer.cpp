@@ -5,9 +5,10 @@
 namespace tunnel::net {
 namespace {
 
-// Spares kept per thread: enough for the connections busy at one moment on one worker in
-// ordinary use; beyond that, blocks go back to the allocator (a burst must not pin memory).
-constexpr std::size_t max_spares = 16;
+// Spares kept per thread (256 KiB): enough for the connections busy at one moment on one
+// worker in ordinary use; beyond that, blocks go back to the allocator (a burst must not
+// pin memory).
+constexpr std::size_t max_spares = 4;
 
 std::vector<std::unique_ptr<io_buffer::block>>& spares() {
   thread_local std::vector<std::unique_ptr<io_buffer::block>> list;

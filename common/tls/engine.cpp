@@ -40,8 +40,8 @@ engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn)
 engine::~engine() { mbedtls_ssl_free(&ssl_); }
 
 std::span<std::byte> engine::input_space() {
-  // Socket reads land here before mbedTLS copies them into its record buffer; 16 KiB takes
-  // a full record in one read.
+  // Socket reads land here before mbedTLS copies them into its record buffer; one read
+  // takes several full records (net::io_buffer::size).
   if (!in_) in_.emplace();
   if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
   if (in_end_ == net::io_buffer::size && in_begin_ > 0) {

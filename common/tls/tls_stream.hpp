@@ -5,6 +5,7 @@
 #include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "net/endpoint.hpp"
 #include "net/stream.hpp"
@@ -42,6 +43,9 @@ class tls_stream {
   net::generic_socket& socket() { return socket_; }
   // Ciphertext bytes received so far (zero for a probe that connected and left).
   std::uint64_t raw_bytes_in() const { return raw_in_; }
+  // Records whose data has been read, at least (a record read in pieces counts once per
+  // piece): read_some returns several records' data when they are already here.
+  std::uint64_t records_in() const { return records_in_; }
 
  private:
   asio::awaitable<std::error_code> flush();
@@ -55,6 +59,8 @@ class tls_stream {
   asio::steady_timer flush_done_;  // cancelled to wake writers waiting for a flush
   std::uint64_t raw_in_ = 0;
   std::uint64_t plain_in_ = 0;
+  std::uint64_t records_in_ = 0;
+  std::optional<int> deferred_rc_;  // what ended a batch of records in read_some
   // fill() waits for the socket before taking an input buffer unless a read is likely to
   // succeed at once: the socket was just seen readable, or the last read filled the buffer.
   bool expect_more_ = false;

@@ -364,8 +364,10 @@ def test_mux_pool_and_streams_show_in_metrics_and_readyz(procs, servers):
     while http_get(address, "/readyz")[0] != 200:  # ready once the pool has answered
         assert time.monotonic() < deadline, http_get(address, "/readyz")
         time.sleep(0.1)
-    m = parse_metrics(http_get(address, "/metrics")[1])
-    assert metric(m, "tunnel_mux_sessions", state="ready") == 2
+    # Ready with the first pooled connection up; the second follows on its own worker.
+    while metric(parse_metrics(http_get(address, "/metrics")[1]), "tunnel_mux_sessions", state="ready") != 2:
+        assert time.monotonic() < deadline, http_get(address, "/metrics")[1]
+        time.sleep(0.05)
     with connect(tin.address) as a, connect(tin.address) as b:
         a.sendall(b"x")
         b.sendall(b"y")
