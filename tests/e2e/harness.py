@@ -176,6 +176,15 @@ class TunnelProcess:
     def logs_with_msg(self, msg: str) -> list[dict]:
         return self.find_logs(lambda r: r.get("msg") == msg)
 
+    def wait_for_logs(self, msg: str, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+        """Waits until at least `count` log lines have `msg` (the process may have written
+        them before our reader saw them) and returns them all."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.logs_with_msg(msg)) < count:
+            assert time.monotonic() < deadline, f"{self.name}: {len(found)} of {count} '{msg}' lines:\n" + self.log_text()
+            time.sleep(0.05)
+        return found
+
     def wait_for_log(self, predicate: Callable[[dict], bool] | str, timeout: float = DEFAULT_TIMEOUT) -> dict:
         """Waits for a JSON log line matching `predicate` (or whose msg equals the string)
         and returns it; raises AssertionError with the collected log on timeout."""

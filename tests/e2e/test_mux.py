@@ -87,9 +87,11 @@ def test_stalled_legacy_reader_does_not_slow_another_stream(procs, servers):
     assert elapsed < 15, f"64 MiB beside a stalled stream took {elapsed:.1f}s"
 
     # Memory stays within the windows: the stalled stream holds at most its window in each
-    # process (plus socket buffers), not the 64 MiB the target sent.
+    # process (plus socket buffers), not the 64 MiB the target sent. (Not measurable under
+    # a sanitizer: ASan's quarantine keeps up to 256 MiB of freed blocks resident.)
     grown = rss_kib(tin) - rss_before[0], rss_kib(out) - rss_before[1]
-    assert max(grown) < 24 * 1024, f"RSS grew by {grown} KiB"
+    if not os.environ.get("TUNNEL_SANITIZED"):
+        assert max(grown) < 24 * 1024, f"RSS grew by {grown} KiB"
     stalled.close()
 
 

@@ -85,9 +85,9 @@ def test_flows_fall_back_to_tls_when_tunnel_out_udp_port_is_closed(procs, echo, 
     assert ping(client, tin.listen, b"again") == b"again"
     # Logged once; every flow over TLS; tunnel-out's TLS port carried them.
     assert count(tin, SWITCHED) == 1
-    flows = out.logs_with_msg("flow authorized")
+    flows = out.wait_for_logs("flow authorized", 4)
     assert len(flows) == 4 and all(f["transport"] == "tls" for f in flows)
-    assert all(f["transport"] == "tls" for f in tin.logs_with_msg("flow authorized"))
+    assert all(f["transport"] == "tls" for f in tin.wait_for_logs("flow authorized", 4))
     assert echo.received == 5
 
 
@@ -142,6 +142,7 @@ def test_returns_to_dtls_once_udp_answers_again(procs, echo, relays, client):
     finally:
         fresh.close()
     # The new flow took DTLS; the one already over TLS stays there until it ends.
+    tin.wait_for_logs("flow authorized", 2)
     assert tin.logs_with_msg("flow authorized")[-1]["transport"] == "dtls"
     assert ping(client, tin.listen, b"still tls") == b"still tls"
     # tunnel-out: the first flow over TLS, then DTLS only (the probe, the new flow).
