@@ -14,8 +14,11 @@
 namespace tunnel::tls {
 namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_record_plaintext = 16384;
+// Header, nonce, tag and TLS 1.3's content type, with room to spare, per record.
+constexpr std::size_t record_overhead = 64;
 // Output capacity a connection keeps between writes: one full record and its overhead.
-constexpr std::size_t kept_output_capacity = 16384 + 1024;
+constexpr std::size_t kept_output_capacity = max_record_plaintext + 1024;
 }
 
 std::error_code tls_stream::read_error(int rc) const {
@@ -72,9 +75,18 @@ asio::awaitable<std::error_code> tls_stream::flush() {
   }
 }
 
+void tls_stream::release_idle_output() {
+  // The handshake flights leave both queues with capacity (about 1 KiB on either side):
+  // a connection about to wait for its peer gives it back. Not while a flush is sending
+  // from `sending_`, nor with output queued.
+  if (!flushing_) std::vector<unsigned char>().swap(sending_);
+  if (engine_.output().empty()) std::vector<unsigned char>().swap(engine_.output());
+}
+
 asio::awaitable<std::error_code> tls_stream::fill() {
   if (input_ended_) co_return input_ended_;
   if (!expect_more_) {  // an idle connection waits here holding no input buffer
+    release_idle_output();
     auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
     if (ec) co_return ec;
   }
@@ -89,6 +101,7 @@ asio::awaitable<std::error_code> tls_stream::fill() {
 
 asio::awaitable<net::io_result> tls_stream::wait_readable() {
   if (engine_.has_buffered_input()) co_return net::io_result{};
+  release_idle_output();
   auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
   expect_more_ = !ec;  // the next fill reads at once (and reports any error itself)
   co_return net::io_result{ec, 0};
@@ -148,6 +161,11 @@ asio::awaitable<std::error_code> tls_stream::write_all(std::span<const std::byte
 
 asio::awaitable<std::error_code> tls_stream::write_records(std::span<const std::span<const std::byte>> records) {
   // engine::write never blocks (its output queue grows): encrypt everything, flush once.
+  // The queue is sized up front (it may have been given back while idle): one allocation
+  // per batch, not a doubling copy per record.
+  std::size_t bytes = 0;
+  for (auto data : records) bytes += data.size() + record_overhead * (data.size() / max_record_plaintext + 1);
+  engine_.output().reserve(engine_.output().size() + bytes);
   for (auto data : records) {
     while (!data.empty()) {
       const int rc = engine_.write(data);

@@ -50,6 +50,7 @@ class tls_stream {
  private:
   asio::awaitable<std::error_code> flush();
   asio::awaitable<std::error_code> fill();
+  void release_idle_output();
   std::error_code read_error(int mbedtls_rc) const;
 
   net::generic_socket socket_;
