@@ -1,23 +1,19 @@
 """Helpers for the hardening tests (test_adversarial.py, test_faults.py, test_soak.py):
 what a process holds (descriptors, memory, CPU), its metrics, a packet capture on the
-loopback interface, hand-made TLS records, and a pair of network namespaces joined by a
-veth link.
+loopback interface, and hand-made TLS records. The partition test's namespaces are in
+netns.py.
 
-Builds on harness.py without changing it. Linux only; the capture and the namespaces need
-root (CAP_NET_RAW, CAP_SYS_ADMIN).
+Builds on harness.py without changing it. Linux only; the capture needs root (CAP_NET_RAW).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import harness
@@ -346,101 +342,4 @@ def parse_frame(frame: bytes) -> Packet | None:
     if proto == 17 and len(l4) >= 8:
         sport, dport = struct.unpack("!HH", l4[:4])
         return Packet("udp", sport, dport, l4[8:])
-    return None
-
-
-# --------------------------------------------------------------------------------------
-# Two network namespaces joined by a veth link
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-class NetnsPair:
-    """Namespaces "a" and "b" made for one test, joined by a veth pair with 10.77.0.1 (a)
-    and 10.77.0.2 (b) on a /30 that exists only inside them; loopback up in both. Nothing
-    is routed anywhere else. close() deletes both (and so the link)."""
-
-    SUBNET_A, SUBNET_B = "10.77.0.1", "10.77.0.2"
-
-    def __init__(self):
-        tag = uuid.uuid4().hex[:6]
-        self.names = {"a": f"tun-a-{tag}", "b": f"tun-b-{tag}"}
-        self.links = {"a": f"va{tag}", "b": f"vb{tag}"}
-        self.made: list[str] = []
-        try:
-            for side in ("a", "b"):
-                self._ip("netns", "add", self.names[side])
-                self.made.append(self.names[side])
-            self._ip("link", "add", self.links["a"], "netns", self.names["a"], "type", "veth",
-                     "peer", "name", self.links["b"], "netns", self.names["b"])
-            for side, addr in (("a", self.SUBNET_A), ("b", self.SUBNET_B)):
-                self.run(side, "ip", "link", "set", "lo", "up")
-                self.run(side, "ip", "addr", "add", f"{addr}/30", "dev", self.links[side])
-                self.run(side, "ip", "link", "set", self.links[side], "up")
-        except BaseException:
-            self.close()
-            raise
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-        if r.returncode != 0:
-            raise OSError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-    def run(self, side: str, *argv: str) -> None:
-        self._ip("netns", "exec", self.names[side], *argv)
-
-    def link(self, up: bool) -> None:
-        """Takes tunnel-out's end of the link down (or up again)."""
-        self.run("b", "ip", "link", "set", self.links["b"], "up" if up else "down")
-
-    def preexec(self, side: str):
-        """A Popen preexec_fn that moves the child into the namespace before exec."""
-        path = f"/run/netns/{self.names[side]}"
-        return lambda: _setns(path)
-
-    def call(self, side: str, fn, *args, **kw):
-        """Runs fn on a thread of its own that has entered the namespace: sockets it makes
-        live there (a namespace is a per-thread attribute; the thread then ends)."""
-        box: dict = {}
-
-        def body():
-            try:
-                _setns(f"/run/netns/{self.names[side]}")
-                box["value"] = fn(*args, **kw)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                box["error"] = e
-
-        t = threading.Thread(target=body)
-        t.start()
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    def close(self) -> None:
-        for name in self.made:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-        self.made = []
-
-
-def netns_unavailable() -> str | None:
-    """Why namespaces cannot be made here, or None when they can."""
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    try:
-        NetnsPair().close()
-    except OSError as e:
-        return f"cannot create network namespaces: {e}"
     return None

@@ -1,17 +1,13 @@
 """Tools for the plain-leg tests: a PROXY protocol parser written from the specification
 independently of the C++ codec (so the two check each other), a stand-in legacy server that
-reads the header and then echoes, headers as a load balancer would send them, and a small
-network-namespace lab for transparent mode."""
+reads the header and then echoes, headers as a load balancer would send them, and clients
+that connect from a given address. Transparent mode's namespaces are in netns.py."""
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import struct
-import subprocess
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -118,99 +114,6 @@ def v2_header(src: tuple[str, int] | None, dst: tuple[str, int] | None, tlvs: by
              struct.pack("!HH", src[1], dst[1]))
     body = block + tlvs
     return V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x21 if v6 else 0x11, len(body)) + body
-
-
-# --------------------------------------------------------------------------------------
-# Network namespaces
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextmanager
-def in_netns(name: str):
-    """Runs the body with the calling thread in namespace `name`: sockets it creates and
-    processes it starts live there (and stay there afterwards)."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
-
-
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-
-class TransparentLab:
-    """Three namespaces, nothing outside them touched:
-
-        cli  10.77.1.2 (tunnel-in), 10.77.1.3 (the legacy client)
-          |  veth
-        gw   10.77.1.1 | 10.77.2.1  (tunnel-out)
-          |  veth
-        tgt  10.77.2.2 (the target), default route via gw
-
-    gw delivers packets that arrive from tgt for the client subnet locally (policy rule on
-    the incoming interface + a `local` route), which is what a transparent socket needs to
-    receive the target's replies to an address that is not gw's own."""
-
-    CLIENT_SIDE, TARGET_SIDE = "10.77.1", "10.77.2"
-
-    def __init__(self):
-        tag = f"tnp{os.getpid()}"
-        self.cli, self.gw, self.tgt = f"{tag}-cli", f"{tag}-gw", f"{tag}-tgt"
-        self.created: list[str] = []
-        try:
-            for ns in (self.cli, self.gw, self.tgt):
-                _ip("netns", "add", ns)
-                self.created.append(ns)
-                _ip("-n", ns, "link", "set", "lo", "up")
-            # veth pairs created inside the namespaces, never in the host's.
-            _ip("-n", self.cli, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", self.gw)
-            _ip("-n", self.tgt, "link", "add", "t0", "type", "veth", "peer", "name", "g1", "netns", self.gw)
-            for ns, dev, addr in ((self.cli, "c0", "1.2"), (self.cli, "c0", "1.3"), (self.gw, "g0", "1.1"),
-                                  (self.gw, "g1", "2.1"), (self.tgt, "t0", "2.2")):
-                _ip("-n", ns, "addr", "add", f"10.77.{addr}/24", "dev", dev)
-            for ns, dev in ((self.cli, "c0"), (self.gw, "g0"), (self.gw, "g1"), (self.tgt, "t0")):
-                _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", self.tgt, "route", "add", "default", "via", f"{self.TARGET_SIDE}.1")
-            _ip("-n", self.gw, "rule", "add", "iif", "g1", "lookup", "100")
-            _ip("-n", self.gw, "route", "add", "local", f"{self.CLIENT_SIDE}.0/24", "dev", "lo", "table", "100")
-        except Exception:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        self.created.clear()
-
-
-def netns_unavailable() -> str | None:
-    """Why namespaces cannot be used here, or None."""
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    probe = f"tnp{os.getpid()}-probe"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
-        return f"cannot create a network namespace: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
-    return None
 
 
 def connect_from(source: str, to: tuple[str, int], timeout: float = 10.0) -> socket.socket:

@@ -18,6 +18,7 @@ import harness
 import hardening as hd
 from harness import closed_by_peer, connect, echo_handler, echo_roundtrip, recv_exactly
 from hardening import metric
+from netns import NetnsPair, skip_unless_available
 
 
 def assert_echo(address, size: int = 4096, timeout: float = 10.0) -> None:
@@ -165,14 +166,9 @@ def test_mux_connections_retired_by_reloads_lose_no_stream(procs, servers):
 
 @pytest.fixture
 def netns():
-    why = hd.netns_unavailable()
-    if why:
-        pytest.skip(f"partition test needs network namespaces: {why}")
-    pair = hd.NetnsPair()
-    try:
+    skip_unless_available("partition test")
+    with NetnsPair() as pair:
         yield pair
-    finally:
-        pair.close()
 
 
 # The settings that decide how long a silent partition is tolerated, by mode: raw mode ends

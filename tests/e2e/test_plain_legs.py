@@ -16,6 +16,7 @@ import time
 import pytest
 
 import harness
+import netns
 import plain_leg_tools as pl
 from harness import TUNNEL_IN, TUNNEL_OUT, closed_by_peer, connect, echo_roundtrip, run_cli, split_address
 
@@ -201,14 +202,9 @@ def test_health_check_without_bytes_is_a_debug_line(procs, servers):
 
 @pytest.fixture
 def lab():
-    why = pl.netns_unavailable()
-    if why:
-        pytest.skip(f"transparent mode needs network namespaces: {why}")
-    lab = pl.TransparentLab()
-    try:
+    netns.skip_unless_available("transparent mode")
+    with netns.TransparentLab() as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def _tunnel_args(pki, cred, listen: str, other: str, *extra: str) -> list[str]:
@@ -219,12 +215,12 @@ def _tunnel_args(pki, cred, listen: str, other: str, *extra: str) -> list[str]:
 @pytest.mark.parametrize("mode", MODES)
 def test_transparent_target_sees_the_original_client(procs, servers, pki, lab, mode):
     peers: list = []
-    with pl.in_netns(lab.tgt):
+    with netns.inside(lab.tgt):
         target = servers.start(pl.make_peer_recording_handler(peers), host=f"{lab.TARGET_SIDE}.2")
-    with pl.in_netns(lab.gw):
+    with netns.inside(lab.gw):
         out = procs.start(TUNNEL_OUT, _tunnel_args(pki, pki.server, f"{lab.CLIENT_SIDE}.1:0",
                                                    ("--target", target.address), "--transparent"), name="tunnel-out")
-    with pl.in_netns(lab.cli):
+    with netns.inside(lab.cli):
         tin = procs.start(TUNNEL_IN, _tunnel_args(pki, pki.client_a, f"{lab.CLIENT_SIDE}.2:0",
                                                   ("--connect", out.listen), "--server-name", "localhost",
                                                   "--mode", mode), name="tunnel-in")
