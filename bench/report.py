@@ -175,6 +175,16 @@ def main():
         P("| " + " | ".join(cells) + " |")
     P("")
 
+    # ------------------------------------------------------------ latency floor
+    floor = added_p50("relay")
+    if floor is not None:
+        P("The floor of one client's added latency: a plain relay pair (two socat forwarders, no TLS) "
+          "in the places of the tunnel ends adds "
+          f"{fmt(floor)} ms at p50 over direct; stunnel adds {fmt(added_p50('stunnel'))} ms"
+          + "".join(f", {o} {fmt(added_p50(o))} ms" for o in ours_present) + ". "
+          f"The target (≤ 0.5× stunnel's) is {fmt(ratio(0.5 * added_p50('stunnel'), floor) if added_p50('stunnel') else None)}× this floor.")
+        P("")
+
     # ------------------------------------------------------------ held connections
     held = []
     for n in (1000, 5000):
@@ -278,6 +288,9 @@ def main():
         tgt("50-client request rate vs stunnel", o, ratio(F.med("rr50", o, "rps"), st("rr50", "rps")), 2, True)
         tgt("50-client p99 vs stunnel", o, ratio(F.med("rr50", o, "p99_ms"), st("rr50", "p99_ms")), 0.5, False)
         tgt("1-client p50 added over direct vs stunnel's", o, ratio(added_p50(o), added_p50("stunnel")), 0.5, False)
+        if o == ours_present[-1] and added_p50("relay") is not None:
+            targets.append(("… for scale: what a plain relay pair (no TLS) adds vs stunnel's", "—",
+                            fmt_ratio(ratio(added_p50("relay"), added_p50("stunnel"))), "—", None))
         for n in (1000, 5000):
             m = F.med(f"mem{n}", o, "kib_per_conn")
             s = F.med(f"mem{n}", "stunnel", "kib_per_conn")

@@ -258,6 +258,12 @@ start_variant() {  # start_variant VARIANT BACKEND_PORT TAG : sets STACK_PORT/ST
       start "stunnel-client-$tag" stunnel "$WORK/st-cli-$tag.conf"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
       wait_listen "$p_out" && wait_listen "$p_in" || return 1 ;;
+    relay)  # the latency floor: two plain forwarders (socat, no TLS) in the same places
+      port; p_out=$PORT; port; p_in=$PORT
+      start "relay-server-$tag" socat "TCP-LISTEN:$p_out,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$backend,nodelay"; po=$LAST_PID
+      start "relay-client-$tag" socat "TCP-LISTEN:$p_in,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$p_out,nodelay"; pi=$LAST_PID
+      STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
+      wait_listen "$p_out" && wait_listen "$p_in" || return 1 ;;
     raw|mux)
       port; p_out=$PORT; port; p_in=$PORT
       start "tunnel-out-$v-$tag" "$B/tunnel-out" --listen "127.0.0.1:$p_out" --target "127.0.0.1:$backend" \
@@ -372,6 +378,14 @@ if want redis; then
       CPR_N[$v]=$(python3 -c "import sys; print(max(200, min(200000, int(float(sys.argv[1]) * float(sys.argv[2])))))" "$(cut -d, -f2 <<<"$line")" "$RR_SECS")
     fi
   done
+  # What any pair of forwarders adds to one client's latency, with no TLS at all: two more
+  # processes to wake per direction. Measured with one client, beside direct.
+  RELAY_OK=0
+  if start_variant relay "$REDIS_PORT" redis && [ "$(timeout 20 redis-cli -p "${STACK_PORT[relay]}" ping 2>/dev/null)" = PONG ]; then
+    RELAY_OK=1
+  else
+    note "redis: the plain relay pair (socat) failed its sanity PING; the latency floor is not measured"
+  fi
   for ((rep = 1; rep <= REPS; rep++)); do
     for v in $(rotate "$rep" "${VARIANTS[@]}"); do
       [ "${RB_DEAD[$v]}" = 1 ] && continue
@@ -382,6 +396,13 @@ if want redis; then
         if [ -z "$(kv rps "$line")" ] || [ "$(kv errors "$line")" != 0 ]; then record "rr$clients" "$v" "$rep" failed 1; say "rr$clients $v failed: $line"; continue; fi
         for m in rps p50_ms p90_ms p99_ms p999_ms max_ms setup_secs; do record "rr$clients" "$v" "$rep" "$m" "$(kv $m "$line")"; done
       done
+      if [ "$v" = direct ] && [ "$RELAY_OK" = 1 ]; then  # the floor, next to direct in every repetition
+        say "rr1 rep $rep relay (load $(loadavg))"
+        line=$(timeout $((150 + ${RR_SECS%.*})) "$B/loadgen" rr "${STACK_PORT[relay]}" 1 1 "$RR_SECS" 2>>"$LOGS/loadgen-rr.log" || true)
+        echo "relay $line" >> "$LOGS/loadgen-rr.log"
+        if [ -z "$(kv rps "$line")" ] || [ "$(kv errors "$line")" != 0 ]; then record rr1 relay "$rep" failed 1
+        else for m in rps p50_ms p99_ms; do record rr1 relay "$rep" "$m" "$(kv $m "$line")"; done; fi
+      fi
       n=${CPR_N[$v]:-0}; [ "$n" = 0 ] && continue
       say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
       line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
@@ -392,7 +413,7 @@ if want redis; then
       record cpr "$v" "$rep" p99_ms "$p99"
     done
   done
-  for v in "${VARIANTS[@]}"; do stop_variant "$v"; done
+  for v in "${VARIANTS[@]}" relay; do stop_variant "$v"; done
   stop "$REDIS_PID"
 fi
 
