@@ -43,6 +43,7 @@ std::vector<std::string> context_source::watched_files() const {
 
 std::shared_ptr<const tls_context> context_source::build() const {
   auto creds = credentials::load(files_);
+  require_usable_for(*creds, options_.side == role::server, files_);
   return std::make_shared<const tls_context>(options_, std::move(creds));
 }
 

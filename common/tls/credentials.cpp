@@ -1,6 +1,7 @@
 #include "tls/credentials.hpp"
 
 #include <mbedtls/error.h>
+#include <mbedtls/oid.h>
 // psa_util.h lacks extern "C" guards in mbedTLS 3.6.
 extern "C" {
 #include <mbedtls/psa_util.h>
@@ -83,6 +84,19 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
     require_usable_crls(c->crl_, c->ca_, files.crl);
   }
   return c;
+}
+
+void require_usable_for(const credentials& c, bool as_server, const credential_files& files) {
+  if (!c.has_own_cert()) return;
+  const std::string where = files.flag_prefix + "cert " + files.cert;
+  const char* oid = as_server ? MBEDTLS_OID_SERVER_AUTH : MBEDTLS_OID_CLIENT_AUTH;
+  const std::size_t oid_len = as_server ? MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH) : MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH);
+  if (mbedtls_x509_crt_check_extended_key_usage(&c.leaf(), oid, oid_len) != 0)
+    throw credential_error(where + ": its extended key usage leaves out " +
+                           (as_server ? "serverAuth (TLS server authentication): every client would refuse it"
+                                      : "clientAuth (TLS client authentication): every server would refuse it"));
+  if (mbedtls_x509_crt_check_key_usage(&c.leaf(), MBEDTLS_X509_KU_DIGITAL_SIGNATURE) != 0)
+    throw credential_error(where + ": its key usage leaves out digitalSignature, which TLS 1.3 needs to prove the key");
 }
 
 void init_library() {

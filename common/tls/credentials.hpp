@@ -67,6 +67,13 @@ class credentials {
   std::optional<psk_entry> psk_;
 };
 
+// Throws credential_error (naming the flag and the file) when our own certificate cannot
+// authenticate the side it is presented from: its extended key usage leaves out serverAuth
+// (`as_server`) or clientAuth, or its key usage leaves out digitalSignature. Every peer would
+// refuse it, and a server's mbedTLS finds no certificate to send at all. Nothing to check
+// without an own certificate (PSK mode, a bridge leg without one).
+void require_usable_for(const credentials& c, bool as_server, const credential_files& files);
+
 // Once per process, before threads: initialises PSA crypto (and with it the RNG).
 // Throws std::runtime_error if the library cannot start.
 void init_library();

@@ -21,7 +21,7 @@ import hardening as hd
 import udp_tools
 from harness import connect, echo_roundtrip, sha256
 from hardening import metric
-from test_tcp import OpenSSLTool
+from test_tcp import OpenSSLTool, refused_direct
 
 MiB = 1 << 20
 
@@ -299,7 +299,33 @@ def test_client_certificate_not_yet_valid_is_refused(pki, procs, servers):
 
 
 def test_client_certificate_with_server_auth_only_is_refused(pki, procs, servers):
-    refused_client(procs, servers, pki, pki.server_eku_client, ("usage", "purpose"))
+    # tunnel-in refuses to start with such a certificate (below): the client here is
+    # Python's ssl, so the check under test is tunnel-out's, in the handshake.
+    target = servers.counter()
+    out = procs.tunnel_out(target.address)
+    refused_direct(pki, out, pki.server_eku_client)
+    failed = out.wait_for_log("handshake failed")
+    assert "usage" in failed["reason"].lower() or "purpose" in failed["reason"].lower(), failed
+    time.sleep(0.3)
+    assert target.connection_count == 0
+    assert not out.logs_with_msg("connection authorized")
+
+
+@pytest.mark.parametrize("side", ["tunnel-out", "tunnel-in"])
+def test_own_certificate_for_the_other_side_is_refused_at_start(pki, side):
+    # A server certificate without serverAuth, a client certificate without clientAuth:
+    # every peer would refuse it, so it is a configuration mistake, reported at start-up.
+    if side == "tunnel-out":
+        cred, args, purpose = pki.client_eku_server, ["--target", "127.0.0.1:9"], "serverAuth"
+        binary = harness.TUNNEL_OUT
+    else:
+        cred, args, purpose = pki.server_eku_client, ["--connect", "127.0.0.1:9"], "clientAuth"
+        binary = harness.TUNNEL_IN
+    r = harness.run_cli(binary, ["--listen", "127.0.0.1:0", *args, "--cert", str(cred.cert), "--key", str(cred.key),
+                                 "--ca", str(pki.ca_cert)])
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and purpose in lines[0] and str(cred.cert) in lines[0], r.stderr
 
 
 def test_tunnel_in_refuses_a_server_certificate_not_yet_valid(pki, procs, servers):
@@ -316,8 +342,8 @@ def test_tunnel_in_refuses_a_server_certificate_not_yet_valid(pki, procs, server
 
 
 def test_tunnel_in_refuses_a_server_certificate_with_client_auth_only(pki, procs):
-    # tunnel-out itself cannot serve such a certificate (mbedTLS finds no usable one), so
-    # the server here is openssl s_server: the check under test is tunnel-in's.
+    # tunnel-out refuses to start with such a certificate (above), so the server here is
+    # openssl s_server: the check under test is tunnel-in's, in the handshake.
     server = OpenSSLTool([
         "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-tls1_3", "-Verify", "1",
         "-cert", str(pki.client_eku_server.cert), "-key", str(pki.client_eku_server.key),
