@@ -79,18 +79,31 @@ std::vector<client::mux_pool*> make_pools(ops::runtime& rt, const config::settin
                                           running& live) {
   const auto& all = cfg.services;
   std::vector<client::mux_pool*> pools(all.size(), nullptr);
+  // A pool's live sessions were authenticated with the old credentials (a CA or CRL that
+  // now refuses tunnel-out, say): a reload that changes them retires the sessions, whose
+  // open streams finish while new ones go to fresh connections. (Runs after the hook that
+  // reloads the sources, registered before.)
+  const auto add_pool = [&rt, &live](const config::service& svc, std::shared_ptr<tls::context_source> source,
+                                     bool main_worker_only) {
+    live.pools.push_back(std::make_unique<client::mux_pool>(rt, svc, source, main_worker_only));
+    client::mux_pool* pool = live.pools.back().get();
+    rt.on_reload([source, pool, seen = source->current()](bool) mutable {
+      if (source->current() == seen) return;
+      seen = source->current();
+      pool->retire_all("credentials reloaded");
+    });
+    return pool;
+  };
   for (std::size_t i = 0; i < all.size(); ++i) {
     if (all[i].udp.enabled || all[i].mux.mode == config::carry_mode::raw) continue;
-    live.pools.push_back(std::make_unique<client::mux_pool>(rt, all[i], sources[i]));
-    pools[i] = live.pools.back().get();
+    pools[i] = add_pool(all[i], sources[i], false);
   }
   for (std::size_t i = 0; i < all.size(); ++i) {
     if (!tls_legs[i]) continue;
     for (std::size_t j = 0; j < all.size() && !pools[i]; ++j)
       if (pools[j] && !all[j].udp.enabled && config::same_tunnel(all[j], *tls_legs[i])) pools[i] = pools[j];
     if (pools[i]) continue;
-    live.pools.push_back(std::make_unique<client::mux_pool>(rt, *tls_legs[i], tls_leg_sources[i], true));
-    pools[i] = live.pools.back().get();
+    pools[i] = add_pool(*tls_legs[i], tls_leg_sources[i], true);
   }
   return pools;
 }

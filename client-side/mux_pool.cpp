@@ -241,17 +241,28 @@ void mux_pool::start() {
   }
 }
 
+namespace {
+void goaway_all(mux_pool::worker_state& ws, mux::reset_code code, std::string_view reason) {
+  // Copy: goaway may end a session, which removes its entry.
+  std::vector<mux::session*> sessions;
+  for (auto& e : ws.sessions) sessions.push_back(e.session);
+  for (auto* s : sessions) s->goaway(code, reason);
+}
+}  // namespace
+
 void mux_pool::stop() {
   for (auto& ws : workers_) {
     asio::post(ws->io, [ws] {
       ws->stopping = true;
       for (auto& sl : ws->slots) sl->wake.cancel();
-      // Copy: goaway may end a session, which removes its entry.
-      std::vector<mux::session*> sessions;
-      for (auto& e : ws->sessions) sessions.push_back(e.session);
-      for (auto* s : sessions) s->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
+      goaway_all(*ws, mux::reset_code::shutdown, "tunnel-in shutting down");
     });
   }
+}
+
+void mux_pool::retire_all(std::string_view reason) {
+  for (auto& ws : workers_)
+    asio::post(ws->io, [ws, why = std::string(reason)] { goaway_all(*ws, mux::reset_code::cancel, why); });
 }
 
 mux_pool::worker_state* mux_pool::local(const asio::any_io_executor& ex) {

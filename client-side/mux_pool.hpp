@@ -9,6 +9,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/service.hpp"
@@ -52,6 +53,9 @@ class mux_pool {
   // No more reconnects; GOAWAY on every session, which then ends with its last stream
   // (any thread, e.g. the shutdown hook).
   void stop();
+  // GOAWAY on every session, which then ends with its last stream, while new streams go to
+  // fresh connections made with the current credentials (any thread, e.g. a reload hook).
+  void retire_all(std::string_view reason);
 
   // On the calling worker's thread: a ready session with room (pool slots before
   // adopted ones, then fewest streams and flows), or nullptr.

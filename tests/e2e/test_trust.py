@@ -44,6 +44,19 @@ def assert_refused(tin, timeout: float = 5.0) -> None:
         assert data == b"", f"refused tunnel delivered {data!r}"
 
 
+def wait_until_refused(tin, what: str, timeout: float = 10.0) -> None:
+    """Retries a legacy connection until its tunnel is refused: live mux sessions end a
+    moment after the reload that retires them. Fails with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert_refused(tin, timeout=2)
+            return
+        except (AssertionError, OSError):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+
 def reloaded(proc, trigger: str, after: int = 0, timeout: float = 10.0) -> dict:
     """Waits for the (after+1)-th 'credentials reloaded' line with this trigger."""
     deadline = time.monotonic() + timeout
@@ -319,30 +332,27 @@ def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, serve
     live.close()
 
 
-def test_crl_reload_retires_live_mux_sessions(pki, ca, procs, servers, tmp_dir):
-    # In mux mode a client holds pre-authenticated sessions; a reload that revokes it must
-    # stop its new streams too, not only its new handshakes.
+@pytest.mark.parametrize("revoking", ["tunnel-out", "tunnel-in"])
+def test_crl_reload_retires_live_mux_sessions(pki, ca, procs, servers, tmp_dir, revoking):
+    # In mux mode each side holds pre-authenticated sessions; a reload whose CRL revokes the
+    # peer must stop its new streams too, not only its new handshakes.
     crl = tmp_dir / "ca.crl"
     crl.write_bytes(tt.make_crl(ca, []))
+    on_out = revoking == "tunnel-out"
     target = servers.echo()
-    out = procs.tunnel_out(target.address, "--crl", str(crl))
-    tin = procs.tunnel_in(out.listen, "--mode", "mux", cred=pki.client_b)
+    out = procs.tunnel_out(target.address, *(["--crl", str(crl)] if on_out else []))
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", *([] if on_out else ["--crl", str(crl)]), cred=pki.client_b)
     assert_echo(tin.address)
-    out.wait_for_log("mux connection authorized")
-    tt.write_atomic(crl, tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
-    out.signal(signal.SIGHUP)
-    reloaded(out, "SIGHUP")
+    revoked = pki.client_b if on_out else pki.server
+    tt.write_atomic(crl, tt.make_crl(ca, [revoked.certificate.serial_number]))
+    reloader = out if on_out else tin
+    reloader.signal(signal.SIGHUP)
+    reloaded(reloader, "SIGHUP")
     before = target.connection_count
-    deadline = time.monotonic() + 10
-    while True:
-        # Once the old sessions are retired, reconnecting needs a handshake: refused.
-        try:
-            assert_refused(tin, timeout=2)
-            break
-        except (AssertionError, OSError):
-            assert time.monotonic() < deadline, "revoked client still served over its mux session"
-            time.sleep(0.2)
-    assert "revoked" in out.wait_for_log("handshake failed")["reason"].lower()
+    # Once the old sessions are retired, reconnecting needs a handshake: refused.
+    wait_until_refused(tin, f"{revoking} still served streams over a session with a revoked peer")
+    failed = out.wait_for_log("handshake failed") if on_out else tin.wait_for_log("handshake with tunnel-out failed")
+    assert "revoked" in failed["reason"].lower(), failed
     assert target.connection_count <= before + 1  # at most a stream racing the reload
 
 
