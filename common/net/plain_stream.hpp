@@ -31,6 +31,7 @@ class plain_stream {
   generic_socket socket_;
   std::vector<std::byte> pending_;
   std::size_t pending_taken_ = 0;
+  bool readable_ = false;  // wait_readable just saw data: the next read goes straight to the socket
 };
 
 static_assert(byte_stream<plain_stream>);

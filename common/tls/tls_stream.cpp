@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "net/immediate_io.hpp"
 #include "tls/error.hpp"
 
 namespace tunnel::tls {
@@ -64,8 +65,14 @@ asio::awaitable<std::error_code> tls_stream::flush() {
     if (engine_.output().empty()) co_return std::error_code{};
     flushing_ = true;
     sending_.swap(engine_.output());
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), as_result);
-    (void)n;
+    std::error_code ec;
+    const std::size_t done = net::write_now(socket_, asio::buffer(sending_), ec);
+    if (net::would_block(ec)) {
+      auto [aec, n] = co_await asio::async_write(socket_, asio::buffer(sending_.data() + done, sending_.size() - done),
+                                                 as_result);
+      (void)n;
+      ec = aec;
+    }
     // A burst leaves a large buffer behind: give it back rather than keep it per connection.
     if (sending_.capacity() > kept_output_capacity) std::vector<unsigned char>().swap(sending_);
     else sending_.clear();
@@ -85,13 +92,24 @@ void tls_stream::release_idle_output() {
 
 asio::awaitable<std::error_code> tls_stream::fill() {
   if (input_ended_) co_return input_ended_;
+  bool readable = std::exchange(woken_, false);
   if (!expect_more_) {  // an idle connection waits here holding no input buffer
     release_idle_output();
     auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
     if (ec) co_return ec;
+    readable = true;
   }
   auto space = engine_.input_space();
-  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), as_result);
+  std::error_code ec;
+  std::size_t n = 0;
+  // Just reported readable: read without a trip through the event loop. (After a full
+  // buffer, the read goes through it: a busy connection must let others run.)
+  if (readable) n = net::read_now(socket_, asio::buffer(space.data(), space.size()), ec);
+  if (!readable || net::would_block(ec)) {
+    auto [aec, an] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), as_result);
+    ec = aec;
+    n = an;
+  }
   expect_more_ = !ec && n == space.size();
   engine_.commit_input(ec ? 0 : n);
   if (ec) co_return ec;
@@ -103,7 +121,7 @@ asio::awaitable<net::io_result> tls_stream::wait_readable() {
   if (engine_.has_buffered_input()) co_return net::io_result{};
   release_idle_output();
   auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
-  expect_more_ = !ec;  // the next fill reads at once (and reports any error itself)
+  expect_more_ = woken_ = !ec;  // the next fill reads at once (and reports any error itself)
   co_return net::io_result{ec, 0};
 }
 

@@ -65,6 +65,7 @@ class tls_stream {
   // fill() waits for the socket before taking an input buffer unless a read is likely to
   // succeed at once: the socket was just seen readable, or the last read filled the buffer.
   bool expect_more_ = false;
+  bool woken_ = false;  // wait_readable just saw the socket readable: fill reads without a wait
   std::error_code input_ended_;  // see preload
 };
 
