@@ -81,17 +81,12 @@ std::vector<client::mux_pool*> make_pools(ops::runtime& rt, const config::settin
   std::vector<client::mux_pool*> pools(all.size(), nullptr);
   // A pool's live sessions were authenticated with the old credentials (a CA or CRL that
   // now refuses tunnel-out, say): a reload that changes them retires the sessions, whose
-  // open streams finish while new ones go to fresh connections. (Runs after the hook that
-  // reloads the sources, registered before.)
+  // open streams finish while new ones go to fresh connections.
   const auto add_pool = [&rt, &live](const config::service& svc, std::shared_ptr<tls::context_source> source,
                                      bool main_worker_only) {
     live.pools.push_back(std::make_unique<client::mux_pool>(rt, svc, source, main_worker_only));
     client::mux_pool* pool = live.pools.back().get();
-    rt.on_reload([source, pool, seen = source->current()](bool) mutable {
-      if (source->current() == seen) return;
-      seen = source->current();
-      pool->retire_all("credentials reloaded");
-    });
+    ops::on_credentials_changed(rt, source, [pool] { pool->retire_all("credentials reloaded"); });
     return pool;
   };
   for (std::size_t i = 0; i < all.size(); ++i) {

@@ -108,11 +108,7 @@ int main(int argc, char** argv) {
       rt->on_shutdown([mux] { mux->drain(); });
       // Live mux sessions were authenticated with the old CA/CRL: retire them, so a peer
       // revoked by the reload cannot open new streams on a session it already holds.
-      rt->on_reload([source, mux, seen = source->current()](bool) mutable {
-        if (source->current() == seen) return;
-        seen = source->current();
-        mux->retire_all("credentials reloaded");
-      });
+      ops::on_credentials_changed(*rt, source, [mux] { mux->retire_all("credentials reloaded"); });
       // One snapshot per connection: a reload changes new handshakes, never live ones.
       rt->serve(std::move(acceptor), p.first().max_conns, [&p, source, mux](net::generic_socket s) {
         return server::relay_connection(p, source->current(), std::move(s), mux);

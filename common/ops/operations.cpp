@@ -64,6 +64,14 @@ void reload_credentials(runtime& rt, const config::settings& cfg,
   rt.reload_every(cfg.process().reload_interval);
 }
 
+void on_credentials_changed(runtime& rt, std::shared_ptr<tls::context_source> source, std::function<void()> action) {
+  rt.on_reload([source, action = std::move(action), seen = source->current()](bool) mutable {
+    if (source->current() == seen) return;
+    seen = source->current();
+    action();
+  });
+}
+
 namespace {
 
 struct reachability_cache {

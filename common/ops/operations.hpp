@@ -40,6 +40,11 @@ std::shared_ptr<tls::context_source> load_credentials(const config::service& svc
 void reload_credentials(runtime& rt, const config::settings& cfg,
                         const std::vector<std::shared_ptr<tls::context_source>>& sources);
 
+// Runs `action` after each reload that swapped `source`'s credentials (registered after
+// reload_credentials, so it sees the new ones): e.g. retiring mux sessions authenticated
+// with the old CA or CRL.
+void on_credentials_changed(runtime& rt, std::shared_ptr<tls::context_source> source, std::function<void()> action);
+
 class operations {
  public:
   // Starts the status endpoint (if --status), drops privileges (if --user), arms the
