@@ -2,13 +2,19 @@
 // Socket reads and writes that complete at once, done without a trip through the event
 // loop. Asio 1.22 sends even an operation that completed immediately back through its
 // scheduler: one more pass, and one more epoll_wait, per operation. These make the
-// non-blocking call directly; on would_block the caller goes on with its asynchronous
-// operation, which waits. (Never loop on them alone: a busy socket would then keep its
-// worker from every other connection.)
+// non-blocking call directly and leave only what would block to the asynchronous
+// operation. (Never loop on direct reads alone: a busy socket would then keep its worker
+// from every other connection.)
+#include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
 #include <cstddef>
 #include <system_error>
+
+#include "net/stream.hpp"
 
 namespace tunnel::net {
 
@@ -31,6 +37,30 @@ std::size_t write_now(Socket& s, asio::const_buffer b, std::error_code& ec) {
   std::size_t done = 0;
   while (!ec && done < b.size()) done += s.write_some(b + done, ec);
   return done;
+}
+
+// Writes all of `b`: what the socket takes now at once, the rest asynchronously.
+template <class Socket>
+asio::awaitable<std::error_code> write_soon(Socket& s, asio::const_buffer b) {
+  std::error_code ec;
+  const std::size_t done = write_now(s, b, ec);
+  if (!would_block(ec)) co_return ec;
+  auto [aec, n] = co_await asio::async_write(s, b + done, asio::experimental::as_tuple(asio::use_awaitable));
+  (void)n;
+  co_return aec;
+}
+
+// One read: at once when `readable` (the socket was just reported readable), else — or
+// when nothing was there after all — asynchronously.
+template <class Socket>
+asio::awaitable<io_result> read_soon(Socket& s, asio::mutable_buffer b, bool readable) {
+  if (readable) {
+    std::error_code ec;
+    const std::size_t n = read_now(s, b, ec);
+    if (!would_block(ec)) co_return io_result{ec, n};
+  }
+  auto [ec, n] = co_await s.async_read_some(b, asio::experimental::as_tuple(asio::use_awaitable));
+  co_return io_result{ec, n};
 }
 
 }  // namespace tunnel::net

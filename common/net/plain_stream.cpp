@@ -5,7 +5,6 @@
 #include <asio/buffer.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 
 #include "net/immediate_io.hpp"
 
@@ -30,24 +29,11 @@ asio::awaitable<io_result> plain_stream::read_some(std::span<std::byte> buffer) 
     if (pending_taken_ == pending_.size()) pending_.clear(), pending_taken_ = 0;
     co_return io_result{{}, n};
   }
-  if (std::exchange(readable_, false)) {  // just reported readable: read without a wait
-    std::error_code ec;
-    const std::size_t n = read_now(socket_, asio::buffer(buffer.data(), buffer.size()), ec);
-    if (!would_block(ec)) co_return io_result{ec, n};
-  }
-  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer.data(), buffer.size()),
-                                                  as_result);
-  co_return io_result{ec, n};
+  co_return co_await read_soon(socket_, asio::buffer(buffer.data(), buffer.size()), std::exchange(readable_, false));
 }
 
 asio::awaitable<std::error_code> plain_stream::write_all(std::span<const std::byte> data) {
-  std::error_code ec;
-  const std::size_t done = write_now(socket_, asio::buffer(data.data(), data.size()), ec);
-  if (!would_block(ec)) co_return ec;
-  auto [aec, n] = co_await asio::async_write(socket_, asio::buffer(data.data() + done, data.size() - done),
-                                             as_result);
-  (void)n;
-  co_return aec;
+  co_return co_await write_soon(socket_, asio::buffer(data.data(), data.size()));
 }
 
 asio::awaitable<std::error_code> plain_stream::shutdown_send() {

@@ -4,7 +4,6 @@
 #include <asio/this_coro.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 
 #include <cstring>
 #include <utility>
@@ -65,14 +64,7 @@ asio::awaitable<std::error_code> tls_stream::flush() {
     if (engine_.output().empty()) co_return std::error_code{};
     flushing_ = true;
     sending_.swap(engine_.output());
-    std::error_code ec;
-    const std::size_t done = net::write_now(socket_, asio::buffer(sending_), ec);
-    if (net::would_block(ec)) {
-      auto [aec, n] = co_await asio::async_write(socket_, asio::buffer(sending_.data() + done, sending_.size() - done),
-                                                 as_result);
-      (void)n;
-      ec = aec;
-    }
+    const auto ec = co_await net::write_soon(socket_, asio::buffer(sending_));
     // A burst leaves a large buffer behind: give it back rather than keep it per connection.
     if (sending_.capacity() > kept_output_capacity) std::vector<unsigned char>().swap(sending_);
     else sending_.clear();
@@ -100,16 +92,9 @@ asio::awaitable<std::error_code> tls_stream::fill() {
     readable = true;
   }
   auto space = engine_.input_space();
-  std::error_code ec;
-  std::size_t n = 0;
   // Just reported readable: read without a trip through the event loop. (After a full
   // buffer, the read goes through it: a busy connection must let others run.)
-  if (readable) n = net::read_now(socket_, asio::buffer(space.data(), space.size()), ec);
-  if (!readable || net::would_block(ec)) {
-    auto [aec, an] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), as_result);
-    ec = aec;
-    n = an;
-  }
+  const auto [ec, n] = co_await net::read_soon(socket_, asio::buffer(space.data(), space.size()), readable);
   expect_more_ = !ec && n == space.size();
   engine_.commit_input(ec ? 0 : n);
   if (ec) co_return ec;
