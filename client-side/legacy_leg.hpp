@@ -38,10 +38,10 @@ asio::awaitable<void> serve_legacy_tls(const config::service& svc, std::shared_p
 
 template <class Relay>
 asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<const tls::tls_context> legacy_tls,
-                                   net::generic_socket socket, const Relay& relay) {
+                                   net::accepted conn, const Relay& relay) {
   ops::connection_record rec;
-  std::error_code ignored;
-  rec.peer = net::describe(socket.remote_endpoint(ignored));
+  rec.peer = net::describe(conn.peer);
+  net::generic_socket& socket = conn.socket;
   rec.target = svc.target.to_string();
   rec.service = svc.name;
   net::set_low_latency(socket);
@@ -50,6 +50,7 @@ asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<c
     co_return;
   }
   net::plain_stream plain(std::move(socket));
+  plain.expect_input();
   if (co_await accept_proxy_header(svc, plain, rec)) co_await relay(plain, rec);  // --accept-proxy-protocol
 }
 

@@ -50,8 +50,8 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std
   ops::readiness_check ready = ops::next_hop_reachable(svc.target);
   // One snapshot per connection: a reload changes new handshakes, never live ones.
   if (svc.mux.mode == config::carry_mode::raw) {
-    rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy](net::generic_socket s) {
-      return client::relay_connection(svc, source->current(), legacy ? legacy->current() : nullptr, std::move(s));
+    rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy](net::accepted c) {
+      return client::relay_connection(svc, source->current(), legacy ? legacy->current() : nullptr, std::move(c));
     });
     return ready;
   }
@@ -62,8 +62,8 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std
     ready = ops::both(ready, ops::mux_pool_up);
   }
   rt.on_shutdown([pool] { pool->stop(); });
-  rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy, pool](net::generic_socket s) {
-    return client::relay_mux(svc, *pool, source->current(), legacy ? legacy->current() : nullptr, std::move(s));
+  rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy, pool](net::accepted c) {
+    return client::relay_mux(svc, *pool, source->current(), legacy ? legacy->current() : nullptr, std::move(c));
   });
   return ready;
 }

@@ -91,11 +91,11 @@ asio::awaitable<void> mux_relay::operator()(Legacy& plain, ops::connection_recor
 }  // namespace
 
 asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool, std::shared_ptr<const tls::tls_context> context,
-                                std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket) {
+                                std::shared_ptr<const tls::tls_context> legacy_tls, net::accepted conn) {
   // Cancelled only at the shutdown deadline: fall through to the one log line (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
   const mux_relay relay{svc, pool, std::move(context)};
-  co_await serve_legacy(svc, std::move(legacy_tls), std::move(socket), relay);
+  co_await serve_legacy(svc, std::move(legacy_tls), std::move(conn), relay);
 }
 
 }  // namespace tunnel::client

@@ -18,6 +18,6 @@ namespace tunnel::client {
 // raw mode, or one warning when the tunnel cannot be had.
 // `legacy_tls`: the context for TLS from legacy clients (--listen-cert), or null for plain.
 asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool, std::shared_ptr<const tls::tls_context> context,
-                                std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket);
+                                std::shared_ptr<const tls::tls_context> legacy_tls, net::accepted conn);
 
 }  // namespace tunnel::client

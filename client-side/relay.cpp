@@ -60,12 +60,12 @@ struct raw_relay {
 }  // namespace
 
 asio::awaitable<void> relay_connection(const config::service& svc, std::shared_ptr<const tls::tls_context> context,
-                                       std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket) {
+                                       std::shared_ptr<const tls::tls_context> legacy_tls, net::accepted conn) {
   // Cancelled only at the shutdown deadline: let every step see its operation aborted and
   // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
   const raw_relay relay{svc, std::move(context)};
-  co_await serve_legacy(svc, std::move(legacy_tls), std::move(socket), relay);
+  co_await serve_legacy(svc, std::move(legacy_tls), std::move(conn), relay);
 }
 
 }  // namespace tunnel::client

@@ -13,6 +13,6 @@ namespace tunnel::client {
 // the context for TLS from legacy clients (--listen-cert), or null for plain.
 // Never throws for network or TLS errors; logs one line at the end.
 asio::awaitable<void> relay_connection(const config::service& svc, std::shared_ptr<const tls::tls_context> context,
-                                       std::shared_ptr<const tls::tls_context> legacy_tls, net::generic_socket socket);
+                                       std::shared_ptr<const tls::tls_context> legacy_tls, net::accepted conn);
 
 }  // namespace tunnel::client

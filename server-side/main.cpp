@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
       // revoked by the reload cannot open new streams on a session it already holds.
       ops::on_credentials_changed(*rt, source, [mux] { mux->retire_all("credentials reloaded"); });
       // One snapshot per connection: a reload changes new handshakes, never live ones.
-      rt->serve(std::move(acceptor), p.first().max_conns, [&p, source, mux](net::generic_socket s) {
-        return server::relay_connection(p, source->current(), std::move(s), mux);
+      rt->serve(std::move(acceptor), p.first().max_conns, [&p, source, mux](net::accepted c) {
+        return server::relay_connection(p, source->current(), std::move(c), mux);
       });
     }
     std::size_t next_source = ports.size();

@@ -143,7 +143,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   conn->peer = secure.tls().peer();
   conn->version = secure.tls().version();
   conn->cipher = secure.tls().ciphersuite();
-  conn->accepted_on = addresses_of(secure.socket()).accepted_on;
+  conn->accepted_on = accepted_on(secure.socket());
   ops::info("mux connection authorized")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)

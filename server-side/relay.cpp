@@ -20,15 +20,15 @@ namespace tunnel::server {
 using namespace std::chrono_literals;
 
 asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls::tls_context> context,
-                                       net::generic_socket socket, mux_host* mux) {
+                                       net::accepted conn, mux_host* mux) {
   // Cancelled only at the shutdown deadline: let every step see its operation aborted and
   // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
   ops::connection_record rec;
-  std::error_code ignored;
-  rec.peer = net::describe(socket.remote_endpoint(ignored));
+  rec.peer = net::describe(conn.peer);
+  net::generic_socket& socket = conn.socket;
   net::set_low_latency(socket);
-  const client_addresses from = addresses_of(socket);  // raw mode: the client is the TLS peer
+  const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
   // The first record decides between mux and plain TLS; it counts against the handshake time.
   const auto limit = p.first().limits.handshake;
   const auto started = std::chrono::steady_clock::now();

@@ -17,6 +17,6 @@ class mux_host;
 // tunnel-mux/1 is served in mux mode; every other client in raw mode, relayed to the
 // target of the service its SNI chose (or the port's only service).
 asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls::tls_context> context,
-                                       net::generic_socket socket, mux_host* mux = nullptr);
+                                       net::accepted conn, mux_host* mux = nullptr);
 
 }  // namespace tunnel::server

@@ -46,14 +46,15 @@ std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin) 
   return e;
 }
 
-client_addresses addresses_of(const net::generic_socket& accepted) {
+std::optional<proxy::ip_endpoint> accepted_on(const net::generic_socket& accepted) {
   std::error_code ec;
-  client_addresses out;
-  const auto remote = accepted.remote_endpoint(ec);
-  if (!ec) out.client = net::to_ip_endpoint(remote);
   const auto local = accepted.local_endpoint(ec);
-  if (!ec) out.accepted_on = net::to_ip_endpoint(local);
-  return out;
+  if (ec) return std::nullopt;
+  return net::to_ip_endpoint(local);
+}
+
+client_addresses addresses_of(const net::accepted& conn) {
+  return client_addresses{net::to_ip_endpoint(conn.peer), accepted_on(conn.socket)};
 }
 
 asio::awaitable<target_connection> open_target(const config::service& svc, const client_addresses& from) {

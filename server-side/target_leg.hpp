@@ -25,8 +25,10 @@ struct client_addresses {
 
 // `origin` as tunnel-in wrote it in a mux stream open ("a.b.c.d:p", "[v6]:p", "unix:...").
 std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin);
-// The remote and local addresses of an accepted socket.
-client_addresses addresses_of(const net::generic_socket& accepted);
+// Our address an accepted connection came in on (nullopt for a Unix socket).
+std::optional<proxy::ip_endpoint> accepted_on(const net::generic_socket& accepted);
+// The peer's and our address of an accepted connection.
+client_addresses addresses_of(const net::accepted& conn);
 
 struct target_connection {
   bool ok = false;

@@ -12,6 +12,13 @@ namespace tunnel::net {
 using generic_endpoint = asio::generic::stream_protocol::endpoint;
 using generic_socket = asio::generic::stream_protocol::socket;
 
+// A connection just accepted, with the peer address accept() returned (asking the socket
+// again would be one more system call per connection).
+struct accepted {
+  generic_socket socket;
+  generic_endpoint peer;
+};
+
 generic_endpoint to_generic(const asio::ip::tcp::endpoint& ep);
 generic_endpoint unix_endpoint(const std::string& path);
 

@@ -11,7 +11,9 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <cerrno>
 #include <cstddef>
+#include <sys/socket.h>
 #include <system_error>
 
 #include "net/stream.hpp"
@@ -22,20 +24,43 @@ inline bool would_block(const std::error_code& ec) {
   return ec == asio::error::would_block || ec == asio::error::try_again;
 }
 
-// One read of what is already there: bytes read, or `ec` set (would_block: nothing yet).
+// The socket calls are made with MSG_DONTWAIT on the descriptor itself: no switch of the
+// socket to non-blocking mode (an ioctl per connection), and never Asio's synchronous path,
+// which polls until done on a socket the user did not set non-blocking.
+inline std::error_code last_socket_error() { return {errno, asio::error::get_system_category()}; }
+
+// One read of what is already there: bytes read, or `ec` set (would_block: nothing yet;
+// eof: the peer's end of input).
 template <class Socket>
 std::size_t read_now(Socket& s, asio::mutable_buffer b, std::error_code& ec) {
-  if (!s.non_blocking()) s.non_blocking(true, ec);
-  return ec ? 0 : s.read_some(b, ec);
+  for (;;) {
+    const ssize_t n = ::recv(s.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
+    if (n > 0 || (n == 0 && b.size() == 0)) {
+      ec.clear();
+      return static_cast<std::size_t>(n);
+    }
+    if (n == 0) ec = asio::error::eof;
+    else if (errno != EINTR) ec = last_socket_error();
+    else continue;
+    return 0;
+  }
 }
 
 // Writes what the socket takes now; returns how much. All of `b` unless `ec` is set
 // (would_block: the rest must wait).
 template <class Socket>
 std::size_t write_now(Socket& s, asio::const_buffer b, std::error_code& ec) {
-  if (!s.non_blocking()) s.non_blocking(true, ec);
+  ec.clear();
   std::size_t done = 0;
-  while (!ec && done < b.size()) done += s.write_some(b + done, ec);
+  while (done < b.size()) {
+    const ssize_t n = ::send(s.native_handle(), static_cast<const char*>(b.data()) + done, b.size() - done,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) done += static_cast<std::size_t>(n);
+    else if (errno != EINTR) {
+      ec = last_socket_error();
+      break;
+    }
+  }
   return done;
 }
 

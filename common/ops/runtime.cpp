@@ -58,7 +58,8 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
   while (!stopping_) {
     worker& w = *workers_[next_worker_];
     next_worker_ = (next_worker_ + 1) % workers_.size();
-    auto [ec, accepted] = co_await acceptor.async_accept(w.io, as_result);
+    net::generic_endpoint peer;
+    auto [ec, accepted] = co_await acceptor.async_accept(w.io, peer, as_result);
     net::generic_socket socket(std::move(accepted));
     if (stopping_ || ec == asio::error::operation_aborted) co_return;
     if (ec) {
@@ -69,7 +70,7 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
     if (active_.load(std::memory_order_relaxed) >= max_conns) {
       std::error_code ignored;
       warn("connection refused: limit reached")
-          .kv("peer", net::describe(socket.remote_endpoint(ignored)))
+          .kv("peer", net::describe(peer))
           .kv("max_conns", static_cast<std::uint64_t>(max_conns));
       socket.close(ignored);
       metrics::get().count(outcome::limit);
@@ -77,14 +78,14 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
     }
     active_.fetch_add(1, std::memory_order_relaxed);
     metrics::get().connections_active.fetch_add(1, std::memory_order_relaxed);
-    spawn(w, std::move(socket), on_connection);
+    spawn(w, net::accepted{std::move(socket), peer}, on_connection);
   }
 }
 
-void runtime::spawn(worker& w, net::generic_socket socket, const handler& on_connection) {
-  asio::post(w.io, [this, &w, socket = std::move(socket), on_connection]() mutable {
+void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection) {
+  asio::post(w.io, [this, &w, conn = std::move(conn), on_connection]() mutable {
     auto it = w.live.emplace(w.live.end());
-    asio::co_spawn(w.io, on_connection(std::move(socket)),
+    asio::co_spawn(w.io, on_connection(std::move(conn)),
                    asio::bind_cancellation_slot(it->slot(), [this, &w, it](std::exception_ptr e) {
                      if (e) {
                        try {

@@ -23,7 +23,7 @@ namespace tunnel::ops {
 class runtime {
  public:
   // A connection handler owns the socket and returns when the connection has ended.
-  using handler = std::function<asio::awaitable<void>(net::generic_socket)>;
+  using handler = std::function<asio::awaitable<void>(net::accepted)>;
 
   runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout);
   ~runtime();
@@ -76,7 +76,7 @@ class runtime {
 
   asio::awaitable<void> accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
                                     handler on_connection);
-  void spawn(worker& w, net::generic_socket socket, const handler& on_connection);
+  void spawn(worker& w, net::accepted conn, const handler& on_connection);
   asio::awaitable<void> watch_signals();
   asio::awaitable<void> reload_loop(std::chrono::milliseconds interval);
   asio::awaitable<void> drain();
