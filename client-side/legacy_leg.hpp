@@ -20,8 +20,9 @@ namespace tunnel::client {
 asio::awaitable<bool> accept_legacy_tls(tls::tls_stream& legacy, const config::service& svc,
                                         const ops::connection_record& rec);
 
-// Owns `socket` until the connection ends and runs `relay(stream, rec)` over it: over the
-// plain socket without `legacy_tls`, else over TLS once that handshake succeeded. `relay`
+// Takes `conn.socket` (the caller keeps `conn`: one copy per connection) until the
+// connection ends and runs `relay(stream, rec)` over it: over the plain socket without
+// `legacy_tls`, else over TLS once that handshake succeeded. `relay`
 // is an object whose templated call operator is a coroutine (not a capturing coroutine
 // lambda: GCC 12 mishandles those) and must outlive the call; `rec` comes filled with
 // peer, target and service. (Pass `relay` as a named object: GCC 12 destroys a class
@@ -38,7 +39,7 @@ asio::awaitable<void> serve_legacy_tls(const config::service& svc, std::shared_p
 
 template <class Relay>
 asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<const tls::tls_context> legacy_tls,
-                                   net::accepted conn, const Relay& relay) {
+                                   net::accepted& conn, const Relay& relay) {
   ops::connection_record rec;
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
@@ -50,7 +51,6 @@ asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<c
     co_return;
   }
   net::plain_stream plain(std::move(socket));
-  plain.expect_input();
   if (co_await accept_proxy_header(svc, plain, rec)) co_await relay(plain, rec);  // --accept-proxy-protocol
 }
 

@@ -95,7 +95,7 @@ asio::awaitable<void> relay_mux(const config::service& svc, mux_pool& pool, std:
   // Cancelled only at the shutdown deadline: fall through to the one log line (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
   const mux_relay relay{svc, pool, std::move(context)};
-  co_await serve_legacy(svc, std::move(legacy_tls), std::move(conn), relay);
+  co_await serve_legacy(svc, std::move(legacy_tls), conn, relay);
 }
 
 }  // namespace tunnel::client

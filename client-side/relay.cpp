@@ -65,7 +65,7 @@ asio::awaitable<void> relay_connection(const config::service& svc, std::shared_p
   // fall through to the one end-of-connection log line, instead of throwing (Asio 1.22).
   co_await asio::this_coro::throw_if_cancelled(false);
   const raw_relay relay{svc, std::move(context)};
-  co_await serve_legacy(svc, std::move(legacy_tls), std::move(conn), relay);
+  co_await serve_legacy(svc, std::move(legacy_tls), conn, relay);
 }
 
 }  // namespace tunnel::client

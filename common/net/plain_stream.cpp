@@ -15,7 +15,7 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 }
 
 asio::awaitable<io_result> plain_stream::wait_readable() {
-  if (readable_ || pending_taken_ < pending_.size()) co_return io_result{};
+  if (pending_taken_ < pending_.size()) co_return io_result{};
   auto [ec] = co_await socket_.async_wait(generic_socket::wait_read, as_result);
   readable_ = !ec;
   co_return io_result{ec, 0};

@@ -20,11 +20,6 @@ class plain_stream {
 
   generic_socket& socket() { return socket_; }
 
-  // The peer has most likely sent already (a client that has just connected): the first
-  // wait returns at once and the first read tries the socket directly, sparing a trip
-  // through the event loop when the bytes are there (and costing one recv when not).
-  void expect_input() { readable_ = true; }
-
   // Hands back bytes already taken from the socket that belong to the stream (what arrived
   // behind a PROXY header): the next reads return them before reading the socket again.
   void unread(std::span<const std::byte> bytes) {
@@ -36,7 +31,7 @@ class plain_stream {
   generic_socket socket_;
   std::vector<std::byte> pending_;
   std::size_t pending_taken_ = 0;
-  bool readable_ = false;  // data is likely there: the next read goes straight to the socket
+  bool readable_ = false;  // wait_readable just saw data: the next read goes straight to the socket
 };
 
 static_assert(byte_stream<plain_stream>);

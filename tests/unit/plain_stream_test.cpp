@@ -113,24 +113,3 @@ TEST_CASE("read_now: the end of input is eof; write_now to a closed peer fails w
   CHECK(net::write_now(p.a.socket(), asio::buffer(msg, 7), ec) == 0);
   CHECK(ec == asio::error::broken_pipe);
 }
-
-TEST_CASE("plain_stream::expect_input: data already there is read without waiting; else it waits") {
-  socket_pair p;
-  const char msg[] = "hello";
-  REQUIRE(::send(p.fds[1], msg, 5, 0) == 5);
-  p.a.expect_input();
-  std::vector<std::byte> got;
-  asio::co_spawn(p.io, read_all(p.a, got, 5), asio::detached);
-  p.io.run();
-  CHECK(got.size() == 5);
-  // Expected but not there yet: the read waits until it comes.
-  socket_pair q;
-  q.a.expect_input();
-  std::vector<std::byte> later;
-  asio::co_spawn(q.io, read_all(q.a, later, 3), asio::detached);
-  q.io.run_one_for(std::chrono::milliseconds(50));
-  CHECK(later.empty());
-  REQUIRE(::send(q.fds[1], "abc", 3, 0) == 3);
-  q.io.run();
-  CHECK(later.size() == 3);
-}
