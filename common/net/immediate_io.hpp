@@ -55,8 +55,11 @@ std::size_t write_now(Socket& s, asio::const_buffer b, std::error_code& ec) {
   while (done < b.size()) {
     const ssize_t n = ::send(s.native_handle(), static_cast<const char*>(b.data()) + done, b.size() - done,
                              MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) done += static_cast<std::size_t>(n);
-    else if (errno != EINTR) {
+    if (n > 0) done += static_cast<std::size_t>(n);
+    else if (n == 0) {  // not for a stream socket; never spin on it
+      ec = asio::error::would_block;
+      break;
+    } else if (errno != EINTR) {
       ec = last_socket_error();
       break;
     }
