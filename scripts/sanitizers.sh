@@ -58,12 +58,11 @@ asan() {
   configure build-asan -DTUNNEL_SANITIZE=address -DTUNNEL_FUZZ=ON -DTUNNEL_FUZZ_SECONDS="${TUNNEL_FUZZ_SECONDS:-10}" || return 1
   ninja -C build-asan -j2 || return 1
   local status=0
-  # Each fuzz target keeps one core busy: two at a time. Then everything else, two test
-  # groups at a time too (the end-to-end suites mostly wait on the network and timers).
+  # Each fuzz target keeps one core busy: two at a time. Then everything else, one by one.
   run_tests build-asan -R '^fuzz_' -j2 || status=1
   # The soak's point is an hour-like run of the release build; its memory bound cannot hold
   # under a sanitizer and its workload would take most of the budget.
-  run_tests build-asan -E '^(fuzz_|e2e_soak$)' -j2 || status=1
+  run_tests build-asan -E '^(fuzz_|e2e_soak$)' || status=1
   return $status
 }
 
@@ -72,7 +71,7 @@ tsan() {
   ninja -C build-tsan -j2 tunnel-in tunnel-out tunnel-certs unit_tests || return 1  # what the tests below run
   # Four workers whatever the machine: connections must land on different threads. (The
   # TCP suite runs in auto mode, which is mux with our tunnel-out, and in raw mode.)
-  TUNNEL_THREADS=4 run_tests build-tsan -E '^(fuzz_|quickstart|e2e_tcp_mux|e2e_soak)' -j2
+  TUNNEL_THREADS=4 run_tests build-tsan -E '^(fuzz_|quickstart|e2e_tcp_mux|e2e_soak)'
 }
 
 steps=("$@")

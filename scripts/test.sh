@@ -10,8 +10,7 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 # One connection uses two descriptors on each binary; the suite opens a few hundred at once.
 ulimit -n 20000 2>/dev/null || true
-# Two test groups at a time: the end-to-end suites mostly wait on the network and timers.
-ctest --test-dir build --output-on-failure --timeout 900 -j2 "$@"
+ctest --test-dir build --output-on-failure --timeout 900 "$@"
 if [ "${TUNNEL_SANITIZERS:-1}" != 0 ]; then
   bash scripts/sanitizers.sh
 fi
