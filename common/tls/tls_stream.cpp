@@ -74,20 +74,21 @@ asio::awaitable<std::error_code> tls_stream::flush() {
   }
 }
 
-void tls_stream::release_idle_output() {
+asio::awaitable<std::tuple<std::error_code>> tls_stream::wait_idle() {
   // The handshake flights leave both queues with capacity (about 1 KiB on either side):
   // a connection about to wait for its peer gives it back. Not while a flush is sending
   // from `sending_`, nor with output queued.
   if (!flushing_) std::vector<unsigned char>().swap(sending_);
   if (engine_.output().empty()) std::vector<unsigned char>().swap(engine_.output());
+  // Not a coroutine itself: an idle connection holds no extra frame while it waits.
+  return socket_.async_wait(net::generic_socket::wait_read, as_result);
 }
 
 asio::awaitable<std::error_code> tls_stream::fill() {
   if (input_ended_) co_return input_ended_;
   bool readable = std::exchange(woken_, false);
   if (!expect_more_) {  // an idle connection waits here holding no input buffer
-    release_idle_output();
-    auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
+    auto [ec] = co_await wait_idle();
     if (ec) co_return ec;
     readable = true;
   }
@@ -104,8 +105,7 @@ asio::awaitable<std::error_code> tls_stream::fill() {
 
 asio::awaitable<net::io_result> tls_stream::wait_readable() {
   if (engine_.has_buffered_input()) co_return net::io_result{};
-  release_idle_output();
-  auto [ec] = co_await socket_.async_wait(net::generic_socket::wait_read, as_result);
+  auto [ec] = co_await wait_idle();
   expect_more_ = woken_ = !ec;  // the next fill reads at once (and reports any error itself)
   co_return net::io_result{ec, 0};
 }

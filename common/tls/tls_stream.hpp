@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <system_error>
+#include <tuple>
 
 #include "net/endpoint.hpp"
 #include "net/stream.hpp"
@@ -50,7 +52,8 @@ class tls_stream {
  private:
   asio::awaitable<std::error_code> flush();
   asio::awaitable<std::error_code> fill();
-  void release_idle_output();
+  // Gives back the idle output buffers, then waits until the socket is readable.
+  asio::awaitable<std::tuple<std::error_code>> wait_idle();
   std::error_code read_error(int mbedtls_rc) const;
 
   net::generic_socket socket_;
