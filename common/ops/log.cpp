@@ -1,5 +1,8 @@
 #include "ops/log.hpp"
 
+#include "ops/log_budget.hpp"
+#include "ops/metrics.hpp"
+
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdio>
@@ -60,6 +63,15 @@ void init_logging(std::string_view program, spdlog::level::level_enum level, log
 event::event(spdlog::level::level_enum level, std::string_view message)
     : level_(level), enabled_(spdlog::default_logger_raw()->should_log(level)) {
   if (!enabled_) return;
+  if (level >= spdlog::level::warn) {
+    const auto verdict = warning_budget().admit(message, log_budget::clock::now());
+    if (!verdict.print) {
+      enabled_ = false;
+      metrics::get().log_lines_suppressed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    suppressed_ = verdict.suppressed_before;
+  }
   if (current_format == log_format::json) {
     line_ = "\"msg\":\"" + json_escape(message) + "\"";
   } else {
@@ -68,7 +80,9 @@ event::event(spdlog::level::level_enum level, std::string_view message)
 }
 
 event::~event() {
-  if (enabled_) spdlog::default_logger_raw()->log(level_, "{}", line_);
+  if (!enabled_) return;
+  if (suppressed_ > 0) raw("suppressed", std::to_string(suppressed_), false);
+  spdlog::default_logger_raw()->log(level_, "{}", line_);
 }
 
 void event::raw(std::string_view key, std::string_view value, bool quoted) {

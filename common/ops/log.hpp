@@ -2,7 +2,9 @@
 // Structured log events over spdlog: a message plus key/value fields, rendered as
 // `message key=value ...` (text) or one JSON object per line (json).
 // Keys are fixed identifiers chosen in code; values are escaped, so hostile strings from
-// certificates or the network can neither break a line nor forge fields.
+// certificates or the network can neither break a line nor forge fields. Warnings and
+// errors are rationed per message text (ops/log_budget.hpp): a line that follows left-out
+// ones of its kind carries `suppressed=N`.
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
@@ -35,6 +37,7 @@ class event {
   void raw(std::string_view key, std::string_view rendered_value, bool quoted);
   spdlog::level::level_enum level_;
   bool enabled_;
+  std::uint64_t suppressed_ = 0;  // lines of this kind left out before this one
   std::string line_;
 };
 

@@ -140,6 +140,9 @@ std::string metrics::render() const {
   w.header("tunnel_accept_failures_total", "counter",
            "Failed accept() calls (out of file descriptors or memory); accepting backs off meanwhile.");
   w.sample("tunnel_accept_failures_total", "", load(accept_failures));
+  w.header("tunnel_log_lines_suppressed_total", "counter",
+           "Warning and error lines left out of the log: over 20 at once or 5 a second of one message.");
+  w.sample("tunnel_log_lines_suppressed_total", "", load(log_lines_suppressed));
 
   w.header("tunnel_reloads_total", "counter", "Credential reloads that succeeded.");
   w.sample("tunnel_reloads_total", "", load(reloads));

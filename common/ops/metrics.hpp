@@ -68,6 +68,7 @@ class metrics {
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(udp_drop::count_)> udp_dropped{};
   std::atomic<std::uint64_t> reloads{0}, reload_failures{0};
   std::atomic<std::uint64_t> accept_failures{0};  // failed accept() calls (out of descriptors, ...)
+  std::atomic<std::uint64_t> log_lines_suppressed{0};  // warnings and errors over the log budget
   std::atomic<std::int64_t> mux_sessions_active{0};  // mux connections alive
   std::atomic<std::int64_t> mux_sessions_ready{0};   // of which the peer has answered
   std::atomic<std::int64_t> mux_streams_active{0};
