@@ -1,6 +1,8 @@
 // tunnel-out: accepts mutually authenticated TLS and relays to plaintext legacy servers.
 #include <iostream>
 #include <map>
+#include <stdexcept>
+#include <vector>
 
 #include "config/cli.hpp"
 #include "config/duration.hpp"
@@ -39,20 +41,47 @@ void log_listening(const server::port& p, const net::generic_acceptor& acceptor)
   }
 }
 
-// Where a UDP service binds its DTLS socket: its --listen, except that on port 0 a service
-// whose flows also come over TLS on the same address takes the port number the kernel gave
-// that TLS port, so one host:port serves it over UDP and TCP alike.
-net::address udp_listen_address(const config::service& svc, const std::map<std::string, std::uint16_t>& tls_ports) {
-  net::address at = svc.listen;
-  if (at.port != 0 || !svc.udp.over_tls || svc.udp.tls_listen->to_string() != at.to_string()) return at;
-  if (const auto it = tls_ports.find(at.to_string()); it != tls_ports.end()) at.port = it->second;
-  return at;
-}
-
 std::uint16_t bound_port(const net::generic_acceptor& acceptor) {
   std::string why;
   const auto a = net::parse_address(net::bound_address(acceptor), why, true);
   return a ? a->port : 0;
+}
+
+// The UDP services that take their TLS port's number: on port 0, a service whose flows also
+// come over TLS on the same address is served over UDP and TCP on one host:port.
+std::vector<const config::service*> udp_on_tls_port(const config::settings& cfg, const server::port& p) {
+  std::vector<const config::service*> out;
+  for (const auto& svc : cfg.services)
+    if (svc.udp.enabled && svc.udp.over_tls && svc.listen.port == 0 &&
+        svc.udp.tls_listen->to_string() == svc.listen.to_string() && svc.listen.to_string() == p.address().to_string())
+      out.push_back(&svc);
+  return out;
+}
+
+// Binds a TLS port and the UDP sockets that take its number. When another program holds
+// that number for UDP, both are given back and the kernel asked for another.
+net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
+                                    const std::vector<const config::service*>& same_number,
+                                    std::map<const config::service*, net::udp::socket>& udp_sockets) {
+  constexpr int attempts = 64;
+  for (int attempt = 1;; ++attempt) {
+    auto acceptor = ops::listen_or_inherit(io, p.address());
+    std::error_code ec;
+    for (const auto* svc : same_number) {
+      net::address at = svc->listen;
+      at.port = bound_port(acceptor);
+      net::udp::socket s(io);
+      if ((ec = net::bind_udp(s, net::resolve_udp(io, at, true)))) {
+        if (ec != asio::error::address_in_use || attempt == attempts)
+          throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
+        ops::debug("port number taken for UDP; asking for another").kv("listen", at.to_string());
+        break;
+      }
+      udp_sockets.insert_or_assign(svc, std::move(s));
+    }
+    if (!ec) return acceptor;
+    for (const auto* svc : same_number) udp_sockets.erase(svc);
+  }
 }
 
 }  // namespace
@@ -91,8 +120,8 @@ int main(int argc, char** argv) {
     std::map<const config::service*, std::shared_ptr<server::flow_budget>> budgets;
     for (const auto& svc : cfg.services)
       if (svc.udp.enabled) budgets[&svc] = std::make_shared<server::flow_budget>(svc.udp.max_flows);
-    // TLS ports first: a UDP service on port 0 then binds the port number its TLS port got.
-    std::map<std::string, std::uint16_t> tls_ports;
+    // TLS ports first, with the UDP sockets that take their port numbers.
+    std::map<const config::service*, net::udp::socket> udp_sockets;
     for (std::size_t i = 0; i < ports.size(); ++i) {
       server::port& p = ports[i];
       const auto source = sources[i];
@@ -100,8 +129,7 @@ int main(int argc, char** argv) {
         p.udp.push_back(svc->udp.enabled ? std::make_shared<server::udp_route>(server::udp_route{
                                                net::resolve_udp(rt->main_context(), svc->target, false), budgets[svc]})
                                          : nullptr);
-      auto acceptor = ops::listen_or_inherit(rt->main_context(), p.address());
-      tls_ports[p.address().to_string()] = bound_port(acceptor);
+      auto acceptor = bind_tls_port(rt->main_context(), p, udp_on_tls_port(cfg, p), udp_sockets);
       log_listening(p, acceptor);
       muxes.push_back(std::make_unique<server::mux_host>(p, source));
       server::mux_host* mux = muxes.back().get();
@@ -115,10 +143,12 @@ int main(int argc, char** argv) {
       });
     }
     std::size_t next_source = ports.size();
-    for (const auto& svc : cfg.services)
-      if (svc.udp.enabled)
-        udp.push_back(server::serve_udp(*rt, svc, udp_listen_address(svc, tls_ports), sources[next_source++],
-                                        budgets[&svc]));
+    for (const auto& svc : cfg.services) {
+      if (!svc.udp.enabled) continue;
+      const auto taken = udp_sockets.find(&svc);
+      auto socket = taken != udp_sockets.end() ? std::move(taken->second) : net::bind_udp(rt->main_context(), svc.listen);
+      udp.push_back(server::serve_udp(*rt, svc, std::move(socket), sources[next_source++], budgets[&svc]));
+    }
     operations = std::make_unique<ops::operations>(*rt, proc, ops::readiness_check{});
   } catch (const std::exception& e) {
     std::cerr << "tunnel-out: error: " << e.what() << "\n";

@@ -32,12 +32,12 @@ std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(
 
 }  // namespace
 
-udp_relay::udp_relay(asio::io_context& io, const config::service& svc, const net::address& listen,
+udp_relay::udp_relay(asio::io_context& io, const config::service& svc, net::udp::socket socket,
                      std::shared_ptr<const tls::context_source> source, std::shared_ptr<flow_budget> budget)
     : io_(io),
       svc_(svc),
       source_(std::move(source)),
-      socket_(net::bind_udp(io, listen)),
+      socket_(std::move(socket)),
       target_(net::resolve_udp(io, svc.target, false)),
       budget_(std::move(budget)) {}
 
@@ -317,10 +317,10 @@ asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {
   co_await net::receive_connected(f.target, datagram_, f.ended, batch, forward);
 }
 
-std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, const net::address& listen,
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, net::udp::socket socket,
                                      std::shared_ptr<const tls::context_source> source,
                                      std::shared_ptr<flow_budget> budget) {
-  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, listen, std::move(source), std::move(budget));
+  auto relay = std::make_unique<udp_relay>(rt.main_context(), svc, std::move(socket), std::move(source), std::move(budget));
   ops::info("listening")
       .kv("listen", relay->bound_address())
       .kv("service", svc.name.empty() ? "(none)" : svc.name)

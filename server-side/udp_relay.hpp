@@ -27,12 +27,12 @@ namespace tunnel::server {
 
 class udp_relay {
  public:
-  // Binds `listen` (UDP; svc.listen, or the port the kernel chose for it elsewhere) and
-  // resolves svc.target once. Throws std::runtime_error with a one-line reason. `svc` and
-  // `io` must outlive the relay; everything runs on `io`. `source` gives each new DTLS
+  // Serves `socket` (bound to svc.listen, or to the port number the kernel chose for its TLS
+  // port) and resolves svc.target once. Throws std::runtime_error with a one-line reason.
+  // `svc` and `io` must outlive the relay; everything runs on `io`. `source` gives each new DTLS
   // session the current credentials (swapped on reload); `budget` bounds the service's
   // flows (shared with its flows over TLS).
-  udp_relay(asio::io_context& io, const config::service& svc, const net::address& listen,
+  udp_relay(asio::io_context& io, const config::service& svc, net::udp::socket socket,
             std::shared_ptr<const tls::context_source> source, std::shared_ptr<flow_budget> budget);
   ~udp_relay();
   udp_relay(const udp_relay&) = delete;
@@ -84,9 +84,10 @@ class udp_relay {
   std::uint64_t hello_verify_sent_ = 0;
 };
 
-// Binds, logs the "listening" line, starts the relay on rt's main context and registers
-// its stop with the runtime's shutdown. Throws std::runtime_error like the constructor.
-std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, const net::address& listen,
+// Logs the "listening" line, starts the relay on rt's main context (where `socket` must
+// live) and registers its stop with the runtime's shutdown. Throws std::runtime_error like
+// the constructor.
+std::unique_ptr<udp_relay> serve_udp(ops::runtime& rt, const config::service& svc, net::udp::socket socket,
                                      std::shared_ptr<const tls::context_source> source,
                                      std::shared_ptr<flow_budget> budget);
 

@@ -34,14 +34,23 @@ udp::endpoint resolve_udp(asio::io_context& io, const address& at, bool passive)
 }
 
 udp::socket bind_udp(asio::io_context& io, const address& at) {
-  const udp::endpoint ep = resolve_udp(io, at, true);
   udp::socket s(io);
-  std::error_code ec;
-  s.open(ep.protocol(), ec);
-  if (!ec) s.bind(ep, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
-  tune(s);
+  if (const auto ec = bind_udp(s, resolve_udp(io, at, true)))
+    throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
   return s;
+}
+
+std::error_code bind_udp(udp::socket& s, const udp::endpoint& at) {
+  std::error_code ec;
+  s.open(at.protocol(), ec);
+  if (!ec) s.bind(at, ec);
+  if (ec) {
+    std::error_code ignored;
+    s.close(ignored);
+    return ec;
+  }
+  tune(s);
+  return ec;
 }
 
 std::error_code connect_udp(udp::socket& s, const udp::endpoint& to) {

@@ -26,6 +26,8 @@ udp::endpoint resolve_udp(asio::io_context& io, const address& at, bool passive)
 // Opens a non-blocking UDP socket bound to `at`, with generous kernel buffers (bursts from
 // many flows share one socket). Throws std::runtime_error with a one-line reason.
 udp::socket bind_udp(asio::io_context& io, const address& at);
+// The same for a resolved endpoint, returning the error instead of throwing.
+std::error_code bind_udp(udp::socket& s, const udp::endpoint& at);
 
 // Opens a non-blocking UDP socket connected to `to` (the kernel then filters replies from
 // other sources and reports ICMP errors). Returns the error instead of throwing.

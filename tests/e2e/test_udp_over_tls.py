@@ -358,3 +358,34 @@ def test_config_mistakes_name_the_file_line_and_key(pki, tmp_dir):
     assert r.returncode == 2
     assert r.stderr.strip() == (f"tunnel-in: error: {path}:{line_of(path, 'tls-fallback = ')}: services.u.tls-fallback: "
                                 "not with udp-over-tls (every flow goes over TLS already)")
+
+
+def test_port_0_finds_one_number_free_for_tls_and_udp(procs, echo):
+    """--listen host:0 with --udp --udp-over-tls serves TLS and DTLS on one host:port. The
+    kernel picks the TCP number; when another program holds it for UDP, tunnel-out asks for
+    another instead of failing to start. Half of the numbers the kernel hands out for port 0
+    (odd ones, on Linux) are held for UDP here, so most starts meet a taken one."""
+    lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    held = []
+    try:
+        for port in range(lo | 1, hi + 1, 4):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind(("127.0.0.1", port))
+                held.append(s)
+            except OSError:
+                s.close()
+        assert len(held) > 3000, len(held)
+        taken = 0
+        for _ in range(6):
+            out = procs.tunnel_out(echo.address, "--udp", "--udp-over-tls")
+            listening = out.wait_for_logs("listening", 2)
+            assert {r["transport"] for r in listening} == {"udp", "udp over tls"}, listening
+            assert len({r["listen"] for r in listening}) == 1, listening
+            taken += count(out, "port number taken for UDP; asking for another")
+            connect(out.address).close()  # the TLS port takes connections
+            out.stop()
+        print(f"\n6 starts met {taken} port numbers taken for UDP")
+    finally:
+        for s in held:
+            s.close()
