@@ -38,6 +38,8 @@ def udp_pair(procs, target, out_args=(), in_args=(), client_cred=None, via=None,
 
 
 def count(proc, msg: str) -> int:
+    """Lines with `msg` so far. (To expect some, wait for them with wait_for_logs: a line
+    can reach the log reader after the traffic it is about.)"""
     return len(proc.logs_with_msg(msg))
 
 
@@ -50,8 +52,8 @@ def test_echo_10000_datagrams_over_50_flows(procs, echo):
     assert res.unexpected == 0, "an echo was duplicated or corrupted"
     assert res.timed_out == 0 and res.answered == 10_000
     assert echo.received == 10_000
-    assert count(out, "flow authorized") == 50
-    assert count(tin, "flow authorized") == 50
+    assert len(out.wait_for_logs("flow authorized", 50)) == 50
+    assert len(tin.wait_for_logs("flow authorized", 50)) == 50
     # Each tunnel-out flow relays from a socket of its own.
     assert len(echo.sources) == 50
 
@@ -72,8 +74,9 @@ def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(pro
           f"unexpected {res.unexpected}, relay {relay.stats}")
     assert relay.stats["dropped"] > 0 and relay.stats["duplicated"] > 0 and relay.stats["reordered"] > 0
     assert res.unexpected == 0, "an echo was duplicated or corrupted"
-    # Every flow's handshake completed despite the losses and carried traffic.
-    assert count(out, "flow authorized") >= 10
+    # Every flow's handshake completed despite the losses and carried traffic (waited for:
+    # the log reader may not have seen the last lines yet on a loaded machine).
+    out.wait_for_logs("flow authorized", 10)
     assert all(n > 0 for n in res.per_flow_answered), res.per_flow_answered
     # Two crossings of a 10% lossy relay each way: roughly 0.9^2 of round trips survive.
     assert res.answered + res.late >= 0.6 * res.sent
@@ -93,7 +96,7 @@ def test_nat_rebinding_keeps_the_flow_without_a_new_handshake(procs, echo, relay
     out, tin = udp_pair(procs, echo.address, via=via)
     for i in range(5):
         assert ping(client, tin.listen, b"before-%d" % i) == b"before-%d" % i
-    assert count(out, "flow authorized") == 1
+    assert len(out.wait_for_logs("flow authorized", 1)) == 1
     new_ports = relay.rebind()
     assert len(new_ports) == 1
     for i in range(5):
@@ -101,8 +104,8 @@ def test_nat_rebinding_keeps_the_flow_without_a_new_handshake(procs, echo, relay
     moved = out.wait_for_log("flow moved to a new address")
     assert moved["to"].endswith(f":{new_ports[0]}")
     # Same session on both sides: no second handshake anywhere.
-    assert count(out, "flow authorized") == 1
-    assert count(tin, "flow authorized") == 1
+    assert len(out.wait_for_logs("flow authorized", 1)) == 1
+    assert len(tin.wait_for_logs("flow authorized", 1)) == 1
     assert count(out, "flow closed") == 0
 
 
@@ -125,7 +128,7 @@ def test_clienthello_without_cookie_gets_a_small_hello_verify_request_and_no_sta
     # Twenty unverified peers took no flow slot: the one allowed flow is still free.
     tin = procs.tunnel_in(out.listen, "--udp")
     assert ping(client, tin.listen, b"after probes") == b"after probes"
-    assert count(out, "flow authorized") == 1
+    assert len(out.wait_for_logs("flow authorized", 1)) == 1
     assert count(out, "flow refused: limit reached") == 0
     assert echo.received == 1
 
@@ -179,7 +182,7 @@ def test_oversized_datagram_is_dropped_counted_and_the_flow_keeps_working(procs,
     assert ping(client, tin.listen, big) == big
     assert ping(client, tin.listen, b"after") == b"after"
     assert echo.received == 3
-    assert count(out, "flow authorized") == 1
+    assert len(out.wait_for_logs("flow authorized", 1)) == 1
 
 
 def test_tunnel_in_max_flows_is_enforced(procs, echo):
@@ -205,7 +208,7 @@ def test_tunnel_out_max_flows_is_enforced(procs, echo):
         assert ping(socks[1], tin.listen, b"b", timeout=4) is None
         refused = out.wait_for_log("flow refused: limit reached")
         assert refused["max_flows"] == 1
-        assert count(out, "flow authorized") == 1
+        assert len(out.wait_for_logs("flow authorized", 1)) == 1
         assert ping(socks[0], tin.listen, b"a2") == b"a2"
     finally:
         for s in socks:
@@ -225,7 +228,7 @@ def test_idle_flows_expire_and_the_next_datagram_opens_a_new_one(procs, echo, cl
     assert ping(client, tin.listen, b"two") == b"two"
     # The reply can overtake the harness's reading of tunnel-out's log: wait for the line.
     out.wait_for_log(lambda r: r.get("msg") == "flow authorized" and r["time"] > closed_out["time"])
-    assert count(out, "flow authorized") == 2
+    assert len(out.wait_for_logs("flow authorized", 2)) == 2
 
 
 @dtls_only("DTLS records and connection IDs on tunnel-out's UDP port")
