@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(build-essential cmake ninja-build pkg-config libasio-dev libcli11-dev libspdlog-dev
           libfmt-dev doctest-dev libtomlplusplus-dev libmbedtls-dev openssl python3 python3-pytest
-          python3-cryptography python3-yaml iproute2 procps)
+          python3-cryptography python3-yaml iproute2 procps ccache)
 if [ "${1:-}" = "--sanitizers" ]; then PACKAGES+=(clang libclang-rt-dev llvm); fi
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
