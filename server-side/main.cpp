@@ -66,10 +66,11 @@ net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
   constexpr int attempts = 64;
   for (int attempt = 1;; ++attempt) {
     auto acceptor = ops::listen_or_inherit(io, p.address());
+    const std::uint16_t number = bound_port(acceptor);
     std::error_code ec;
     for (const auto* svc : same_number) {
       net::address at = svc->listen;
-      at.port = bound_port(acceptor);
+      at.port = number;
       net::udp::socket s(io);
       if ((ec = net::bind_udp(s, net::resolve_udp(io, at, true)))) {
         if (ec != asio::error::address_in_use || attempt == attempts)

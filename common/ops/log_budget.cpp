@@ -7,10 +7,10 @@ namespace tunnel::ops {
 
 log_budget::verdict log_budget::admit(std::string_view message, clock::time_point now) {
   std::lock_guard lock(mutex_);
-  auto it = buckets_.find(std::string(message));
+  auto it = buckets_.find(message);
   if (it == buckets_.end()) {
-    const std::string key = buckets_.size() < max_kinds ? std::string(message) : std::string();
-    it = buckets_.try_emplace(key, bucket{burst_, now}).first;
+    const std::string_view key = buckets_.size() < max_kinds ? message : std::string_view();
+    it = buckets_.try_emplace(std::string(key), bucket{burst_, now}).first;
   }
   bucket& b = it->second;
   const std::chrono::duration<double> gap = now - b.last;

@@ -7,6 +7,7 @@
 // (`suppressed=N`).
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -36,8 +37,13 @@ class log_budget {
   };
   const double burst_;
   const double per_second_;
+  // Looked up by string_view: a warning over the budget (the flood case) allocates nothing.
+  struct text_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   std::mutex mutex_;
-  std::unordered_map<std::string, bucket> buckets_;
+  std::unordered_map<std::string, bucket, text_hash, std::equal_to<>> buckets_;
 };
 
 // The process's budget for warnings and errors: 20 lines of a kind at once, then 5 a second.
