@@ -14,6 +14,7 @@ import statistics
 import sys
 
 OURS = ["raw", "mux"]
+BUSY = {"raw": "raw-bp", "mux": "mux-bp"}  # the same with --busy-poll (request/response tests only)
 
 
 def load(path):
@@ -175,6 +176,34 @@ def main():
         P("| " + " | ".join(cells) + " |")
     P("")
 
+    # ------------------------------------------------------------ with --busy-poll
+    busy_present = [(o, BUSY[o]) for o in ours_present if any(k[1] == BUSY[o] for k in data)]
+    if busy_present:
+        opts = next((l for l in machine.splitlines() if l.startswith("options:")), "")
+        us = next((w.split("=")[1] for w in opts.split() if w.startswith("busy_poll_us=")), "?")
+        P(f"The request/response tests again with `--busy-poll {us}` on both tunnel ends (`raw-bp`, `mux-bp`): "
+          f"a worker with nothing to do keeps looking for work for {us} µs before it sleeps.")
+        P("")
+        hdr = ["figure", "unit"] + (["stunnel"] if "stunnel" in present else [])
+        for o, b in busy_present:
+            hdr += [o, b]
+        hdr += [f"{b}/stunnel" for o, b in busy_present if "stunnel" in present] + [f"{b}/{o}" for o, b in busy_present]
+        P("| " + " | ".join(hdr) + " |")
+        P("|" + "---|" * len(hdr))
+        for label, unit, get, better, _ in rows:
+            if not label.startswith(("Request/response", "… p50 added", "New connection")):
+                continue
+            cells = [f"{label} {'↑' if better == 'high' else '↓'}", unit]
+            if "stunnel" in present:
+                cells.append(fmt(get("stunnel")))
+            for o, b in busy_present:
+                cells += [fmt(get(o)), fmt(get(b))]
+            if "stunnel" in present:
+                cells += [fmt_ratio(ratio(get(b), get("stunnel"))) for o, b in busy_present]
+            cells += [fmt_ratio(ratio(get(b), get(o))) for o, b in busy_present]
+            P("| " + " | ".join(cells) + " |")
+        P("")
+
     # ------------------------------------------------------------ latency floor
     floor = added_p50("relay")
     if floor is not None:
@@ -313,6 +342,13 @@ def main():
                             f"{fmt(ok5)} set up, {fmt(rok5)} answering", "5000 / 5000", held_ok))
         else:
             targets.append(("5000 concurrent tunneled connections, no error", o, "not run (--quick)", "5000 / 5000", None))
+
+    for o, b in [(o, BUSY[o]) for o in OURS if any(k[1] == BUSY[o] for k in data)]:
+        tgt("1-client p50 added over direct vs stunnel's", b, ratio(added_p50(b), added_p50("stunnel")), 0.5, False)
+        tgt("50-client request rate vs stunnel", b, ratio(F.med("rr50", b, "rps"), st("rr50", "rps")), 2, True)
+        tgt("50-client p99 vs stunnel", b, ratio(F.med("rr50", b, "p99_ms"), st("rr50", "p99_ms")), 0.5, False)
+        if o == "mux":
+            tgt("new connection per request vs stunnel", b, ratio(F.med("cpr", b, "rps"), st("cpr", "rps")), 10, True)
 
     P("## Targets")
     P("")

@@ -189,6 +189,15 @@ say "features: mux=$HAVE_MUX udp=$HAVE_UDP udp+mux=$HAVE_UDP_MUX"
 
 VARIANTS=(direct stunnel raw)
 [ $HAVE_MUX = 1 ] && VARIANTS+=(mux)
+# The request/response tests also run our pair with --busy-poll (each end's workers look for
+# work for BUSY_POLL_US before sleeping): the latency it buys, and what it costs under load.
+BUSY_POLL_US=${BUSY_POLL_US:-50}
+REDIS_VARIANTS=("${VARIANTS[@]}")
+if grep -q -- '--busy-poll' <<<"$HELP_IN"; then
+  REDIS_VARIANTS+=(raw-bp); [ $HAVE_MUX = 1 ] && REDIS_VARIANTS+=(mux-bp)
+else
+  note "--busy-poll not available in these binaries: the request/response tests run without it"
+fi
 
 # ---------------------------------------------------------------- machine description
 {
@@ -211,7 +220,7 @@ VARIANTS=(direct stunnel raw)
   echo "iperf3: $(iperf3 --version | head -1)"
   echo "socat: $(socat -V | grep -m1 'socat version')"
   echo "features: mux=$HAVE_MUX udp=$HAVE_UDP udp+mux=$HAVE_UDP_MUX"
-  echo "options: quick=$QUICK reps=$REPS only=$ONLY"
+  echo "options: quick=$QUICK reps=$REPS only=$ONLY busy_poll_us=$BUSY_POLL_US"
   echo
   echo '## lscpu'
   lscpu
@@ -264,14 +273,15 @@ start_variant() {  # start_variant VARIANT BACKEND_PORT TAG : sets STACK_PORT/ST
       start "relay-client-$tag" socat "TCP-LISTEN:$p_in,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$p_out,nodelay"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
       wait_listen "$p_out" && wait_listen "$p_in" || return 1 ;;
-    raw|mux)
+    raw|mux|raw-bp|mux-bp)  # -bp: with --busy-poll on both ends
       port; p_out=$PORT; port; p_in=$PORT
+      local extra=(); [ "${v%-bp}" != "$v" ] && extra=(--busy-poll "$BUSY_POLL_US")
       start "tunnel-out-$v-$tag" "$B/tunnel-out" --listen "127.0.0.1:$p_out" --target "127.0.0.1:$backend" \
-        "${SRV_CRED[@]}" "${OURS_COMMON[@]}"; po=$LAST_PID
+        "${SRV_CRED[@]}" "${OURS_COMMON[@]}" "${extra[@]}"; po=$LAST_PID
       wait_listen "$p_out" || return 1
-      local mode=(); [ $HAVE_MUX = 1 ] && mode=(--mode "$v")
+      local mode=(); [ $HAVE_MUX = 1 ] && mode=(--mode "${v%-bp}")
       start "tunnel-in-$v-$tag" "$B/tunnel-in" --listen "127.0.0.1:$p_in" --connect "127.0.0.1:$p_out" \
-        "${CLI_CRED[@]}" "${OURS_COMMON[@]}" "${mode[@]}"; pi=$LAST_PID
+        "${CLI_CRED[@]}" "${OURS_COMMON[@]}" "${mode[@]}" "${extra[@]}"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
       wait_listen "$p_in" || return 1 ;;
   esac
@@ -364,7 +374,7 @@ if want redis; then
   start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --maxclients 12000; REDIS_PID=$LAST_PID
   wait_listen "$REDIS_PORT" || note "redis-server did not start"
   declare -A CPR_N RB_DEAD
-  for v in "${VARIANTS[@]}"; do
+  for v in "${REDIS_VARIANTS[@]}"; do
     RB_DEAD[$v]=0
     if ! start_variant "$v" "$REDIS_PORT" redis || [ "$(timeout 20 redis-cli -p "${STACK_PORT[$v]}" ping 2>/dev/null)" != PONG ]; then
       note "redis: $v failed its sanity PING; not measured"; RB_DEAD[$v]=1; record rr1 "$v" 0 failed 1; continue
@@ -387,7 +397,7 @@ if want redis; then
     note "redis: the plain relay pair (socat) failed its sanity PING; the latency floor is not measured"
   fi
   for ((rep = 1; rep <= REPS; rep++)); do
-    for v in $(rotate "$rep" "${VARIANTS[@]}"); do
+    for v in $(rotate "$rep" "${REDIS_VARIANTS[@]}"); do
       [ "${RB_DEAD[$v]}" = 1 ] && continue
       for clients in 1 50; do
         say "rr$clients rep $rep $v (load $(loadavg))"
@@ -413,7 +423,7 @@ if want redis; then
       record cpr "$v" "$rep" p99_ms "$p99"
     done
   done
-  for v in "${VARIANTS[@]}" relay; do stop_variant "$v"; done
+  for v in "${REDIS_VARIANTS[@]}" relay; do stop_variant "$v"; done
   stop "$REDIS_PID"
 fi
 

@@ -35,6 +35,7 @@ void log_listening(const config::service& svc, const net::generic_acceptor& acce
       .kv("server_name", svc.tls.server_name.value_or(svc.files.psk.empty() ? "(pinned key only)" : "(pre-shared key)"))
       .kv("tls_min", svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
       .kv("threads", static_cast<std::uint64_t>(svc.threads))
+      .kv("busy_poll_us", static_cast<std::uint64_t>(svc.busy_poll.count()))
       .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns))
       .kv("idle_timeout", config::format_duration(svc.limits.idle));
 }
@@ -143,7 +144,7 @@ int main(int argc, char** argv) {
       std::cout << config::describe(cfg);
       return 0;
     }
-    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
+    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown, proc.busy_poll);
     reloaded = sources;
     reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
     reloaded.insert(reloaded.end(), tls_leg_sources.begin(), tls_leg_sources.end());

@@ -32,6 +32,7 @@ void log_listening(const server::port& p, const net::generic_acceptor& acceptor)
         .kv("transport", svc->udp.enabled ? "udp over tls" : "tcp")
         .kv("tls_min", svc->tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3")
         .kv("threads", static_cast<std::uint64_t>(svc->threads))
+        .kv("busy_poll_us", static_cast<std::uint64_t>(svc->busy_poll.count()))
         .kv("max_conns", static_cast<std::uint64_t>(svc->max_conns))
         .kv("idle_timeout", config::format_duration(svc->limits.idle));
     // A UDP service's DTLS listener warns about it already.
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
       std::cout << config::describe(cfg);
       return 0;
     }
-    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown);
+    rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown, proc.busy_poll);
     ops::reload_credentials(*rt, cfg, reloaded);
     // One flow bound per UDP service, shared by its DTLS flows and its flows over TLS.
     std::map<const config::service*, std::shared_ptr<server::flow_budget>> budgets;

@@ -53,6 +53,7 @@ void assign_groups(CLI::App& app) {
       {"--connect-timeout", "Timeouts"}, {"--handshake-timeout", "Timeouts"}, {"--idle-timeout", "Timeouts"},
       {"--close-timeout", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
       {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
+      {"--busy-poll", "Limits and threads"},
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
       {"--udp-over-tls", "UDP"}, {"--tls-fallback", "UDP"}, {"--dtls-retry", "UDP"}, {"--tls-listen", "UDP"},
       {"--proxy-protocol", "Plain legs"}, {"--transparent", "Plain legs"},

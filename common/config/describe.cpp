@@ -88,6 +88,7 @@ std::string describe(const service& svc) {
   o << "close_timeout = " << format_duration(svc.limits.close) << "\n";
   o << "shutdown_timeout = " << format_duration(svc.limits.shutdown) << "\n";
   o << "max_conns = " << svc.max_conns << "\nthreads = " << svc.threads << "\n";
+  o << "busy_poll = " << svc.busy_poll.count() << "\n";
   if (svc.udp.enabled) {
     o << "mtu = " << svc.udp.mtu << "\nmax_flows = " << svc.udp.max_flows
       << "\nflow_idle_timeout = " << format_duration(svc.udp.flow_idle) << "\n";

@@ -12,8 +12,8 @@ namespace tunnel::config {
 namespace {
 
 // Settings of the whole process: written once, at the top level.
-const std::set<std::string> process_wide = {"threads",         "log-level",       "log-format", "status",
-                                            "user",            "shutdown-timeout", "reload-interval"};
+const std::set<std::string> process_wide = {"threads", "busy-poll",        "log-level",      "log-format",
+                                            "status",  "shutdown-timeout", "reload-interval", "user"};
 // File names: relative ones are taken from the config file's directory, so a file and its
 // certificates can move together (and systemd's working directory does not matter).
 const std::set<std::string> file_keys = {"cert",        "key",        "ca",        "crl",        "psk-file",

@@ -63,6 +63,9 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--shutdown-timeout", f.shutdown_timeout, "DUR live connections get after SIGTERM (default 30s)");
   app.add_option("--max-conns", f.max_conns, "N connections at once; more are closed at once (default: from the open-file limit)");
   app.add_option("--threads", f.threads, "N worker threads (default: number of cores)");
+  app.add_option("--busy-poll", f.busy_poll,
+                 "USEC a worker with nothing to do keeps looking for work before it sleeps: lower latency for "
+                 "CPU time (0..10000, default 0: off)");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (default info)");
   app.add_option("--log-format", f.log_format, "text|json (default text)");
   app.add_option("--status", f.status, "ADDR for the HTTP endpoint /healthz, /readyz, /metrics (default: none)");
@@ -190,6 +193,9 @@ service validate(tls::role side, const raw_flags& f) {
     throw usage_error("--threads " + std::to_string(f.threads) + ": must be 1..256");
   s.threads = f.threads > 0 ? static_cast<unsigned>(f.threads)
                             : std::max(1u, std::thread::hardware_concurrency());
+  if (f.busy_poll < 0 || f.busy_poll > 10'000)
+    throw usage_error("--busy-poll " + std::to_string(f.busy_poll) + ": must be 0..10000 (microseconds)");
+  s.busy_poll = std::chrono::microseconds(f.busy_poll);
 
   static const std::pair<const char*, spdlog::level::level_enum> levels[] = {
       {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug}, {"info", spdlog::level::info},

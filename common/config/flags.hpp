@@ -25,6 +25,7 @@ struct raw_flags {
               close_timeout = "60s", shutdown_timeout = "30s";
   long long max_conns = -1;
   long long threads = -1;
+  long long busy_poll = 0;  // microseconds
   std::string log_level = "info", log_format = "text";
   std::string status, user;
   bool check_config = false;

@@ -81,6 +81,7 @@ struct service {
   std::size_t max_conns = 0;           // resolved at start-up when not given
   std::chrono::milliseconds reload_interval{0};  // --reload-interval: content checks (0: SIGHUP only)
   unsigned threads = 0;                // resolved at start-up when not given
+  std::chrono::microseconds busy_poll{0};  // --busy-poll: a worker's look for work before sleeping
   spdlog::level::level_enum log_level = spdlog::level::info;
   ops::log_format log_format = ops::log_format::text;
   std::optional<net::address> status;  // --status: the HTTP health/metrics endpoint

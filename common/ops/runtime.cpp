@@ -17,6 +17,7 @@
 
 #include "net/endpoint.hpp"
 #include "ops/accept_backoff.hpp"
+#include "ops/event_loop.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
 
@@ -26,8 +27,8 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 }  // namespace
 
-runtime::runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout)
-    : shutdown_timeout_(shutdown_timeout) {
+runtime::runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout, std::chrono::microseconds busy_poll)
+    : shutdown_timeout_(shutdown_timeout), busy_poll_(busy_poll) {
   if (threads == 0) threads = 1;
   for (unsigned i = 0; i < threads; ++i) {
     workers_.push_back(std::make_unique<worker>());
@@ -180,8 +181,8 @@ void runtime::cancel_all() {
 int runtime::run() {
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < workers_.size(); ++i)
-    threads.emplace_back([&w = *workers_[i]] { w.io.run(); });
-  workers_.front()->io.run();
+    threads.emplace_back([this, &w = *workers_[i]] { run_event_loop(w.io, busy_poll_); });
+  run_event_loop(workers_.front()->io, busy_poll_);
   for (auto& t : threads) t.join();
   return 0;
 }

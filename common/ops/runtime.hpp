@@ -25,7 +25,10 @@ class runtime {
   // A connection handler owns the socket and returns when the connection has ended.
   using handler = std::function<asio::awaitable<void>(net::accepted)>;
 
-  runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout);
+  // `busy_poll`: how long an idle worker keeps looking for work before it sleeps (see
+  // event_loop.hpp); zero: it sleeps at once.
+  runtime(unsigned threads, std::chrono::milliseconds shutdown_timeout,
+          std::chrono::microseconds busy_poll = std::chrono::microseconds(0));
   ~runtime();
 
   // The context where listeners and signals live (worker 0's).
@@ -91,6 +94,7 @@ class runtime {
   std::atomic<std::size_t> active_{0};
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;
+  std::chrono::microseconds busy_poll_;
   bool stopping_ = false;
 };
 

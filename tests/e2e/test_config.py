@@ -197,6 +197,9 @@ BAD_CONFIGS = {
     "process-wide key in a service": (
         lambda pki: ({}, {"a": {"listen": "127.0.0.1:0", "target": "127.0.0.1:9", "threads": 4}}),
         "threads", "services.a.threads: a process-wide setting"),
+    "busy polling set per service": (
+        lambda pki: ({}, {"a": {"listen": "127.0.0.1:0", "target": "127.0.0.1:9", "busy-poll": 50}}),
+        "busy-poll", "services.a.busy-poll: a process-wide setting"),
 }
 
 

@@ -915,6 +915,40 @@ def test_sighup_does_not_stop_the_service(procs, servers):
 
 
 # --------------------------------------------------------------------------------------
+# busy polling
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_busy_poll_carries_traffic_and_costs_nothing_when_idle(procs, servers):
+    target = servers.echo()
+    out, tin = procs.pair(target.address, out_args=["--busy-poll", "1000"], in_args=["--busy-poll", "1000"])
+    for proc in (out, tin):
+        assert proc.wait_for_log("listening")["busy_poll_us"] == 1000
+
+    assert_echo(tin.address, 2 * MiB)
+    with connect(tin.address) as s:  # many small round trips, each picked up while polling
+        for i in range(200):
+            message = f"ping {i}\n".encode()
+            s.sendall(message)
+            assert recv_exactly(s, len(message)) == message
+
+    # Idle: each worker polls for 1 ms after its last work, then sleeps. Two workers that
+    # kept polling would use about 2 s of CPU in these 1.5 s (or all there is).
+    time.sleep(0.3)
+    before = {p.name: cpu_seconds(p.proc.pid) for p in (out, tin)}
+    time.sleep(1.5)
+    for p in (out, tin):
+        used = cpu_seconds(p.proc.pid) - before[p.name]
+        assert used < 0.3, f"{p.name} used {used:.2f} s of CPU while idle with --busy-poll"
+    assert_echo(tin.address)
+
+
+# --------------------------------------------------------------------------------------
 # address families
 
 
@@ -984,6 +1018,8 @@ STARTUP_MISTAKES = [
     ("tunnel-out-on-unix-socket", TUNNEL_OUT, {"listen": "unix:/tmp/x.sock"}, ["--listen", "TCP"]),
     ("bad-log-level", TUNNEL_IN, {"log_level": "loud"}, ["--log-level", "loud"]),
     ("zero-max-conns", TUNNEL_OUT, {"max_conns": "0"}, ["--max-conns"]),
+    ("busy-poll-too-long", TUNNEL_IN, {"extra": ["--busy-poll", "20000"]}, ["--busy-poll", "0..10000"]),
+    ("busy-poll-negative", TUNNEL_OUT, {"extra": ["--busy-poll", "-5"]}, ["--busy-poll", "0..10000"]),
 ]
 
 

@@ -40,7 +40,7 @@ const char* creds = "cert = \"c.crt\"\nkey = \"c.key\"\nca = \"ca.crt\"\n";
 }  // namespace
 
 TEST_CASE("top-level keys are defaults a service table overrides") {
-  config_file f(std::string(creds) + "idle-timeout = \"5m\"\nthreads = 3\n"
+  config_file f(std::string(creds) + "idle-timeout = \"5m\"\nthreads = 3\nbusy-poll = 50\n"
                 "[services.a]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\n"
                 "[services.b]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:10\"\nidle-timeout = \"30s\"\n"
                 "allow-cn = [\"x\", \"y\"]\n");
@@ -50,6 +50,7 @@ TEST_CASE("top-level keys are defaults a service table overrides") {
   CHECK(cfg.services[0].limits.idle == std::chrono::minutes(5));
   CHECK(cfg.services[1].limits.idle == std::chrono::seconds(30));
   CHECK(cfg.services[1].threads == 3);
+  CHECK(cfg.services[1].busy_poll == std::chrono::microseconds(50));
   CHECK(cfg.services[1].tls.routes.front().allow.cn == std::vector<std::string>{"x", "y"});
   CHECK(cfg.services[0].tls.routes.front().allow.empty());
   // Relative file names are taken from the file's directory.
