@@ -413,6 +413,19 @@ if want redis; then
         if [ -z "$(kv rps "$line")" ] || [ "$(kv errors "$line")" != 0 ]; then record rr1 relay "$rep" failed 1
         else for m in rps p50_ms p99_ms; do record rr1 relay "$rep" "$m" "$(kv $m "$line")"; done; fi
       fi
+      # One client at a fixed 1,000 requests/s: latency and the tunnel ends' CPU when every
+      # process on the path idles between requests (what busy polling costs and buys there).
+      say "paced rep $rep $v 1000/s (load $(loadavg))"
+      read -r pi po <<<"${STACK_PIDS[$v]:-} "
+      ci0=0; co0=0; [ -n "${pi:-}" ] && ci0=$(cpu_ticks "$pi") && co0=$(cpu_ticks "$po")
+      line=$(timeout $((60 + ${RR_SECS%.*})) python3 "$BENCH_DIR/paced.py" "${STACK_PORT[$v]}" 1000 "$RR_SECS" 2>>"$LOGS/paced.log" || true)
+      echo "$v $line" >> "$LOGS/paced.log"
+      if [ -z "$(kv p50_ms "$line")" ] || [ "$(kv errors "$line")" != 0 ]; then record paced "$v" "$rep" failed 1
+      else
+        for m in p50_ms p99_ms; do record paced "$v" "$rep" "$m" "$(kv $m "$line")"; done
+        [ -n "${pi:-}" ] && record paced "$v" "$rep" cpu_pct_both \
+          "$(python3 -c "print(100 * ($(cpu_ticks "$pi") - $ci0 + $(cpu_ticks "$po") - $co0) / $CLK_TCK / ${RR_SECS})")"
+      fi
       n=${CPR_N[$v]:-0}; [ "$n" = 0 ] && continue
       say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
       line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
