@@ -511,8 +511,23 @@ void session::protocol_error(std::string reason) {
 
 void session::wake_writer() { writer_wake_.cancel(); }
 
+void session::wait_for_room(stream& s) {
+  if (s.waiting_for_room_) return;
+  s.waiting_for_room_ = true;
+  waiting_for_room_.push_back(s.id());
+}
+
 void session::wake_streams() {
-  for (auto& [id, s] : streams_) s->writable_.cancel();
+  if (waiting_for_room_.empty()) return;
+  std::vector<std::uint32_t> waiting;
+  waiting.swap(waiting_for_room_);
+  for (const std::uint32_t id : waiting) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    it->second->waiting_for_room_ = false;
+    it->second->writable_.cancel();
+    ++stats_.room_wakeups;
+  }
 }
 
 void session::maybe_finish() {

@@ -55,6 +55,7 @@ struct session_stats {
   std::uint64_t flows_opened = 0;
   std::uint64_t datagrams_queue_full = 0;   // dropped: the datagram queue was at its bound
   std::uint64_t datagrams_unknown_flow = 0; // dropped: for a flow this side does not know
+  std::uint64_t room_wakeups = 0;           // streams woken that waited for room (queue, connection credit)
 };
 
 class session {
@@ -115,6 +116,9 @@ class session {
   void consumed(stream& s, std::size_t n);
   void forget(stream& s);
   std::int64_t connection_credit() const { return send_credit_; }
+  // `s` waits for room the whole session shares (connection credit, the outbound queue):
+  // wake_streams() wakes it. (A stream short of its own credit waits for its WINDOW frame.)
+  void wait_for_room(stream& s);
   // From flows (same thread); session_flows.cpp.
   bool queue_datagram(flow& f, std::span<const std::byte> data);  // false: queue full, dropped
   void leave(flow& f, reset_code code, std::string_view reason);  // FLOW_CLOSE, forget
@@ -141,7 +145,7 @@ class session {
   void fail(std::string reason, std::error_code for_streams);
   void protocol_error(std::string reason);
   void wake_writer();
-  void wake_streams();
+  void wake_streams();  // the streams waiting for room (wait_for_room), not every stream
   void maybe_finish();
   void mark_ready();  // the peer has answered; counted in ops::metrics
   void check_rotation();
@@ -152,6 +156,9 @@ class session {
   tls::tls_stream& tls_;
   session_settings settings_;
   std::unordered_map<std::uint32_t, stream*> streams_;
+  // Streams waiting for room, by id (an id is never reused, so one that has gone is
+  // skipped). Waking only these keeps a write's cost independent of the idle streams.
+  std::vector<std::uint32_t> waiting_for_room_;
   std::unordered_map<std::uint32_t, flow*> flows_;
   std::uint32_t next_flow_id_ = 1;   // client: next flow id
   std::uint32_t last_peer_flow_ = 0; // server: highest flow id opened by the peer

@@ -71,7 +71,9 @@ asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> da
       }
     }
     // No credit (the peer's buffers are full: its reader is slow) or a full queue: wait to
-    // be woken by a WINDOW frame, a drained queue, or the end of the stream.
+    // be woken by a WINDOW frame, a drained queue, or the end of the stream. Short of this
+    // stream's own credit only its WINDOW frame helps; else the session wakes it.
+    if (send_credit_ > 0) session_->wait_for_room(*this);
     co_await writable_.async_wait(as_result);
     if (co_await cancelled()) co_return asio::error::operation_aborted;
   }

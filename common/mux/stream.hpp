@@ -64,6 +64,7 @@ class stream {
   // Send side.
   std::int64_t send_credit_ = initial_stream_window;
   bool fin_sent_ = false;
+  bool waiting_for_room_ = false;  // listed in the session's waiting_for_room_
   std::error_code error_;
   // Woken (cancelled) when data, credit, FIN or an error arrives; waits never expire.
   asio::steady_timer readable_, writable_;
