@@ -6,8 +6,10 @@
 #include <asio/connect.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <cerrno>
 #include <vector>
 
 namespace tunnel::net {
@@ -70,24 +72,45 @@ asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpo
       set_low_latency(out.socket);
       break;
     }
+    if (ec == asio::error::operation_aborted) break;  // the timeout: no next address
   }
   co_return out;
+}
+
+bool out_of_descriptors(const std::error_code& ec) {
+  return ec.category() == asio::error::get_system_category() && (ec.value() == EMFILE || ec.value() == ENFILE);
+}
+
+// One attempt after another while the process or the system has no descriptor to spare
+// (the caller's timeout ends the wait). `source`: as for connect_inet; unused for unix.
+asio::awaitable<dial_result> connect_patiently(const address& to, const generic_endpoint* source) {
+  co_await asio::this_coro::throw_if_cancelled(false);  // the timeout's cancellation: looked at below
+  const auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer pause(ex);
+  for (;;) {
+    // (No conditional operator around awaitables: GCC 12 destroys such a temporary twice.)
+    std::optional<dial_result> r;
+    if (to.is_unix()) r = co_await connect_unix(to);
+    else r = co_await connect_inet(to, source);
+    if (!out_of_descriptors(r->ec)) co_return std::move(*r);
+    pause.expires_after(std::chrono::milliseconds(100));
+    co_await pause.async_wait(as_result);
+    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return dial_result{asio::error::operation_aborted, generic_socket(ex)};
+  }
 }
 
 }  // namespace
 
 asio::awaitable<dial_result> dial(const address& to, std::chrono::milliseconds timeout) {
-  // (No conditional operator around awaitables: GCC 12 destroys such a temporary twice.)
-  std::optional<dial_result> outcome;
-  if (to.is_unix()) outcome = co_await with_timeout(connect_unix(to), timeout);
-  else outcome = co_await with_timeout(connect_inet(to, nullptr), timeout);
+  auto outcome = co_await with_timeout(connect_patiently(to, nullptr), timeout);
   if (outcome) co_return std::move(*outcome);
   co_return dial_result{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
 }
 
 asio::awaitable<dial_result> dial_from(const address& to, const generic_endpoint& source,
                                        std::chrono::milliseconds timeout) {
-  auto outcome = co_await with_timeout(connect_inet(to, &source), timeout);
+  auto outcome = co_await with_timeout(connect_patiently(to, &source), timeout);
   if (outcome) co_return std::move(*outcome);
   co_return dial_result{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
 }

@@ -315,3 +315,37 @@ def test_descriptor_exhaustion_backs_off_logs_once_per_episode_and_recovers(proc
     assert metric(hd.scrape(out), "tunnel_accept_failures_total") >= 20
     assert out.running()
     assert_echo(tin.address)
+
+
+@pytest.mark.parametrize("mode", ["raw", "mux"])
+def test_dial_without_a_free_descriptor_waits_for_one_instead_of_dropping_the_client(procs, servers, mode):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--threads", "1", "--status", "127.0.0.1:0", level="info")
+    tin = procs.tunnel_in(out.listen, "--mode", mode, "--threads", "1", level="info")
+    assert_echo(tin.address)  # every descriptor made on first use exists now (mux: its connection too)
+    hd.wait_until(lambda: metric(hd.scrape(out), "tunnel_connections_active") == (1 if mode == "mux" else 0),
+                  "only tunnel-in's mux connection, if any, is left")
+    time.sleep(0.2)
+    # Room for the first connection only, and in raw mode for the second one's TLS
+    # connection (accepted with the last descriptor; in mux mode a stream needs none of its
+    # own). Either way the second one's dial to the target finds no descriptor.
+    room = 2 + 1 if mode == "raw" else 1
+    resource.prlimit(out.proc.pid, resource.RLIMIT_NOFILE, (hd.fd_count(out) + room,) * 2)
+    first = connect(tin.address, timeout=10)
+    second = connect(tin.address, timeout=10)
+    try:
+        first.sendall(b"0000\n")
+        assert recv_exactly(first, 5) == b"0000\n"
+        second.sendall(b"0001\n")
+        second.settimeout(1.0)  # a second of failed dials (every 100 ms)
+        with pytest.raises(socket.timeout):
+            second.recv(5)
+        first.close()  # its two descriptors come free: the waiting dial gets one
+        second.settimeout(5)
+        assert recv_exactly(second, 5) == b"0001\n"
+        second.sendall(b"more\n")
+        assert recv_exactly(second, 5) == b"more\n"
+    finally:
+        hd.close_all([first, second])
+    assert not out.find_logs(lambda r: r.get("msg") == "target unreachable"), out.log_text()
+    assert out.running()
