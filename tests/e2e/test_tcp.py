@@ -21,6 +21,7 @@ import time
 import pytest
 
 import harness
+from hardening import cpu_seconds
 from harness import (
     TUNNEL_IN,
     TUNNEL_OUT,
@@ -918,12 +919,6 @@ def test_sighup_does_not_stop_the_service(procs, servers):
 # busy polling
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_busy_poll_carries_traffic_and_costs_nothing_when_idle(procs, servers):
     target = servers.echo()
     out, tin = procs.pair(target.address, out_args=["--busy-poll", "1000"], in_args=["--busy-poll", "1000"])
@@ -940,10 +935,10 @@ def test_busy_poll_carries_traffic_and_costs_nothing_when_idle(procs, servers):
     # Idle: each worker polls for 1 ms after its last work, then sleeps. Two workers that
     # kept polling would use about 2 s of CPU in these 1.5 s (or all there is).
     time.sleep(0.3)
-    before = {p.name: cpu_seconds(p.proc.pid) for p in (out, tin)}
+    before = {p.name: cpu_seconds(p) for p in (out, tin)}
     time.sleep(1.5)
     for p in (out, tin):
-        used = cpu_seconds(p.proc.pid) - before[p.name]
+        used = cpu_seconds(p) - before[p.name]
         assert used < 0.3, f"{p.name} used {used:.2f} s of CPU while idle with --busy-poll"
     assert_echo(tin.address)
 
