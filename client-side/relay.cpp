@@ -47,7 +47,7 @@ struct raw_relay {
       co_return;
     }
     rec.identity = secure.tls().peer() ? secure.tls().peer()->describe() : std::string("unknown");
-    ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
+    ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite(), secure.tls().resumed());
     // With TLS 1.3 a refusal of our certificate arrives as an alert on the first read; the
     // pump then ends with that reason and the legacy client sees its connection close.
     const auto result = co_await net::pump(legacy, secure, {svc.limits.idle, svc.limits.close}, "client", "tunnel");

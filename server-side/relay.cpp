@@ -75,7 +75,7 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   const config::service& svc = p.at(*route);
   rec.service = svc.name;
   rec.target = svc.target.to_string();
-  ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
+  ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite(), secure.tls().resumed());
 
   auto dialed = co_await open_target(svc, from);
   if (!dialed.ok) {

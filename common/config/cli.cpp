@@ -47,6 +47,7 @@ void assign_groups(CLI::App& app) {
       {"--config", "Addresses"}, {"--service", "Addresses"}, {"--listen", "Addresses"}, {"--target", "Addresses"}, {"--connect", "Addresses"},
       {"--cert", "Credentials"}, {"--key", "Credentials"}, {"--ca", "Credentials"}, {"--crl", "Credentials"},
       {"--psk-file", "Credentials"}, {"--reload-interval", "Credentials"}, {"--expiry-warning", "Credentials"},
+      {"--resumption", "Credentials"},
       {"--allow-cn", "Who may connect"}, {"--allow-dns", "Who may connect"}, {"--allow-uri", "Who may connect"},
       {"--allow-ip", "Who may connect"}, {"--allow-spki-sha256", "Who may connect"},
       {"--server-name", "Server checks"}, {"--pin-spki-sha256", "Server checks"}, {"--tls-min", "Server checks"},

@@ -66,6 +66,7 @@ std::string describe(const service& svc) {
     const auto warn = svc.tls.expiry_warning;
     o << "expiry_warning = "
       << (warn.count() % 86400 == 0 ? std::to_string(warn.count() / 86400) + "d" : format_duration(warn)) << "\n";
+    o << "resumption = " << format_duration(svc.tls.resumption) << (svc.tls.resumption.count() ? "" : " (off)") << "\n";
   }
   o << "reload_interval = " << format_duration(svc.reload_interval) << (svc.reload_interval.count() ? "" : " (SIGHUP only)") << "\n";
   o << "tls_min = " << (svc.tls.min_version == tls::version::tls1_2 ? "1.2" : "1.3") << "\n";

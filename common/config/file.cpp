@@ -153,6 +153,7 @@ void check_shared_port(const service& first, const service& other, const std::st
       {"--psk-file", first.files.psk == other.files.psk},
       {"--tls-min", first.tls.min_version == other.tls.min_version},
       {"--expiry-warning", first.tls.expiry_warning == other.tls.expiry_warning},
+      {"--resumption", first.tls.resumption == other.tls.resumption},
       {"--handshake-timeout", first.limits.handshake == other.limits.handshake},
       {"--keepalive", first.mux.keepalive == other.mux.keepalive},
       {"--max-conns", first.max_conns == other.max_conns},

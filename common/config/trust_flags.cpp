@@ -7,6 +7,7 @@
 namespace tunnel::config {
 namespace {
 constexpr long long max_warning_days = 365;
+constexpr std::chrono::hours max_resumption{24};
 }  // namespace
 
 void add_trust_flags(CLI::App& app, trust_flags& f) {
@@ -19,6 +20,9 @@ void add_trust_flags(CLI::App& app, trust_flags& f) {
                  "SIGHUP)");
   app.add_option("--expiry-warning", f.expiry_warning,
                  "DUR or Nd: warn when our or a peer's certificate expires within this (default 14d)");
+  app.add_option("--resumption", f.resumption,
+                 "DUR a TLS 1.3 session may be resumed without certificates (identity kept, forgotten on reload; "
+                 "0: full handshake every connection; default 10m, at most 24h)");
 }
 
 std::optional<std::chrono::seconds> parse_expiry_warning(const std::string& text) {
@@ -46,6 +50,10 @@ std::optional<std::string> apply_trust_flags(const trust_flags& f, bool server_n
   auto warning = parse_expiry_warning(f.expiry_warning);
   if (!warning) return "--expiry-warning " + f.expiry_warning + ": not a duration (use e.g. 14d, 72h; at most 365d)";
   s.tls.expiry_warning = *warning;
+  auto resumption = parse_duration(f.resumption);
+  if (!resumption || *resumption > max_resumption || (resumption->count() > 0 && *resumption < std::chrono::seconds(1)))
+    return "--resumption " + f.resumption + ": must be 0 (off) or a duration from 1s to 24h";
+  s.tls.resumption = std::chrono::duration_cast<std::chrono::seconds>(*resumption);
   s.files.crl = f.crl;
   s.files.psk = f.psk_file;
 

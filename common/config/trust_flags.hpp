@@ -1,6 +1,6 @@
 #pragma once
 // The command-line flags of issue "certificates and trust": --crl, --psk-file,
-// --reload-interval and --expiry-warning, kept apart from cli.cpp so the rules on which
+// --reload-interval, --expiry-warning and --resumption, kept apart from cli.cpp so the rules on which
 // credential flags go together live in one place.
 #include <CLI/CLI.hpp>
 #include <optional>
@@ -14,6 +14,7 @@ struct trust_flags {
   std::string crl, psk_file;
   std::string reload_interval = "0";
   std::string expiry_warning = "14d";
+  std::string resumption = "10m";
 };
 
 // Registers the flags on `app`; `f` must outlive parsing.

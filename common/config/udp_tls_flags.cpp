@@ -104,7 +104,7 @@ bool same_tunnel(const service& a, const service& b) {
   const auto& fb = b.files;
   return a.target.to_string() == b.target.to_string() && fa.cert == fb.cert && fa.key == fb.key && fa.ca == fb.ca &&
          fa.crl == fb.crl && fa.psk == fb.psk && a.tls.server_name == b.tls.server_name && a.tls.pins == b.tls.pins &&
-         a.tls.min_version == b.tls.min_version && a.mux.keepalive == b.mux.keepalive &&
+         a.tls.min_version == b.tls.min_version && a.tls.resumption == b.tls.resumption && a.mux.keepalive == b.mux.keepalive &&
          a.mux.rotate_bytes == b.mux.rotate_bytes && a.mux.rotate_age == b.mux.rotate_age;
 }
 

@@ -6,12 +6,13 @@
 namespace tunnel::ops {
 
 void log_authorized(const connection_record& rec, const std::string& tls_version,
-                    const std::string& ciphersuite) {
+                    const std::string& ciphersuite, bool resumed) {
   event e(spdlog::level::info, "connection authorized");
   if (!rec.service.empty()) e.kv("service", rec.service);
   e.kv("peer", rec.peer);
   if (!rec.via.empty()) e.kv("via", rec.via);
   e.kv("identity", rec.identity).kv("tls", tls_version).kv("cipher", ciphersuite);
+  if (resumed) e.kv("resumed", "true");
 }
 
 void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint64_t bytes_down,

@@ -18,8 +18,9 @@ struct connection_record {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
+// `resumed`: the handshake resumed an earlier session (logged as resumed=true).
 void log_authorized(const connection_record& rec, const std::string& tls_version,
-                    const std::string& ciphersuite);
+                    const std::string& ciphersuite, bool resumed = false);
 void log_closed(const connection_record& rec, std::uint64_t bytes_up, std::uint64_t bytes_down,
                 const std::string& reason, bool clean);
 

@@ -108,6 +108,9 @@ std::string metrics::render() const {
     w.sample("tunnel_handshake_failures_total", std::string("reason=\"") + handshake_failure_names[i] + "\"",
              load(handshake_failures[i]));
 
+  w.header("tunnel_handshakes_resumed_total", "counter",
+           "Successful TLS handshakes that resumed an earlier session (no certificates exchanged).");
+  w.sample("tunnel_handshakes_resumed_total", "", load(handshakes_resumed));
   w.header("tunnel_handshake_duration_seconds", "histogram", "Duration of successful TLS handshakes.");
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < histogram::bounds.size(); ++i) {

@@ -61,6 +61,7 @@ class metrics {
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(outcome::count_)> connections{};
   std::atomic<std::uint64_t> bytes_up{0}, bytes_down{0};
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(handshake_failure::count_)> handshake_failures{};
+  std::atomic<std::uint64_t> handshakes_resumed{0};  // successful handshakes that resumed a session
   histogram handshake_seconds;
   std::atomic<std::int64_t> udp_flows_active{0};
   std::atomic<std::uint64_t> udp_flows_total{0};

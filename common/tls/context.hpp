@@ -14,6 +14,7 @@
 
 #include "policy/allow_list.hpp"
 #include "tls/credentials.hpp"
+#include "tls/resumption.hpp"
 
 namespace tunnel::tls {
 
@@ -53,6 +54,9 @@ struct tls_options {
   bool verify_peer = true;
   // ALPN protocols to offer (client) or accept (server) besides mux; empty: none.
   std::vector<std::string> alpn;
+  // TLS 1.3 resumption (tls/resumption.hpp) within this window; 0: a full handshake for
+  // every connection. Only the tunnel's own certificate-authenticated TCP legs resume.
+  std::chrono::seconds resumption{0};
 };
 
 // Server: the service a connection's SNI chose. The engine owns one and hangs it on its
@@ -90,6 +94,8 @@ class tls_context {
   std::optional<std::size_t> find_route(std::string_view name) const;
   // Server: the route of a connection that names none (no SNI): the only one, if one.
   std::optional<std::size_t> default_route() const;
+  // Client with resumption: the session the next connection offers. nullptr otherwise.
+  session_cache* sessions() const { return sessions_.get(); }
 
  private:
   tls_options options_;
@@ -98,7 +104,11 @@ class tls_context {
   void configure_datagram(mbedtls_ssl_config& config, bool server);
   static int sni_cb(void* self, mbedtls_ssl_context* ssl, const unsigned char* name, std::size_t len);
 
+  bool resumes() const;
+
   std::shared_ptr<credentials> creds_;
+  std::unique_ptr<ticket_issuer> tickets_;   // server with resumption
+  std::unique_ptr<session_cache> sessions_;  // client with resumption
   std::vector<const char*> alpn_list_;  // mbedTLS keeps the pointer: into options_.alpn
   mbedtls_ssl_cookie_ctx cookies_;  // DTLS server: HelloVerifyRequest secret
   mbedtls_ssl_config config_;

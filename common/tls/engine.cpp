@@ -24,6 +24,8 @@ engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn)
   mbedtls_ssl_set_user_data_p(&ssl_, &choice_);
   const auto& opts = context_->options();
   if (opts.side == role::server) choice_.route = context_->default_route();
+  slot_.ssl = &ssl_;
+  slot_.peer = &peer_;
   if (opts.side == role::client) {
     // NULL explicitly where a pin replaces the name check (mbedTLS >= 3.6.3 otherwise
     // refuses a verifying client without a host name). A service name goes out as the SNI
@@ -34,6 +36,7 @@ engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn)
       mbedtls_ssl_free(&ssl_);
       throw std::runtime_error("invalid server name");
     }
+    if (auto* sessions = context_->sessions()) offered_ = sessions->offer(ssl_);
   }
 }
 
@@ -95,6 +98,7 @@ int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_
   if (depth != 0) return 0;
   auto* e = static_cast<engine*>(self);
   e->peer_ = policy::identity_of(*crt);
+  e->slot_.peer_not_after = unix_seconds(crt->valid_to);
   const auto& opts = e->context_->options();
   if (opts.side == role::client && opts.sni) {
     // mbedTLS compared the certificate with the SNI, which names a service, not the server.
@@ -132,27 +136,73 @@ bool engine::refused_by_policy() const {
 
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
-  const int rc = mbedtls_ssl_handshake(&ssl_);
+  handshake_scope scope(slot_);
+  const int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });
+  return rc == 0 && !peer_ ? finish_handshake() : rc;
+}
+
+int engine::finish_handshake() {
   // PSK mode has no certificate to take an identity from: the key's identity is it (the
   // server accepts no other identity than its configured one).
-  if (rc == 0 && !peer_ && context_->creds().psk()) {
+  if (context_->creds().psk()) {
     peer_.emplace();
     peer_->psk = context_->creds().psk()->identity;
+    return 0;
+  }
+  if (!context_->options().verify_peer) return 0;
+  // A verifying handshake that saw no certificate resumed a session: the identity is the one
+  // the ticket (server) or our cache (client) kept from the full handshake.
+  std::optional<known_peer> earlier = is_client() ? offered_ : slot_.resumed;
+  if (!earlier) return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;  // cannot happen; fail closed if it does
+  peer_ = std::move(earlier->identity);
+  slot_.peer_not_after = earlier->not_after;
+  resumed_ = true;
+  // The ticket may come from another service on this port, or from a mux connection: the
+  // service this connection asked for decides, as in a full handshake.
+  if (!is_client() && !admitted()) {
+    refused_by_policy_ = true;
+    refusal_ = (refusal_.empty() ? std::string("peer certificate not on the allow-list") : refusal_) + " (resumed session)";
+    mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
+    return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+  }
+  return 0;
+}
+
+template <typename Call>
+int engine::with_tickets(Call call) {
+  // A client with resumption hears of a NewSessionTicket in two steps: the call that reads
+  // it answers WANT_READ with the message held back, the next one processes it and answers
+  // RECEIVED_NEW_SESSION_TICKET. Neither is about the socket, so the call is made again at
+  // once (a wait there would wait for bytes that already came, maybe forever), and the
+  // ticket is kept. Bounded: each round consumes a held message.
+  const bool after_handshake = handshake_done();
+  int rc = call();
+  for (int round = 0; round < 16; ++round) {
+    if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+      if (auto* sessions = context_->sessions(); sessions && peer_) sessions->store(ssl_, {*peer_, slot_.peer_not_after});
+    } else if (!(rc == MBEDTLS_ERR_SSL_WANT_READ && after_handshake && mbedtls_ssl_check_pending(&ssl_))) {
+      return rc;
+    }
+    rc = call();
   }
   return rc;
 }
 
 int engine::read(std::span<std::byte> plaintext) {
   if (records_.overflow()) return refuse_overflow();
-  return mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(plaintext.data()), plaintext.size());
+  auto* p = reinterpret_cast<unsigned char*>(plaintext.data());
+  return with_tickets([&] { return mbedtls_ssl_read(&ssl_, p, plaintext.size()); });
 }
 
 int engine::write(std::span<const std::byte> plaintext) {
   const std::size_t n = std::min(plaintext.size(), max_record_payload());
-  return mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(plaintext.data()), n);
+  const auto* p = reinterpret_cast<const unsigned char*>(plaintext.data());
+  return with_tickets([&] { return mbedtls_ssl_write(&ssl_, p, n); });
 }
 
-int engine::close_notify() { return mbedtls_ssl_close_notify(&ssl_); }
+int engine::close_notify() {
+  return with_tickets([&] { return mbedtls_ssl_close_notify(&ssl_); });
+}
 
 bool engine::handshake_done() const { return mbedtls_ssl_is_handshake_over(const_cast<mbedtls_ssl_context*>(&ssl_)); }
 

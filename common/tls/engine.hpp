@@ -51,6 +51,9 @@ class engine {
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const;
+  // The handshake resumed an earlier session (tls/resumption.hpp): no certificates were
+  // exchanged, and peer() is the identity the earlier full handshake verified.
+  bool resumed() const { return resumed_; }
   // Server: the service (index into the context's routes) this connection is for, as its
   // SNI chose or as the only one; nullopt when none was chosen (see tls_options::routes).
   std::optional<std::size_t> route() const { return choice_.route; }
@@ -74,6 +77,10 @@ class engine {
   static int recv_cb(void* self, unsigned char* data, std::size_t len);
   static int verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags);
   bool admitted();  // the policy check on peer_, from verify_cb
+  int finish_handshake();  // after mbedTLS's handshake succeeded: the resumed identity
+  // Runs an mbedTLS call again after each NewSessionTicket it reports, keeping the ticket.
+  template <typename Call>
+  int with_tickets(Call call);
 
   std::shared_ptr<const tls_context> context_;
   mbedtls_ssl_context ssl_;
@@ -81,6 +88,9 @@ class engine {
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
+  handshake_slot slot_;               // for the ticket callbacks (tls/resumption.hpp)
+  std::optional<known_peer> offered_;  // client: the server of the session offered
+  bool resumed_ = false;
   bool refused_by_policy_ = false;
   std::string refusal_;  // why policy refused, when it is not the plain allow-list
   route_choice choice_;  // mbedTLS user data: the SNI callback writes here

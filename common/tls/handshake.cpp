@@ -37,6 +37,7 @@ asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono
   auto& m = ops::metrics::get();
   if (result && !*result) {
     m.handshake_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (stream.tls().resumed()) m.handshakes_resumed.fetch_add(1, std::memory_order_relaxed);
     co_return handshake_outcome{.ok = true};
   }
   auto out = classify(stream, result);

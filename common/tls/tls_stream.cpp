@@ -139,8 +139,6 @@ asio::awaitable<net::io_result> tls_stream::read_some(std::span<std::byte> buffe
       if (got < buffer.size() && engine_.has_buffered_input()) continue;
       co_return net::io_result{{}, got};
     }
-    // A TLS 1.3 NewSessionTicket (from a non-tunnel server) is not data: read on.
-    if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
     if (got > 0) {  // the data first; what ended the batch is the next call's result
       if (rc != MBEDTLS_ERR_SSL_WANT_READ) deferred_rc_ = rc;
       co_return net::io_result{{}, got};

@@ -133,6 +133,18 @@ def test_metrics_count_a_refused_client_by_reason(procs, servers, pki):
     assert target.connection_count == 0
 
 
+def test_metrics_count_resumed_handshakes_on_both_sides(procs, servers):
+    out, tin = procs.pair(servers.echo().address, out_args=["--status", "127.0.0.1:0"],
+                          in_args=["--mode", "raw", "--status", "127.0.0.1:0"])
+    for i in range(4):
+        echo_through(tin.address, b"ping %d\n" % i)
+    tin.wait_for_logs("connection closed", 4)
+    for proc in (out, tin):
+        m = parse_metrics(http_get(status_address(proc), "/metrics")[1])
+        assert metric(m, "tunnel_handshake_duration_seconds_count") == 4
+        assert metric(m, "tunnel_handshakes_resumed_total") == 3  # all but the first
+
+
 def test_metrics_count_connections_refused_by_the_limit(procs, servers):
     hold = servers.hold()
     out, tin = procs.pair(hold.address, in_args=["--max-conns", "1", "--status", "127.0.0.1:0"])

@@ -1015,6 +1015,8 @@ STARTUP_MISTAKES = [
     ("zero-max-conns", TUNNEL_OUT, {"max_conns": "0"}, ["--max-conns"]),
     ("busy-poll-too-long", TUNNEL_IN, {"extra": ["--busy-poll", "20000"]}, ["--busy-poll", "0..10000"]),
     ("busy-poll-negative", TUNNEL_OUT, {"extra": ["--busy-poll", "-5"]}, ["--busy-poll", "0..10000"]),
+    ("resumption-too-long", TUNNEL_OUT, {"extra": ["--resumption", "25h"]}, ["--resumption", "1s to 24h"]),
+    ("resumption-too-short", TUNNEL_IN, {"extra": ["--resumption", "500ms"]}, ["--resumption", "1s to 24h"]),
 ]
 
 

@@ -367,6 +367,55 @@ def test_tunnel_in_refuses_revoked_server(pki, ca, procs, servers, tmp_dir):
     assert target.connection_count == 0
 
 
+# --------------------------------------------------------------------------------------
+# session resumption (TLS 1.3 tickets that carry the verified identity)
+
+
+def authorized(proc, count: int) -> list[dict]:
+    return proc.wait_for_logs("connection authorized", count)
+
+
+def test_raw_connections_after_the_first_resume_with_the_identity_kept(pki, procs, servers):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--allow-cn", "client-a")
+    tin = tunnel_in_raw(procs, out.listen, cred=pki.client_a)
+    for _ in range(5):
+        assert_echo(tin.address, size=4096)
+    for proc, identity in ((out, "CN=client-a"), (tin, "CN=tunnel-out")):
+        lines = authorized(proc, 5)
+        assert [r.get("resumed") for r in lines] == [None] + ["true"] * 4, lines
+        assert all(r["identity"].startswith(identity) for r in lines), lines
+    assert target.connection_count == 5
+
+
+def test_resumption_0_makes_every_handshake_a_full_one(pki, procs, servers):
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--resumption", "0")
+    tin = tunnel_in_raw(procs, out.listen)
+    for _ in range(3):
+        assert_echo(tin.address, size=1024)
+    assert all("resumed" not in r for r in authorized(out, 3) + authorized(tin, 3))
+
+
+def test_a_session_resumed_before_a_crl_reload_is_not_resumed_after_it(pki, ca, procs, servers, tmp_dir):
+    # Tickets are sealed with a key made with the credentials: a reload forgets them all,
+    # so a peer revoked by the new CRL meets a full handshake, and fails it.
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, []))
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--crl", str(crl))
+    tin = tunnel_in_raw(procs, out.listen, cred=pki.client_b)
+    assert_echo(tin.address)
+    assert_echo(tin.address)
+    assert authorized(out, 2)[1].get("resumed") == "true"
+    tt.write_atomic(crl, tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
+    out.signal(signal.SIGHUP)
+    reloaded(out, "SIGHUP")
+    assert_refused(tin)
+    assert "revoked" in out.wait_for_log("handshake failed")["reason"].lower()
+    assert target.connection_count == 2
+
+
 @pytest.mark.parametrize("problem", ["stale", "foreign-issuer"])
 def test_unusable_crl_exits_2_at_start(pki, ca, tmp_dir, problem):
     crl = tmp_dir / "ca.crl"

@@ -1,0 +1,94 @@
+#pragma once
+// TLS 1.3 session resumption that keeps the peer's identity (tls/ticket.hpp says why it has
+// to be carried by us). Only TLS 1.3, only the forward-secret psk_dhe_ke mode (a resumed
+// handshake still runs a fresh ECDHE), never early data.
+//
+// Server: tickets sealed with a key made together with the TLS context, so a credential
+// reload, which builds a new context, forgets every ticket issued before it: a peer whose
+// certificate a new CRL revokes must run a full handshake, and fails it. A ticket lasts
+// --resumption at most, and never past the peer certificate's notAfter.
+// Client: the latest session a server gave us, beside the server identity that the full
+// handshake verified; offered to the next connection of the same service within the window.
+#include <mbedtls/ssl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "policy/peer_identity.hpp"
+#include "tls/ticket.hpp"
+
+namespace tunnel::tls {
+
+// A peer as a verified certificate showed it, and when that certificate expires.
+struct known_peer {
+  policy::peer_identity identity;
+  std::int64_t not_after = 0;  // Unix seconds
+};
+
+// What the handshake running on this thread offers the ticket callbacks, which mbedTLS
+// calls without their connection. The engine owns one and installs it around its calls.
+struct handshake_slot {
+  const mbedtls_ssl_context* ssl = nullptr;
+  const std::optional<policy::peer_identity>* peer = nullptr;  // the engine's, once a certificate showed it
+  std::int64_t peer_not_after = 0;                              // that certificate's notAfter
+  std::optional<known_peer> resumed;                            // server: from the ticket mbedTLS took
+};
+
+class handshake_scope {
+ public:
+  explicit handshake_scope(handshake_slot& slot);
+  ~handshake_scope();
+  handshake_scope(const handshake_scope&) = delete;
+  handshake_scope& operator=(const handshake_scope&) = delete;
+  static handshake_slot* current();
+
+ private:
+  handshake_slot* previous_;
+};
+
+// Server side: mbedTLS's ticket callbacks (mbedtls_ssl_conf_session_tickets_cb), with `this`
+// as their context.
+class ticket_issuer {
+ public:
+  // Throws std::runtime_error when no random key can be had.
+  explicit ticket_issuer(std::chrono::seconds window);
+  ~ticket_issuer();
+  ticket_issuer(const ticket_issuer&) = delete;
+  ticket_issuer& operator=(const ticket_issuer&) = delete;
+
+  static int write(void* self, const mbedtls_ssl_session* session, unsigned char* start, const unsigned char* end,
+                   std::size_t* length, std::uint32_t* lifetime);
+  static int parse(void* self, mbedtls_ssl_session* session, unsigned char* buf, std::size_t length);
+
+ private:
+  ticket_key key_;
+  std::chrono::seconds window_;
+};
+
+// Client side: the session to offer next, shared by every connection of one service.
+class session_cache {
+ public:
+  explicit session_cache(std::chrono::seconds window);
+  ~session_cache();
+  session_cache(const session_cache&) = delete;
+  session_cache& operator=(const session_cache&) = delete;
+
+  // A ticket just arrived on `ssl`, whose server is `server`: keep it.
+  void store(mbedtls_ssl_context& ssl, const known_peer& server);
+  // Before `ssl`'s handshake: offers the kept session if it is still within the window and
+  // the certificate's validity; returns the server it was made with.
+  std::optional<known_peer> offer(mbedtls_ssl_context& ssl);
+  // Takes a copy of what `other` holds. For tests: a ticket shown where it was not issued.
+  void copy_from(session_cache& other);
+
+ private:
+  std::mutex mutex_;
+  mbedtls_ssl_session session_;
+  std::optional<known_peer> server_;
+  std::chrono::steady_clock::time_point until_{};
+  std::chrono::seconds window_;
+};
+
+}  // namespace tunnel::tls

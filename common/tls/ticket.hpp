@@ -1,0 +1,45 @@
+#pragma once
+// Our TLS 1.3 session tickets: mbedTLS's serialized session plus who the peer proved to be,
+// sealed with ChaCha20-Poly1305 under a key only this process knows. mbedTLS 3.6 keeps no
+// certificate in a TLS 1.3 session, so without the identity in the ticket a resumed
+// connection would not know its peer, and authorization would have nothing to check.
+//
+// Layout: version (1) | nonce (12) | ciphertext | tag (16), the plaintext being
+//   issued_ms (8, steady clock) | lifetime_s (4) | not_after (8, the peer certificate's end,
+//   Unix seconds) | identity length (2) | identity | mbedTLS session (the rest)
+// and the identity: cn, then dns, uri and ip as a count (2) and strings, each string a
+// length (2) and bytes, then the 32-byte SPKI digest. Big-endian throughout.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "policy/peer_identity.hpp"
+
+namespace tunnel::tls {
+
+using ticket_key = std::array<unsigned char, 32>;
+
+struct ticket_contents {
+  std::int64_t issued_ms = 0;      // steady_clock milliseconds when the ticket was made
+  std::uint32_t lifetime_s = 0;    // usable this long after issued_ms
+  std::int64_t not_after = 0;      // the peer certificate expires then: unusable after it
+  policy::peer_identity peer;
+  std::vector<unsigned char> session;  // mbedtls_ssl_session_save() output
+};
+
+// The whole sealed ticket's size for `c`, so a caller can check its buffer first.
+std::size_t sealed_size(const ticket_contents& c);
+
+// Seals `c` into `out` (at least sealed_size(c) bytes) with a fresh random nonce. Returns the
+// bytes written, 0 when `out` is too small or a string in the identity is longer than
+// 65535 bytes.
+std::size_t seal_ticket(const ticket_key& key, const ticket_contents& c, std::span<unsigned char> out);
+
+// Opens a ticket sealed with `key`; nullopt when it is not one (wrong key, altered, truncated,
+// malformed). Time is not judged here. `ticket` is hostile input until the tag verifies.
+std::optional<ticket_contents> open_ticket(const ticket_key& key, std::span<const unsigned char> ticket);
+
+}  // namespace tunnel::tls

@@ -1,0 +1,166 @@
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include "engine_pair.hpp"
+#include "tls/ticket.hpp"
+
+using namespace tunnel;
+using namespace tunnel::unit;
+
+namespace {
+
+tls::tls_options resuming(tls::tls_options o = {}) {
+  o.resumption = std::chrono::minutes(10);
+  return o;
+}
+
+// A connection that must run a full handshake. With resumption on both sides it leaves a
+// ticket in the client context's cache: the ticket travels after the handshake, so the
+// client has to read something.
+void full_connection(const std::shared_ptr<tls::tls_context>& client_ctx,
+                     const std::shared_ptr<tls::tls_context>& server_ctx) {
+  tls::engine client(client_ctx), server(server_ctx);
+  auto [crc, src] = handshake(client, server, 1 << 20);
+  REQUIRE((crc == 0 && src == 0));
+  CHECK_FALSE(client.resumed());
+  CHECK_FALSE(server.resumed());
+  REQUIRE(server.peer());
+  CHECK(server.peer()->cn == "client-a");
+  exchange_both_ways(client, server, 1 << 20);
+}
+
+void first_connection(pair_fixture& f) { full_connection(f.client_ctx, f.server_ctx); }
+
+}  // namespace
+
+TEST_CASE("a second connection resumes, keeps both identities and carries data") {
+  pair_fixture f(resuming(), resuming());
+  first_connection(f);
+  for (std::size_t chunk : {std::size_t{1} << 20, std::size_t{7}}) {
+    tls::engine client(f.client_ctx), server(f.server_ctx);
+    auto [crc, src] = handshake(client, server, chunk);
+    REQUIRE((crc == 0 && src == 0));
+    CHECK(client.resumed());
+    CHECK(server.resumed());
+    REQUIRE(server.peer());
+    CHECK(server.peer()->cn == "client-a");
+    CHECK(server.peer()->uri == std::vector<std::string>{"spiffe://unit/client-a"});
+    REQUIRE(client.peer());
+    CHECK(client.peer()->cn == "tunnel-out");
+    exchange_both_ways(client, server, chunk);
+  }
+}
+
+TEST_CASE("a ticket arriving with data: one read returns the data (nothing left waiting in the engine)") {
+  pair_fixture f(resuming(), resuming());
+  for (int round = 0; round < 2; ++round) {  // a full handshake, then a resumed one
+    tls::engine client(f.client_ctx), server(f.server_ctx);
+    int crc = MBEDTLS_ERR_SSL_WANT_READ, src = MBEDTLS_ERR_SSL_WANT_READ;
+    for (int i = 0; i < 20 && (crc != 0 || src != 0); ++i) {  // hold back the server's last flight
+      if (crc) crc = client.handshake();
+      transfer(client, server, 1 << 20);
+      if (src) src = server.handshake();
+      if (src) transfer(server, client, 1 << 20);
+    }
+    REQUIRE((crc == 0 && src == 0));
+    CHECK(client.resumed() == (round == 1));
+    const std::string reply = "+PONG\r\n";
+    REQUIRE(server.write(bytes(reply)) == static_cast<int>(reply.size()));
+    transfer(server, client, 1 << 20);  // the ticket and the reply, in one piece
+    std::byte buf[64];
+    const int rc = client.read(buf);
+    REQUIRE(rc == static_cast<int>(reply.size()));
+    CHECK(std::string(reinterpret_cast<const char*>(buf), reply.size()) == reply);
+  }
+}
+
+TEST_CASE("a new server context (a credential reload) runs a full handshake for an old ticket") {
+  pair_fixture f(resuming(), resuming());
+  first_connection(f);
+  auto reloaded = std::make_shared<tls::tls_context>(f.server_ctx->options(), tls::credentials::load(f.server_files));
+  full_connection(f.client_ctx, reloaded);
+}
+
+TEST_CASE("resumption off on either side: every handshake is a full one") {
+  for (bool server_on : {false, true}) {
+    pair_fixture f(server_on ? resuming() : tls::tls_options{}, server_on ? tls::tls_options{} : resuming());
+    first_connection(f);
+    first_connection(f);
+  }
+}
+
+TEST_CASE("a ticket past its window is not resumed") {
+  tls::tls_options server_opts = resuming();
+  server_opts.resumption = std::chrono::seconds(1);
+  pair_fixture f(server_opts, resuming());
+  first_connection(f);
+  usleep(1'200'000);
+  tls::engine client(f.client_ctx), server(f.server_ctx);
+  auto [crc, src] = handshake(client, server, 1 << 20);
+  REQUIRE((crc == 0 && src == 0));
+  CHECK_FALSE(server.resumed());
+}
+
+TEST_CASE("a ticket from a mux connection does not open a service that refuses its peer") {
+  // client-a may use service "b" only. A mux connection admits it (some service does), and
+  // its ticket must not let a raw connection for service "a" in by resumption.
+  tls::tls_options server_opts = resuming();
+  server_opts.mux_alpn = true;
+  server_opts.routes = {{"a", {}}, {"b", {}}};
+  server_opts.routes[0].allow.cn = {"client-b"};
+  server_opts.routes[1].allow.cn = {"client-a"};
+  tls::tls_options mux_opts = resuming();
+  mux_opts.mux_alpn = true;
+  mux_opts.sni = "a";
+  pair_fixture f(server_opts, mux_opts);
+  first_connection(f);
+  tls::tls_options raw_opts = resuming();
+  raw_opts.side = tls::role::client;
+  raw_opts.sni = "a";
+  raw_opts.server_name = "tunnel-out.test";
+  auto raw_ctx = std::make_shared<tls::tls_context>(raw_opts, tls::credentials::load(f.client_files));
+  raw_ctx->sessions()->copy_from(*f.client_ctx->sessions());
+  tls::engine client(raw_ctx), server(f.server_ctx);
+  auto [crc, src] = handshake(client, server, 1 << 20);
+  CHECK(src != 0);
+  CHECK(server.resumed());
+  CHECK(server.refused_by_policy());
+  CHECK(server.verify_failure() == "peer certificate not on the allow-list of service a (resumed session)");
+}
+
+TEST_CASE("tickets: what is sealed opens with the same key only, and any change is refused") {
+  tls::ticket_key key{}, other{};
+  key[0] = 1;
+  other[0] = 2;
+  tls::ticket_contents c;
+  c.issued_ms = 123456789;
+  c.lifetime_s = 600;
+  c.not_after = 2000000000;
+  c.peer.cn = "client-a";
+  c.peer.dns = {"a.test", "b.test"};
+  c.peer.uri = {"spiffe://unit/client-a"};
+  c.peer.ip = {"127.0.0.1"};
+  c.peer.spki[5] = 9;
+  c.session = {1, 2, 3, 4, 5};
+  std::vector<unsigned char> buf(tls::sealed_size(c));
+  REQUIRE(tls::seal_ticket(key, c, buf) == buf.size());
+  CHECK(tls::seal_ticket(key, c, std::span(buf).first(buf.size() - 1)) == 0);
+  auto opened = tls::open_ticket(key, buf);
+  REQUIRE(opened);
+  CHECK(opened->issued_ms == c.issued_ms);
+  CHECK(opened->lifetime_s == 600);
+  CHECK(opened->not_after == c.not_after);
+  CHECK(opened->peer.cn == "client-a");
+  CHECK(opened->peer.dns == c.peer.dns);
+  CHECK(opened->peer.uri == c.peer.uri);
+  CHECK(opened->peer.ip == c.peer.ip);
+  CHECK(opened->peer.spki == c.peer.spki);
+  CHECK(opened->session == c.session);
+  CHECK_FALSE(tls::open_ticket(other, buf));
+  for (std::size_t i = 0; i < buf.size(); ++i) {
+    auto altered = buf;
+    altered[i] ^= 0x40;
+    CHECK_FALSE(tls::open_ticket(key, altered));
+  }
+  for (std::size_t n = 0; n < buf.size(); ++n) CHECK_FALSE(tls::open_ticket(key, std::span(buf).first(n)));
+}
