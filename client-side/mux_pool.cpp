@@ -11,6 +11,7 @@
 #include <list>
 #include <random>
 
+#include "net/cancelled.hpp"
 #include "net/dial.hpp"
 #include "ops/log.hpp"
 #include "tls/handshake.hpp"
@@ -309,7 +310,7 @@ asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds 
     // Start-up and reconnects only: a short poll keeps this path free of shared wake-ups.
     tick.expires_after(5ms);
     co_await tick.async_wait(as_result);
-    if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return nullptr;
+    if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return nullptr;
   }
 }
 

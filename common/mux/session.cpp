@@ -1,5 +1,6 @@
 #include "mux/session.hpp"
 
+#include "net/cancelled.hpp"
 #include "ops/metrics.hpp"
 
 #include <algorithm>
@@ -26,8 +27,6 @@ constexpr std::size_t outbound_limit = 256 * 1024;
 // per-read updates, and the sender never idles waiting for credit on a fast path.
 constexpr std::uint32_t stream_update_threshold = initial_stream_window / 4;
 constexpr std::uint32_t connection_update_threshold = initial_connection_window / 4;
-
-bool is_cancelled(const asio::cancellation_state& cs) { return cs.cancelled() != asio::cancellation_type::none; }
 
 std::uint64_t random_nonzero() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -88,7 +87,7 @@ asio::awaitable<std::string> session::run() {
   // `||`: the first coroutine to return (each returns normally, recording any failure)
   // cancels the other two.
   co_await (reader() || writer() || keepalive());
-  if (is_cancelled(co_await asio::this_coro::cancellation_state) && failure_.empty()) {
+  if (net::is_cancelled(co_await asio::this_coro::cancellation_state) && failure_.empty()) {
     failure_ = "cut at shutdown";
     stream_error_ = errc::cut_at_shutdown;
   }
@@ -206,7 +205,7 @@ asio::awaitable<void> session::reader() {
   std::size_t filled = 0;
   for (;;) {
     const auto r = co_await tls_.read_some(std::span(acc).subspan(filled));
-    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (r.ec) {
       // close_notify after GOAWAY (or with nothing open) is the clean end. Answer with
       // ours before the socket closes: closing it with our own frames unsent would end the
@@ -217,7 +216,7 @@ asio::awaitable<void> session::reader() {
         wake_writer();
         while (!close_sent_ && failure_.empty()) {
           co_await reader_wake_.async_wait(as_result);
-          if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+          if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
         }
         co_return;
       }
@@ -267,7 +266,7 @@ asio::awaitable<void> session::writer() {
         // bytes. The keepalive bounds the wait.
       }
       co_await writer_wake_.async_wait(as_result);
-      if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+      if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
       continue;
     }
     sending_.swap(out_);
@@ -285,7 +284,7 @@ asio::awaitable<void> session::writer() {
     }
     if (previous_end > record_begin) records.emplace_back(sending_.data() + record_begin, previous_end - record_begin);
     const auto ec = co_await tls_.write_records(records);
-    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     if (ec) {
       fail("tunnel write: " + ec.message(), errc::connection_lost);
       co_return;
@@ -309,7 +308,7 @@ asio::awaitable<void> session::keepalive() {
   for (;;) {
     tick.expires_after(period);
     co_await tick.async_wait(as_result);
-    if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     check_rotation();
     if (close_sent_ && clock::now() - close_sent_at_ > 5s) co_return;  // the peer never answered
     if (k.count() == 0) continue;

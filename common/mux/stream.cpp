@@ -1,5 +1,6 @@
 #include "mux/stream.hpp"
 
+#include "net/cancelled.hpp"
 #include "ops/metrics.hpp"
 
 #include <algorithm>
@@ -16,7 +17,7 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 
 // Asio 1.22: a cancelled timer wait completes normally; look at the coroutine's state.
 asio::awaitable<bool> cancelled() {
-  co_return (co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none;
+  co_return net::is_cancelled(co_await asio::this_coro::cancellation_state);
 }
 }  // namespace
 

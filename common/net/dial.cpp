@@ -1,5 +1,6 @@
 #include "net/dial.hpp"
 
+#include "net/cancelled.hpp"
 #include "net/timeout.hpp"
 #include "net/transparent.hpp"
 
@@ -96,7 +97,7 @@ asio::awaitable<dial_result> connect_patiently(const address& to, const generic_
     pause.expires_after(std::chrono::milliseconds(100));
     co_await pause.async_wait(as_result);
     const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) co_return dial_result{asio::error::operation_aborted, generic_socket(ex)};
+    if (is_cancelled(cs)) co_return dial_result{asio::error::operation_aborted, generic_socket(ex)};
   }
 }
 

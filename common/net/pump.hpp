@@ -17,6 +17,7 @@
 #include <string>
 #include <system_error>
 
+#include "net/cancelled.hpp"
 #include "net/io_buffer.hpp"
 #include "net/stream.hpp"
 
@@ -57,10 +58,7 @@ struct pump_state {
 
 // Asio 1.22: async operations complete with operation_aborted when cancelled, but a
 // co_await of a nested *awaitable* throws once the coroutine is cancelled. Directions and
-// the watchdog turn that off and look at the cancellation state themselves.
-inline bool is_cancelled(const asio::cancellation_state& cs) {
-  return cs.cancelled() != asio::cancellation_type::none;
-}
+// the watchdog turn that off and look at the cancellation state themselves (net::is_cancelled).
 
 // One direction. Never throws for I/O errors: it records the first failure in `st` and
 // returns, and the watchdog ends the pump. (Asio 1.22's `||` only cancels its sibling on a

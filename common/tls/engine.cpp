@@ -137,8 +137,13 @@ bool engine::refused_by_policy() const {
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
   handshake_scope scope(slot_);
-  const int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });
-  return rc == 0 && !peer_ ? finish_handshake() : rc;
+  int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });
+  if (rc == 0 && !peer_) rc = finish_handshake();
+  if (rc != MBEDTLS_ERR_SSL_WANT_READ) {  // over, one way or the other: drop what is no longer needed
+    offered_.reset();
+    slot_.resumed.reset();
+  }
+  return rc;
 }
 
 int engine::finish_handshake() {
@@ -152,7 +157,7 @@ int engine::finish_handshake() {
   if (!context_->options().verify_peer) return 0;
   // A verifying handshake that saw no certificate resumed a session: the identity is the one
   // the ticket (server) or our cache (client) kept from the full handshake.
-  std::optional<known_peer> earlier = is_client() ? offered_ : slot_.resumed;
+  std::optional<known_peer> earlier = std::move(is_client() ? offered_ : slot_.resumed);
   if (!earlier) return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;  // cannot happen; fail closed if it does
   peer_ = std::move(earlier->identity);
   slot_.peer_not_after = earlier->not_after;
@@ -172,15 +177,17 @@ template <typename Call>
 int engine::with_tickets(Call call) {
   // A client with resumption hears of a NewSessionTicket in two steps: the call that reads
   // it answers WANT_READ with the message held back, the next one processes it and answers
-  // RECEIVED_NEW_SESSION_TICKET. Neither is about the socket, so the call is made again at
-  // once (a wait there would wait for bytes that already came, maybe forever), and the
-  // ticket is kept. Bounded: each round consumes a held message.
+  // RECEIVED_NEW_SESSION_TICKET; the ticket is kept. Neither answer, nor a WANT_READ after
+  // a record that was not data (an ignored alert), is about the socket while input is still
+  // buffered: the call is made again at once, since a wait there would wait for bytes that
+  // already came, maybe forever. (A partial record leaves nothing buffered: mbedTLS takes
+  // every byte it is offered.) Bounded: each round consumes a record or a held message.
   const bool after_handshake = handshake_done();
   int rc = call();
   for (int round = 0; round < 16; ++round) {
     if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
       if (auto* sessions = context_->sessions(); sessions && peer_) sessions->store(ssl_, {*peer_, slot_.peer_not_after});
-    } else if (!(rc == MBEDTLS_ERR_SSL_WANT_READ && after_handshake && mbedtls_ssl_check_pending(&ssl_))) {
+    } else if (!(rc == MBEDTLS_ERR_SSL_WANT_READ && after_handshake && has_buffered_input())) {
       return rc;
     }
     rc = call();

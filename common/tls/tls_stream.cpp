@@ -8,6 +8,7 @@
 #include <cstring>
 #include <utility>
 
+#include "net/cancelled.hpp"
 #include "net/immediate_io.hpp"
 #include "tls/error.hpp"
 
@@ -57,7 +58,7 @@ asio::awaitable<std::error_code> tls_stream::flush() {
     if (flushing_) {
       co_await flush_done_.async_wait(as_result);
       // Woken by the flusher, or cancelled (Asio 1.22 does not throw on its own then).
-      if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+      if (net::is_cancelled(co_await asio::this_coro::cancellation_state))
         co_return asio::error::operation_aborted;
       continue;
     }
