@@ -6,6 +6,7 @@
 #include "tls/validity.hpp"
 
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 namespace tunnel::tls {
@@ -26,6 +27,10 @@ engine::engine(std::shared_ptr<const tls_context> context, bool without_alpn)
   if (opts.side == role::server) choice_.route = context_->default_route();
   slot_.ssl = &ssl_;
   slot_.peer = &peer_;
+  slot_.owner = this;
+  slot_.admits = [](const void* self, const policy::peer_identity& peer) {
+    return static_cast<const engine*>(self)->admits(peer, nullptr);
+  };
   if (opts.side == role::client) {
     // NULL explicitly where a pin replaces the name check (mbedTLS >= 3.6.3 otherwise
     // refuses a verifying client without a host name). A service name goes out as the SNI
@@ -94,11 +99,13 @@ int engine::recv_cb(void* self, unsigned char* data, std::size_t len) {
 }
 
 int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags) {
-  // Runs from the root down to the leaf; the leaf (depth 0) carries the identity.
-  if (depth != 0) return 0;
+  // Runs from the root down to the leaf; the leaf (depth 0) carries the identity. The chain
+  // is as good as its first certificate to expire: a resumed session must not outlive it.
   auto* e = static_cast<engine*>(self);
+  e->slot_.peer_not_after = std::min(e->slot_.peer_not_after, unix_seconds(crt->valid_to));
+  if (depth != 0) return 0;
   e->peer_ = policy::identity_of(*crt);
-  e->slot_.peer_not_after = unix_seconds(crt->valid_to);
+  e->slot_.peer_authenticated_ms = steady_ms();
   const auto& opts = e->context_->options();
   if (opts.side == role::client && opts.sni) {
     // mbedTLS compared the certificate with the SNI, which names a service, not the server.
@@ -114,18 +121,20 @@ int engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_
   return 0;
 }
 
-bool engine::admitted() {
-  if (context_->options().side == role::client) return context_->admits(*peer_);
+bool engine::admitted() { return admits(*peer_, &refusal_); }
+
+bool engine::admits(const policy::peer_identity& peer, std::string* why) const {
+  if (context_->options().side == role::client) return context_->admits(peer);
   // A mux connection carries streams for any service on this port: it needs one that
   // admits the peer, and every stream is checked against its own service at open.
-  if (alpn() == mux::alpn_name) return context_->admits_any(*peer_);
+  if (alpn() == mux::alpn_name) return context_->admits_any(peer);
   if (!choice_.route) {
-    refusal_ = "no service named: this port serves several, the client must send one as SNI";
+    if (why) *why = "no service named: this port serves several, the client must send one as SNI";
     return false;
   }
-  if (context_->admits(*peer_, *choice_.route)) return true;
+  if (context_->admits(peer, *choice_.route)) return true;
   const auto& name = context_->options().routes[*choice_.route].name;
-  if (!name.empty()) refusal_ = "peer certificate not on the allow-list of service " + name;
+  if (why && !name.empty()) *why = "peer certificate not on the allow-list of service " + name;
   return false;
 }
 
@@ -161,9 +170,11 @@ int engine::finish_handshake() {
   if (!earlier) return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;  // cannot happen; fail closed if it does
   peer_ = std::move(earlier->identity);
   slot_.peer_not_after = earlier->not_after;
+  slot_.peer_authenticated_ms = earlier->authenticated_ms;
   resumed_ = true;
   // The ticket may come from another service on this port, or from a mux connection: the
-  // service this connection asked for decides, as in a full handshake.
+  // service this connection asked for decides, as in a full handshake. (The ticket callback
+  // checked this already and fell back to a full handshake; this is the second line.)
   if (!is_client() && !admitted()) {
     refused_by_policy_ = true;
     refusal_ = (refusal_.empty() ? std::string("peer certificate not on the allow-list") : refusal_) + " (resumed session)";
@@ -180,19 +191,25 @@ int engine::with_tickets(Call call) {
   // RECEIVED_NEW_SESSION_TICKET; the ticket is kept. Neither answer, nor a WANT_READ after
   // a record that was not data (an ignored alert), is about the socket while input is still
   // buffered: the call is made again at once, since a wait there would wait for bytes that
-  // already came, maybe forever. (A partial record leaves nothing buffered: mbedTLS takes
-  // every byte it is offered.) Bounded: each round consumes a record or a held message.
+  // already came, maybe forever. It stops when a WANT_READ leaves as much buffered as the
+  // one before (a record waiting for more bytes: mbedTLS holds a fragment it cannot use yet).
   const bool after_handshake = handshake_done();
   int rc = call();
-  for (int round = 0; round < 16; ++round) {
+  constexpr std::size_t unknown = std::numeric_limits<std::size_t>::max();
+  std::size_t left_before = unknown;
+  while (true) {
     if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
-      if (auto* sessions = context_->sessions(); sessions && peer_) sessions->store(ssl_, {*peer_, slot_.peer_not_after});
-    } else if (!(rc == MBEDTLS_ERR_SSL_WANT_READ && after_handshake && has_buffered_input())) {
-      return rc;
+      if (auto* sessions = context_->sessions(); sessions && peer_)
+        sessions->store(ssl_, {*peer_, slot_.peer_not_after, slot_.peer_authenticated_ms});
+      left_before = unknown;
+    } else {
+      const std::size_t left = in_end_ - in_begin_;
+      if (!(rc == MBEDTLS_ERR_SSL_WANT_READ && after_handshake && has_buffered_input()) || left_before == left)
+        return rc;
+      left_before = left;
     }
     rc = call();
   }
-  return rc;
 }
 
 int engine::read(std::span<std::byte> plaintext) {

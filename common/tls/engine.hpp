@@ -77,6 +77,9 @@ class engine {
   static int recv_cb(void* self, unsigned char* data, std::size_t len);
   static int verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags);
   bool admitted();  // the policy check on peer_, from verify_cb
+  // Whether the service this connection asked for admits `peer`; `why` gets the refusal
+  // reason when it is more than "not on the allow-list".
+  bool admits(const policy::peer_identity& peer, std::string* why) const;
   int finish_handshake();  // after mbedTLS's handshake succeeded: the resumed identity
   // Runs an mbedTLS call again after each NewSessionTicket it reports, keeping the ticket.
   template <typename Call>

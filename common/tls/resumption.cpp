@@ -13,11 +13,6 @@ namespace {
 
 thread_local handshake_slot* current_slot = nullptr;
 
-std::int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -30,22 +25,37 @@ bool tls13(const handshake_slot* slot) {
 // ticket this connection resumed with.
 std::optional<known_peer> vouched_peer(const handshake_slot* slot) {
   if (!slot) return std::nullopt;
-  if (slot->peer && *slot->peer) return known_peer{**slot->peer, slot->peer_not_after};
+  if (slot->peer && *slot->peer) return known_peer{**slot->peer, slot->peer_not_after, slot->peer_authenticated_ms};
   return slot->resumed;
 }
 
-// A ticket that resumes nothing: a failing write callback would fail the handshake, so when
-// no ticket should be issued this goes out instead, with a lifetime of zero, which tells the
-// client to drop it (and open_ticket refuses it anyway).
-int placeholder(unsigned char* start, const unsigned char* end, std::size_t* length, std::uint32_t* lifetime) {
+// Milliseconds a session with `peer` may still be resumed: until the window after its full
+// handshake ends or its chain expires, whichever comes first; 0 or less: not at all.
+std::int64_t ms_left(const known_peer& peer, std::chrono::seconds window) {
+  const std::int64_t window_left = peer.authenticated_ms + window.count() * 1000 - steady_ms();
+  return std::min(window_left, (peer.not_after - unix_now()) * 1000);
+}
+
+// No ticket: a failing write callback would fail the handshake, so when none should be
+// issued an empty one (TLS 1.2, RFC 5077 3.3) or a one-byte one with a lifetime of zero
+// (TLS 1.3, where the client drops it; open_ticket refuses it anyway) goes out instead.
+int no_ticket(bool tls13, unsigned char* start, const unsigned char* end, std::size_t* length,
+              std::uint32_t* lifetime) {
+  *lifetime = 0;
+  *length = 0;
+  if (!tls13) return 0;
   if (end - start < 1) return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
   *start = 0;
   *length = 1;
-  *lifetime = 0;
   return 0;
 }
 
 }  // namespace
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 handshake_scope::handshake_scope(handshake_slot& slot) : previous_(std::exchange(current_slot, &slot)) {}
 handshake_scope::~handshake_scope() { current_slot = previous_; }
@@ -63,22 +73,22 @@ int ticket_issuer::write(void* self, const mbedtls_ssl_session* session, unsigne
   const auto* issuer = static_cast<const ticket_issuer*>(self);
   const handshake_slot* slot = handshake_scope::current();
   const auto peer = vouched_peer(slot);
-  const std::int64_t left = peer ? peer->not_after - unix_now() : 0;
-  if (!peer || !tls13(slot) || left <= 0) return placeholder(start, end, length, lifetime);
+  const std::int64_t left = peer ? ms_left(*peer, issuer->window_) : 0;
+  // The NewSessionTicket message needs 2 bytes after the ticket (its extensions' length).
+  if (!peer || !tls13(slot) || left <= 0 || end - start < 3) return no_ticket(tls13(slot), start, end, length, lifetime);
   ticket_contents c;
-  c.issued_ms = steady_ms();
-  c.lifetime_s = static_cast<std::uint32_t>(std::min<std::int64_t>(issuer->window_.count(), left));
+  c.authenticated_ms = peer->authenticated_ms;
   c.not_after = peer->not_after;
   c.peer = peer->identity;
   std::size_t size = 0;
   mbedtls_ssl_session_save(session, nullptr, 0, &size);
   c.session.resize(size);
   const bool saved = size > 0 && mbedtls_ssl_session_save(session, c.session.data(), size, &size) == 0;
-  const std::size_t n = saved ? seal_ticket(issuer->key_, c, {start, static_cast<std::size_t>(end - start)}) : 0;
+  const std::size_t n = saved ? seal_ticket(issuer->key_, c, {start, static_cast<std::size_t>(end - start - 2)}) : 0;
   mbedtls_platform_zeroize(c.session.data(), c.session.size());
-  if (n == 0) return placeholder(start, end, length, lifetime);
+  if (n == 0) return no_ticket(true, start, end, length, lifetime);
   *length = n;
-  *lifetime = c.lifetime_s;
+  *lifetime = static_cast<std::uint32_t>((left + 999) / 1000);  // whole seconds, rounded up
   return 0;
 }
 
@@ -88,14 +98,18 @@ int ticket_issuer::parse(void* self, mbedtls_ssl_session* session, unsigned char
   if (!tls13(slot)) return MBEDTLS_ERR_SSL_INVALID_MAC;  // no TLS 1.2 resumption, ever
   auto c = open_ticket(issuer->key_, {buf, length});
   if (!c) return MBEDTLS_ERR_SSL_INVALID_MAC;  // not ours: another process, an older key, forged
-  const std::int64_t age = steady_ms() - c->issued_ms;
+  known_peer peer{std::move(c->peer), c->not_after, c->authenticated_ms};
   int rc = 0;
-  if (age < 0 || age > static_cast<std::int64_t>(c->lifetime_s) * 1000 || unix_now() >= c->not_after)
+  if (c->authenticated_ms > steady_ms() || ms_left(peer, issuer->window_) <= 0)
     rc = MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+  // The service this connection asked for (its SNI and ALPN are settled by now) must admit
+  // the peer; if not, a full handshake refuses it the ordinary way, and no new ticket goes out.
+  else if (!slot->admits || !slot->admits(slot->owner, peer.identity))
+    rc = MBEDTLS_ERR_SSL_INVALID_MAC;
   else if (mbedtls_ssl_session_load(session, c->session.data(), c->session.size()) != 0)
     rc = MBEDTLS_ERR_SSL_INVALID_MAC;
   else
-    slot->resumed = known_peer{std::move(c->peer), c->not_after};
+    slot->resumed = std::move(peer);
   mbedtls_platform_zeroize(c->session.data(), c->session.size());
   return rc;
 }
@@ -105,7 +119,7 @@ session_cache::session_cache(std::chrono::seconds window) : window_(window) { mb
 session_cache::~session_cache() { mbedtls_ssl_session_free(&session_); }
 
 void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
-  const std::int64_t left = server.not_after - unix_now();
+  const std::int64_t left = ms_left(server, window_);
   if (left <= 0) return;
   mbedtls_ssl_session fresh;
   mbedtls_ssl_session_init(&fresh);
@@ -113,12 +127,15 @@ void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
     mbedtls_ssl_session_free(&fresh);
     return;
   }
-  const auto until = std::chrono::steady_clock::now() + std::min(window_, std::chrono::seconds(left));
-  std::lock_guard lock(mutex_);
-  mbedtls_ssl_session_free(&session_);
-  session_ = fresh;  // takes over what `fresh` points to
-  server_ = server;
-  until_ = until;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(left);
+  {
+    std::lock_guard lock(mutex_);
+    mbedtls_ssl_session_free(&session_);
+    session_ = fresh;  // takes over what `fresh` points to
+    server_ = server;
+    until_ = until;
+  }
+  mbedtls_platform_zeroize(&fresh, sizeof fresh);  // the copy on the stack held the resumption key
 }
 
 void session_cache::copy_from(session_cache& other) {
@@ -131,10 +148,14 @@ void session_cache::copy_from(session_cache& other) {
     std::size_t size = 0;
     mbedtls_ssl_session_save(&other.session_, nullptr, 0, &size);
     blob.resize(size);
-    if (mbedtls_ssl_session_save(&other.session_, blob.data(), size, &size) != 0) return;
+    if (mbedtls_ssl_session_save(&other.session_, blob.data(), size, &size) != 0) {
+      mbedtls_platform_zeroize(blob.data(), blob.size());
+      blob.clear();
+    }
     server = other.server_;
     until = other.until_;
   }
+  if (blob.empty()) return;
   std::lock_guard lock(mutex_);
   mbedtls_ssl_session_free(&session_);
   mbedtls_ssl_session_init(&session_);

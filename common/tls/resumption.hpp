@@ -5,14 +5,18 @@
 //
 // Server: tickets sealed with a key made together with the TLS context, so a credential
 // reload, which builds a new context, forgets every ticket issued before it: a peer whose
-// certificate a new CRL revokes must run a full handshake, and fails it. A ticket lasts
-// --resumption at most, and never past the peer certificate's notAfter.
+// certificate a new CRL revokes must run a full handshake, and fails it. Resumption ends
+// --resumption after the full handshake that verified the peer (however often it was
+// resumed since: each resumption's new ticket keeps that time), and never runs past the
+// earliest notAfter in the peer's chain. A ticket whose peer the service asked for would
+// not admit is not accepted: the connection falls back to a full handshake, refused there.
 // Client: the latest session a server gave us, beside the server identity that the full
 // handshake verified; offered to the next connection of the same service within the window.
 #include <mbedtls/ssl.h>
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <optional>
 
@@ -21,19 +25,27 @@
 
 namespace tunnel::tls {
 
-// A peer as a verified certificate showed it, and when that certificate expires.
+// A peer as a verified certificate chain showed it.
 struct known_peer {
   policy::peer_identity identity;
-  std::int64_t not_after = 0;  // Unix seconds
+  std::int64_t not_after = 0;         // Unix seconds: the earliest notAfter in its chain
+  std::int64_t authenticated_ms = 0;  // steady_clock milliseconds of the full handshake
 };
+
+// steady_clock now, in the milliseconds of known_peer::authenticated_ms.
+std::int64_t steady_ms();
 
 // What the handshake running on this thread offers the ticket callbacks, which mbedTLS
 // calls without their connection. The engine owns one and installs it around its calls.
 struct handshake_slot {
   const mbedtls_ssl_context* ssl = nullptr;
   const std::optional<policy::peer_identity>* peer = nullptr;  // the engine's, once a certificate showed it
-  std::int64_t peer_not_after = 0;                              // that certificate's notAfter
+  std::int64_t peer_not_after = std::numeric_limits<std::int64_t>::max();                    // the earliest notAfter in its chain
+  std::int64_t peer_authenticated_ms = 0;                       // when that chain was verified
   std::optional<known_peer> resumed;                            // server: from the ticket mbedTLS took
+  // Server: whether the service this connection asked for admits a ticket's peer.
+  bool (*admits)(const void* owner, const policy::peer_identity& peer) = nullptr;
+  const void* owner = nullptr;
 };
 
 class handshake_scope {

@@ -15,13 +15,13 @@ namespace {
 
 constexpr unsigned char format_version = 1;
 constexpr std::size_t nonce_size = 12, tag_size = 16;
-constexpr std::size_t fixed_plain = 8 + 4 + 8 + 2;  // issued, lifetime, not_after, identity length
-constexpr unsigned char aad[] = {'t', 'u', 'n', 'n', 'e', 'l', '-', 't', 'i', 'c', 'k', 'e', 't'};
+constexpr std::size_t fixed_plain = 8 + 8 + 2;  // authenticated, not_after, identity length
+// Authenticated with the ciphertext: the format version, and what the bytes are for.
+constexpr unsigned char aad[] = {format_version, 't', 'u', 'n', 'n', 'e', 'l', '-', 't', 'i', 'c', 'k', 'e', 't'};
 
 class writer {
  public:
   void u16(std::size_t v) { u(v, 2); }
-  void u32(std::uint32_t v) { u(v, 4); }
   void u64(std::uint64_t v) { u(v, 8); }
   bool text(const std::string& s) {
     if (s.size() > 0xFFFF) return false;
@@ -108,8 +108,8 @@ std::optional<std::vector<unsigned char>> plaintext_of(const ticket_contents& c)
   auto identity = encode_identity(c.peer);
   if (!identity) return std::nullopt;
   writer w;
-  w.u64(static_cast<std::uint64_t>(c.issued_ms));
-  w.u32(c.lifetime_s);
+  w.bytes().reserve(fixed_plain + identity->size() + c.session.size());  // no copies left behind by growth
+  w.u64(static_cast<std::uint64_t>(c.authenticated_ms));
   w.u64(static_cast<std::uint64_t>(c.not_after));
   w.u16(identity->size());
   w.raw(*identity);
@@ -140,16 +140,15 @@ std::size_t seal_ticket(const ticket_key& key, const ticket_contents& c, std::sp
   auto plain = plaintext_of(c);
   if (!plain) return 0;
   const std::size_t total = 1 + nonce_size + plain->size() + tag_size;
-  if (out.size() < total) return 0;
   unsigned char* nonce = out.data() + 1;
-  if (psa_generate_random(nonce, nonce_size) != PSA_SUCCESS) return 0;
-  chachapoly aead(key);
-  out[0] = format_version;
   unsigned char* body = nonce + nonce_size;
-  if (!aead.ok || mbedtls_chachapoly_encrypt_and_tag(&aead.ctx, plain->size(), nonce, aad, sizeof aad, plain->data(),
-                                                     body, body + plain->size()) != 0)
-    return 0;
+  chachapoly aead(key);
+  const bool sealed = out.size() >= total && psa_generate_random(nonce, nonce_size) == PSA_SUCCESS && aead.ok &&
+                      mbedtls_chachapoly_encrypt_and_tag(&aead.ctx, plain->size(), nonce, aad, sizeof aad,
+                                                         plain->data(), body, body + plain->size()) == 0;
   mbedtls_platform_zeroize(plain->data(), plain->size());  // it holds the resumption secret
+  if (!sealed) return 0;
+  out[0] = format_version;
   return total;
 }
 
@@ -165,8 +164,7 @@ std::optional<ticket_contents> open_ticket(const ticket_key& key, std::span<cons
     return std::nullopt;
   reader r(plain);
   ticket_contents c;
-  c.issued_ms = static_cast<std::int64_t>(r.u(8));
-  c.lifetime_s = static_cast<std::uint32_t>(r.u(4));
+  c.authenticated_ms = static_cast<std::int64_t>(r.u(8));
   c.not_after = static_cast<std::int64_t>(r.u(8));
   auto peer = decode_identity(r.take(r.u(2)));
   auto session = r.rest();

@@ -4,9 +4,11 @@
 // certificate in a TLS 1.3 session, so without the identity in the ticket a resumed
 // connection would not know its peer, and authorization would have nothing to check.
 //
-// Layout: version (1) | nonce (12) | ciphertext | tag (16), the plaintext being
-//   issued_ms (8, steady clock) | lifetime_s (4) | not_after (8, the peer certificate's end,
-//   Unix seconds) | identity length (2) | identity | mbedTLS session (the rest)
+// Layout: version (1) | nonce (12) | ciphertext | tag (16), the version byte authenticated
+// with the ciphertext, the plaintext being
+//   authenticated_ms (8, steady clock: when the full handshake verified the peer) |
+//   not_after (8, Unix seconds: the earliest end of validity in the peer's chain) |
+//   identity length (2) | identity | mbedTLS session (the rest)
 // and the identity: cn, then dns, uri and ip as a count (2) and strings, each string a
 // length (2) and bytes, then the 32-byte SPKI digest. Big-endian throughout.
 #include <array>
@@ -23,9 +25,8 @@ namespace tunnel::tls {
 using ticket_key = std::array<unsigned char, 32>;
 
 struct ticket_contents {
-  std::int64_t issued_ms = 0;      // steady_clock milliseconds when the ticket was made
-  std::uint32_t lifetime_s = 0;    // usable this long after issued_ms
-  std::int64_t not_after = 0;      // the peer certificate expires then: unusable after it
+  std::int64_t authenticated_ms = 0;  // steady_clock milliseconds of the full handshake
+  std::int64_t not_after = 0;         // the peer's chain expires then: unusable after it
   policy::peer_identity peer;
   std::vector<unsigned char> session;  // mbedtls_ssl_session_save() output
 };

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include "engine_pair.hpp"
 #include "tls/ticket.hpp"
 
@@ -89,16 +92,30 @@ TEST_CASE("resumption off on either side: every handshake is a full one") {
   }
 }
 
-TEST_CASE("a ticket past its window is not resumed") {
+TEST_CASE("resumption ends a window after the full handshake, however often it was resumed") {
+  // Each resumed connection gets a new ticket; the window still counts from the handshake
+  // that verified the certificates, so a client reconnecting often cannot skip them forever.
+  using clock = std::chrono::steady_clock;
   tls::tls_options server_opts = resuming();
-  server_opts.resumption = std::chrono::seconds(1);
+  server_opts.resumption = std::chrono::seconds(2);
   pair_fixture f(server_opts, resuming());
   first_connection(f);
-  usleep(1'200'000);
-  tls::engine client(f.client_ctx), server(f.server_ctx);
-  auto [crc, src] = handshake(client, server, 1 << 20);
-  REQUIRE((crc == 0 && src == 0));
-  CHECK_FALSE(server.resumed());
+  const auto verified_by = clock::now();  // the full handshake's verification was before this
+  auto attempt = [&](clock::time_point at) {
+    std::this_thread::sleep_until(at);
+    tls::engine client(f.client_ctx), server(f.server_ctx);
+    auto [crc, src] = handshake(client, server, 1 << 20);
+    REQUIRE((crc == 0 && src == 0));
+    exchange_both_ways(client, server, 1 << 20);  // the connection's new ticket arrives
+    CHECK(client.resumed() == server.resumed());
+    return server.resumed();
+  };
+  const auto resumed_at = clock::now() + std::chrono::milliseconds(900);
+  CHECK(attempt(resumed_at));
+  // Past the window since the full handshake, though within one of the resumption's ticket.
+  const auto late = verified_by + std::chrono::milliseconds(2100);
+  REQUIRE(late < resumed_at + std::chrono::seconds(2));
+  CHECK_FALSE(attempt(late));
 }
 
 TEST_CASE("a ticket from a mux connection does not open a service that refuses its peer") {
@@ -120,12 +137,22 @@ TEST_CASE("a ticket from a mux connection does not open a service that refuses i
   raw_opts.server_name = "tunnel-out.test";
   auto raw_ctx = std::make_shared<tls::tls_context>(raw_opts, tls::credentials::load(f.client_files));
   raw_ctx->sessions()->copy_from(*f.client_ctx->sessions());
+  // The ticket is not taken: a full handshake runs, and refuses the certificate as always
+  // (no resumption, so no new ticket for a peer the service refuses).
   tls::engine client(raw_ctx), server(f.server_ctx);
   auto [crc, src] = handshake(client, server, 1 << 20);
   CHECK(src != 0);
-  CHECK(server.resumed());
+  CHECK_FALSE(server.resumed());
   CHECK(server.refused_by_policy());
-  CHECK(server.verify_failure() == "peer certificate not on the allow-list of service a (resumed session)");
+  CHECK(server.verify_failure() == "peer certificate not on the allow-list of service a");
+  // The same ticket for the service that admits the peer resumes.
+  raw_opts.sni = "b";
+  auto b_ctx = std::make_shared<tls::tls_context>(raw_opts, tls::credentials::load(f.client_files));
+  full_connection(b_ctx, f.server_ctx);
+  tls::engine b_client(b_ctx), b_server(f.server_ctx);
+  auto [bcrc, bsrc] = handshake(b_client, b_server, 1 << 20);
+  REQUIRE((bcrc == 0 && bsrc == 0));
+  CHECK(b_server.resumed());
 }
 
 TEST_CASE("tickets: what is sealed opens with the same key only, and any change is refused") {
@@ -133,8 +160,7 @@ TEST_CASE("tickets: what is sealed opens with the same key only, and any change 
   key[0] = 1;
   other[0] = 2;
   tls::ticket_contents c;
-  c.issued_ms = 123456789;
-  c.lifetime_s = 600;
+  c.authenticated_ms = 123456789;
   c.not_after = 2000000000;
   c.peer.cn = "client-a";
   c.peer.dns = {"a.test", "b.test"};
@@ -147,8 +173,7 @@ TEST_CASE("tickets: what is sealed opens with the same key only, and any change 
   CHECK(tls::seal_ticket(key, c, std::span(buf).first(buf.size() - 1)) == 0);
   auto opened = tls::open_ticket(key, buf);
   REQUIRE(opened);
-  CHECK(opened->issued_ms == c.issued_ms);
-  CHECK(opened->lifetime_s == 600);
+  CHECK(opened->authenticated_ms == c.authenticated_ms);
   CHECK(opened->not_after == c.not_after);
   CHECK(opened->peer.cn == "client-a");
   CHECK(opened->peer.dns == c.peer.dns);
