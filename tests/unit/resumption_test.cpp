@@ -1,8 +1,9 @@
 #include <doctest/doctest.h>
-#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "engine_pair.hpp"
 #include "tls/ticket.hpp"
@@ -188,4 +189,31 @@ TEST_CASE("tickets: what is sealed opens with the same key only, and any change 
     CHECK_FALSE(tls::open_ticket(key, altered));
   }
   for (std::size_t n = 0; n < buf.size(); ++n) CHECK_FALSE(tls::open_ticket(key, std::span(buf).first(n)));
+}
+
+TEST_CASE("connections on several threads share the contexts' tickets and cache safely") {
+  // The contexts are shared by every worker thread; TSan runs this in CI.
+  pair_fixture f(resuming(), resuming());
+  first_connection(f);
+  std::atomic<int> ok{0}, resumed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        tls::engine client(f.client_ctx), server(f.server_ctx);
+        auto [crc, src] = handshake(client, server, 1 << 20);
+        if (crc != 0 || src != 0) continue;
+        std::byte buf[64];
+        const std::string reply = "pong";
+        if (server.write(bytes(reply)) != 4) continue;
+        transfer(server, client, 1 << 20);  // the ticket and the reply: the cache is written
+        if (client.read(buf) != 4) continue;
+        ++ok;
+        if (server.resumed() && client.resumed()) ++resumed;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(ok == 20);
+  CHECK(resumed == 20);
 }
