@@ -397,6 +397,38 @@ def test_resumption_0_makes_every_handshake_a_full_one(pki, procs, servers):
     assert all("resumed" not in r for r in authorized(out, 3) + authorized(tin, 3))
 
 
+def openssl_session(pki, address: str, session_file: Path, *extra: str) -> str:
+    """One openssl s_client connection that saves its session to `session_file` (and offers
+    the one already there); returns s_client's output, which says New or Reused."""
+    host, port = harness.split_address(address)
+    args = ["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile", str(pki.ca_cert),
+            "-cert", str(pki.client_a.cert), "-key", str(pki.client_a.key), "-verify_return_error",
+            "-ign_eof", "-sess_out", str(session_file), *extra]
+    if session_file.exists():
+        args += ["-sess_in", str(session_file)]
+    got = subprocess.run(args, input=b"", capture_output=True, timeout=20)
+    out = got.stdout.decode(errors="replace")
+    assert "hello from the target" in out, out + got.stderr.decode(errors="replace")
+    return out
+
+
+def test_openssl_resumes_tls13_sessions_of_tunnel_out_but_never_tls12_ones(pki, procs, servers, tmp_dir):
+    # Interop: a third-party TLS 1.3 client (OpenSSL, X25519 key share) resumes with our
+    # tickets and is the identity its certificate showed; a TLS 1.2 client never resumes.
+    out = procs.tunnel_out(servers.sender(b"hello from the target\n").address, "--tls-min", "1.2",
+                           "--allow-cn", "client-a")
+    tls13 = tmp_dir / "tls13.session"
+    assert "New, TLSv1.3" in openssl_session(pki, out.listen, tls13)
+    assert "Reused, TLSv1.3" in openssl_session(pki, out.listen, tls13)
+    lines = authorized(out, 2)
+    assert [r.get("resumed") for r in lines] == [None, "true"], lines
+    assert all(r["identity"].startswith("CN=client-a") for r in lines), lines
+    tls12 = tmp_dir / "tls12.session"
+    for _ in range(2):
+        assert "New, TLSv1.2" in openssl_session(pki, out.listen, tls12, "-tls1_2")
+    assert all("resumed" not in r for r in authorized(out, 4)[2:])
+
+
 def test_a_session_resumed_before_a_crl_reload_is_not_resumed_after_it(pki, ca, procs, servers, tmp_dir):
     # Tickets are sealed with a key made with the credentials: a reload forgets them all,
     # so a peer revoked by the new CRL meets a full handshake, and fails it.
