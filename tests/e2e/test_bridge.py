@@ -183,6 +183,20 @@ def test_tls_on_both_legacy_legs_end_to_end(procs, pki, s_servers):
     assert got == b"1 tceles\n" and alpn == "postgresql"
 
 
+def test_tunnel_in_resumes_tls13_sessions_with_an_openssl_server(procs, pki, s_servers):
+    # Interop the other way round: an OpenSSL server in tunnel-out's place (mutual TLS,
+    # tickets on by default). tunnel-in keeps its tickets and resumes, keeping the server's
+    # identity that the first, full handshake verified.
+    server = s_servers("-cert", str(pki.server.cert), "-key", str(pki.server.key), "-Verify", "1",
+                       "-CAfile", str(pki.ca_cert), "-verify_return_error", "-tls1_3")
+    tin = procs.tunnel_in(server.address, "--mode", "raw")
+    for line in (b"first", b"second", b"third"):
+        assert reversed_line_through(tin.address, line) == line[::-1]
+    lines = tin.wait_for_logs("connection authorized", 3)
+    assert [r.get("resumed") for r in lines] == [None, "true", "true"], lines
+    assert all(r["identity"].startswith("CN=tunnel-out") for r in lines), lines
+
+
 @pytest.mark.parametrize("binary,args,message", [
     (TUNNEL_OUT, ["--target-ca", "x.pem"], "--target-ca: only with --target-tls"),
     (TUNNEL_OUT, ["--target-tls"], "--target-ca is required with --target-tls"),
