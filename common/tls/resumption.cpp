@@ -33,7 +33,9 @@ std::optional<known_peer> vouched_peer(const handshake_slot* slot) {
 // handshake ends or its chain expires, whichever comes first; 0 or less: not at all.
 std::int64_t ms_left(const known_peer& peer, std::chrono::seconds window) {
   const std::int64_t window_left = peer.authenticated_ms + window.count() * 1000 - steady_ms();
-  return std::min(window_left, (peer.not_after - unix_now()) * 1000);
+  // Capped before scaling: a far (or unset, maximal) notAfter must not overflow.
+  const std::int64_t chain_left_s = std::min(peer.not_after - unix_now(), window.count());
+  return std::min(window_left, chain_left_s * 1000);
 }
 
 // No ticket: a failing write callback would fail the handshake, so when none should be
