@@ -96,8 +96,8 @@ asio::awaitable<dial_result> connect_patiently(const address& to, const generic_
     if (!out_of_descriptors(r->ec)) co_return std::move(*r);
     pause.expires_after(std::chrono::milliseconds(100));
     co_await pause.async_wait(as_result);
-    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
-    if (is_cancelled(cs)) co_return dial_result{asio::error::operation_aborted, generic_socket(ex)};
+    if (is_cancelled(co_await asio::this_coro::cancellation_state))
+      co_return dial_result{asio::error::operation_aborted, generic_socket(ex)};
   }
 }
 

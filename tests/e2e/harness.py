@@ -669,6 +669,18 @@ REQUIRED_LOG_KEYS = ("time", "level", "program", "msg")
 LOG_LEVELS = {"trace", "debug", "info", "warning", "error", "critical"}
 
 
+def s_client(pki, address: str, *extra: str, cred=None, quiet: bool = True) -> subprocess.CompletedProcess:
+    """One `openssl s_client` connection with a client certificate (client-a unless `cred`),
+    verifying against the test CA, sending nothing and reading until the server ends.
+    `quiet`: only the data on stdout (otherwise s_client's report too: New/Reused, ...)."""
+    host, port = split_address(address)
+    cred = cred or pki.client_a
+    args = ["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile", str(pki.ca_cert),
+            "-cert", str(cred.cert), "-key", str(cred.key), "-verify_return_error", "-ign_eof",
+            *(["-quiet"] if quiet else []), *extra]
+    return subprocess.run(args, input=b"", capture_output=True, timeout=20)
+
+
 def check_json_log_line(line: str, program: str) -> dict:
     """Asserts that one stderr line is a JSON object with the keys every log line carries."""
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import TUNNEL_IN, TUNNEL_OUT, connect, log_args, recv_all, run_cli
+from harness import TUNNEL_IN, TUNNEL_OUT, connect, log_args, recv_all, run_cli, s_client
 from udp_tools import UdpEcho, udp_socket
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config"
@@ -125,14 +125,6 @@ def test_a_client_allowed_for_one_service_is_refused_by_another(procs, pki, tmp_
     assert greeting_through(local["a"]) == b""
     site["out"].wait_for_log(lambda r: "not on the allow-list of service a" in r.get("reason", ""))
     assert site["targets"]["a"].connection_count == 0
-
-
-def s_client(pki, address: str, *extra: str, cred=None) -> subprocess.CompletedProcess:
-    host, port = harness.split_address(address)
-    cred = cred or pki.client_a
-    args = ["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile", str(pki.ca_cert),
-            "-cert", str(cred.cert), "-key", str(cred.key), "-verify_return_error", "-ign_eof", "-quiet", *extra]
-    return subprocess.run(args, input=b"", capture_output=True, timeout=20)
 
 
 def test_openssl_s_client_picks_the_service_by_sni(pki, site):

@@ -400,13 +400,8 @@ def test_resumption_0_makes_every_handshake_a_full_one(pki, procs, servers):
 def openssl_session(pki, address: str, session_file: Path, *extra: str) -> str:
     """One openssl s_client connection that saves its session to `session_file` (and offers
     the one already there); returns s_client's output, which says New or Reused."""
-    host, port = harness.split_address(address)
-    args = ["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile", str(pki.ca_cert),
-            "-cert", str(pki.client_a.cert), "-key", str(pki.client_a.key), "-verify_return_error",
-            "-ign_eof", "-sess_out", str(session_file), *extra]
-    if session_file.exists():
-        args += ["-sess_in", str(session_file)]
-    got = subprocess.run(args, input=b"", capture_output=True, timeout=20)
+    offer = ["-sess_in", str(session_file)] if session_file.exists() else []
+    got = harness.s_client(pki, address, "-sess_out", str(session_file), *offer, *extra, quiet=False)
     out = got.stdout.decode(errors="replace")
     assert "hello from the target" in out, out + got.stderr.decode(errors="replace")
     return out
