@@ -119,7 +119,9 @@ void tls_context::configure(mbedtls_ssl_config& config, bool mux_alpn) {
 #if defined(MBEDTLS_SSL_SESSION_TICKETS)
   if (server) {
     if (tickets_) mbedtls_ssl_conf_session_tickets_cb(&config, ticket_issuer::write, ticket_issuer::parse, tickets_.get());
-    mbedtls_ssl_conf_new_session_tickets(&config, tickets_ ? 1 : 0);
+    // Four after a full handshake (mbedTLS sends one after a resumed one): tunnel-in offers
+    // each ticket once (tls/resumption.hpp).
+    mbedtls_ssl_conf_new_session_tickets(&config, tickets_ ? 4 : 0);
   } else {
     mbedtls_ssl_conf_session_tickets(&config, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
     if (sessions_)

@@ -1,10 +1,9 @@
 #include "tls/resumption.hpp"
 
 #include <mbedtls/platform_util.h>
-#include <psa/crypto.h>
 
 #include <algorithm>
-#include <stdexcept>
+#include <array>
 #include <utility>
 #include <vector>
 
@@ -63,16 +62,14 @@ handshake_scope::handshake_scope(handshake_slot& slot) : previous_(std::exchange
 handshake_scope::~handshake_scope() { current_slot = previous_; }
 handshake_slot* handshake_scope::current() { return current_slot; }
 
-ticket_issuer::ticket_issuer(std::chrono::seconds window) : window_(window) {
-  if (psa_generate_random(key_.data(), key_.size()) != PSA_SUCCESS)
-    throw std::runtime_error("cannot make a session ticket key");
-}
+ticket_issuer::ticket_issuer(std::chrono::seconds window)
+    : keys_(std::chrono::milliseconds(window).count(), steady_ms()), window_(window) {}
 
-ticket_issuer::~ticket_issuer() { mbedtls_platform_zeroize(key_.data(), key_.size()); }
+ticket_issuer::~ticket_issuer() = default;
 
 int ticket_issuer::write(void* self, const mbedtls_ssl_session* session, unsigned char* start,
                          const unsigned char* end, std::size_t* length, std::uint32_t* lifetime) {
-  const auto* issuer = static_cast<const ticket_issuer*>(self);
+  auto* issuer = static_cast<ticket_issuer*>(self);
   const handshake_slot* slot = handshake_scope::current();
   const auto peer = vouched_peer(slot);
   const std::int64_t left = peer ? ms_left(*peer, issuer->window_) : 0;
@@ -86,8 +83,10 @@ int ticket_issuer::write(void* self, const mbedtls_ssl_session* session, unsigne
   mbedtls_ssl_session_save(session, nullptr, 0, &size);
   c.session.resize(size);
   const bool saved = size > 0 && mbedtls_ssl_session_save(session, c.session.data(), size, &size) == 0;
-  const std::size_t n = saved ? seal_ticket(issuer->key_, c, {start, static_cast<std::size_t>(end - start - 2)}) : 0;
+  auto key = saved ? issuer->keys_.sealing(steady_ms()) : std::nullopt;
+  const std::size_t n = key ? seal_ticket(*key, c, {start, static_cast<std::size_t>(end - start - 2)}) : 0;
   mbedtls_platform_zeroize(c.session.data(), c.session.size());
+  if (key) mbedtls_platform_zeroize(key->data(), key->size());
   if (n == 0) return no_ticket(true, start, end, length, lifetime);
   *length = n;
   *lifetime = static_cast<std::uint32_t>((left + 999) / 1000);  // whole seconds, rounded up
@@ -95,11 +94,15 @@ int ticket_issuer::write(void* self, const mbedtls_ssl_session* session, unsigne
 }
 
 int ticket_issuer::parse(void* self, mbedtls_ssl_session* session, unsigned char* buf, std::size_t length) {
-  const auto* issuer = static_cast<const ticket_issuer*>(self);
+  auto* issuer = static_cast<ticket_issuer*>(self);
   handshake_slot* slot = handshake_scope::current();
   if (!tls13(slot)) return MBEDTLS_ERR_SSL_INVALID_MAC;  // no TLS 1.2 resumption, ever
-  auto c = open_ticket(issuer->key_, {buf, length});
-  if (!c) return MBEDTLS_ERR_SSL_INVALID_MAC;  // not ours: another process, an older key, forged
+  std::array<ticket_key, 2> keys;
+  const std::size_t key_count = issuer->keys_.opening(steady_ms(), keys);
+  std::optional<ticket_contents> c;
+  for (std::size_t i = 0; i < key_count && !c; ++i) c = open_ticket(keys[i], {buf, length});
+  mbedtls_platform_zeroize(keys.data(), sizeof keys);
+  if (!c) return MBEDTLS_ERR_SSL_INVALID_MAC;  // not ours: another process, an erased key, forged
   known_peer peer{std::move(c->peer), c->not_after, c->authenticated_ms};
   int rc = 0;
   if (c->authenticated_ms > steady_ms() || ms_left(peer, issuer->window_) <= 0)
@@ -116,63 +119,73 @@ int ticket_issuer::parse(void* self, mbedtls_ssl_session* session, unsigned char
   return rc;
 }
 
-session_cache::session_cache(std::chrono::seconds window) : window_(window) { mbedtls_ssl_session_init(&session_); }
+session_cache::session_cache(std::chrono::seconds window) : window_(window) {}
 
-session_cache::~session_cache() { mbedtls_ssl_session_free(&session_); }
+session_cache::~session_cache() {
+  for (auto& k : kept_) erase(k);
+}
+
+void session_cache::erase(kept& k) { mbedtls_platform_zeroize(k.session.data(), k.session.size()); }
 
 void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
   const std::int64_t left = ms_left(server, window_);
   if (left <= 0) return;
   mbedtls_ssl_session fresh;
   mbedtls_ssl_session_init(&fresh);
-  if (mbedtls_ssl_get_session(&ssl, &fresh) != 0) {
-    mbedtls_ssl_session_free(&fresh);
-    return;
+  kept k{{}, server, std::chrono::steady_clock::now() + std::chrono::milliseconds(left)};
+  std::size_t size = 0;
+  if (mbedtls_ssl_get_session(&ssl, &fresh) == 0) {
+    mbedtls_ssl_session_save(&fresh, nullptr, 0, &size);
+    k.session.resize(size);
+    if (size == 0 || mbedtls_ssl_session_save(&fresh, k.session.data(), size, &size) != 0) erase(k), k.session.clear();
   }
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(left);
-  {
-    std::lock_guard lock(mutex_);
-    mbedtls_ssl_session_free(&session_);
-    session_ = fresh;  // takes over what `fresh` points to
-    server_ = server;
-    until_ = until;
-  }
-  mbedtls_platform_zeroize(&fresh, sizeof fresh);  // the copy on the stack held the resumption key
-}
-
-void session_cache::copy_from(session_cache& other) {
-  std::vector<unsigned char> blob;
-  std::optional<known_peer> server;
-  std::chrono::steady_clock::time_point until;
-  {
-    std::lock_guard lock(other.mutex_);
-    if (!other.server_) return;
-    std::size_t size = 0;
-    mbedtls_ssl_session_save(&other.session_, nullptr, 0, &size);
-    blob.resize(size);
-    if (mbedtls_ssl_session_save(&other.session_, blob.data(), size, &size) != 0) {
-      mbedtls_platform_zeroize(blob.data(), blob.size());
-      blob.clear();
-    }
-    server = other.server_;
-    until = other.until_;
-  }
-  if (blob.empty()) return;
+  mbedtls_ssl_session_free(&fresh);  // zeroizes what it held
+  if (k.session.empty()) return;
   std::lock_guard lock(mutex_);
-  mbedtls_ssl_session_free(&session_);
-  mbedtls_ssl_session_init(&session_);
-  if (mbedtls_ssl_session_load(&session_, blob.data(), blob.size()) == 0) {
-    server_ = server;
-    until_ = until;
+  if (kept_.size() == capacity) {
+    erase(kept_.front());
+    kept_.pop_front();
   }
-  mbedtls_platform_zeroize(blob.data(), blob.size());
+  kept_.push_back(std::move(k));
 }
 
 std::optional<known_peer> session_cache::offer(mbedtls_ssl_context& ssl) {
+  std::optional<kept> k;
+  {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    const auto unix_s = unix_now();
+    while (!k && !kept_.empty()) {
+      if (now < kept_.back().until && unix_s < kept_.back().server.not_after) k = std::move(kept_.back());
+      else erase(kept_.back());
+      kept_.pop_back();
+    }
+  }
+  if (!k) return std::nullopt;
+  mbedtls_ssl_session session;
+  mbedtls_ssl_session_init(&session);
+  const bool set = mbedtls_ssl_session_load(&session, k->session.data(), k->session.size()) == 0 &&
+                   mbedtls_ssl_set_session(&ssl, &session) == 0;
+  mbedtls_ssl_session_free(&session);
+  erase(*k);
+  if (!set) return std::nullopt;
+  return std::move(k->server);
+}
+
+std::size_t session_cache::size() {
   std::lock_guard lock(mutex_);
-  if (!server_ || std::chrono::steady_clock::now() >= until_ || unix_now() >= server_->not_after) return std::nullopt;
-  if (mbedtls_ssl_set_session(&ssl, &session_) != 0) return std::nullopt;
-  return server_;
+  return kept_.size();
+}
+
+void session_cache::copy_from(session_cache& other) {
+  std::deque<kept> copies;
+  {
+    std::lock_guard lock(other.mutex_);
+    copies = other.kept_;
+  }
+  std::lock_guard lock(mutex_);
+  for (auto& k : kept_) erase(k);
+  kept_ = std::move(copies);
 }
 
 }  // namespace tunnel::tls

@@ -3,25 +3,29 @@
 // to be carried by us). Only TLS 1.3, only the forward-secret psk_dhe_ke mode (a resumed
 // handshake still runs a fresh ECDHE), never early data.
 //
-// Server: tickets sealed with a key made together with the TLS context, so a credential
-// reload, which builds a new context, forgets every ticket issued before it: a peer whose
-// certificate a new CRL revokes must run a full handshake, and fails it. Resumption ends
+// Server: tickets sealed with keys made together with the TLS context and replaced every
+// --resumption (tls/ticket_keys.hpp), so a credential reload, which builds a new context,
+// forgets every ticket issued before it: a peer whose certificate a new CRL revokes must
+// run a full handshake, and fails it. Resumption ends
 // --resumption after the full handshake that verified the peer (however often it was
 // resumed since: each resumption's new ticket keeps that time), and never runs past the
 // earliest notAfter in the peer's chain. A ticket whose peer the service asked for would
 // not admit is not accepted: the connection falls back to a full handshake, refused there.
-// Client: the latest session a server gave us, beside the server identity that the full
-// handshake verified; offered to the next connection of the same service within the window.
+// Client: the sessions a server gave us, beside the server identity that the full handshake
+// verified; each offered once to a later connection of the same service within the window.
 #include <mbedtls/ssl.h>
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "policy/peer_identity.hpp"
 #include "tls/ticket.hpp"
+#include "tls/ticket_keys.hpp"
 
 namespace tunnel::tls {
 
@@ -75,31 +79,43 @@ class ticket_issuer {
   static int parse(void* self, mbedtls_ssl_session* session, unsigned char* buf, std::size_t length);
 
  private:
-  ticket_key key_;
+  ticket_keys keys_;
   std::chrono::seconds window_;
 };
 
-// Client side: the session to offer next, shared by every connection of one service.
+// Client side: the sessions to offer, shared by every connection of one service. Each ticket
+// is offered once (RFC 8446 C.4): connections resumed from tickets cannot be linked to each
+// other by the ticket an observer sees. tunnel-out sends four after a full handshake and one
+// after a resumed one, so connections that overlap find one each.
 class session_cache {
  public:
+  static constexpr std::size_t capacity = 16;
+
   explicit session_cache(std::chrono::seconds window);
   ~session_cache();
   session_cache(const session_cache&) = delete;
   session_cache& operator=(const session_cache&) = delete;
 
-  // A ticket just arrived on `ssl`, whose server is `server`: keep it.
+  // A ticket just arrived on `ssl`, whose server is `server`: keep it (the oldest kept goes
+  // when the cache is full).
   void store(mbedtls_ssl_context& ssl, const known_peer& server);
-  // Before `ssl`'s handshake: offers the kept session if it is still within the window and
-  // the certificate's validity; returns the server it was made with.
+  // Before `ssl`'s handshake: takes the newest kept session still within the window and the
+  // certificate's validity, sets it on `ssl` and forgets it; returns the server it was made with.
   std::optional<known_peer> offer(mbedtls_ssl_context& ssl);
+  std::size_t size();
   // Takes a copy of what `other` holds. For tests: a ticket shown where it was not issued.
   void copy_from(session_cache& other);
 
  private:
+  struct kept {
+    std::vector<unsigned char> session;  // mbedtls_ssl_session_save(): holds the resumption key
+    known_peer server;
+    std::chrono::steady_clock::time_point until;
+  };
+  static void erase(kept& k);
+
   std::mutex mutex_;
-  mbedtls_ssl_session session_;
-  std::optional<known_peer> server_;
-  std::chrono::steady_clock::time_point until_{};
+  std::deque<kept> kept_;  // oldest first
   std::chrono::seconds window_;
 };
 

@@ -131,11 +131,6 @@ struct chachapoly {
 
 }  // namespace
 
-std::size_t sealed_size(const ticket_contents& c) {
-  auto identity = encode_identity(c.peer);
-  return 1 + nonce_size + fixed_plain + (identity ? identity->size() : 0) + c.session.size() + tag_size;
-}
-
 std::size_t seal_ticket(const ticket_key& key, const ticket_contents& c, std::span<unsigned char> out) {
   auto plain = plaintext_of(c);
   if (!plain) return 0;

@@ -31,12 +31,8 @@ struct ticket_contents {
   std::vector<unsigned char> session;  // mbedtls_ssl_session_save() output
 };
 
-// The whole sealed ticket's size for `c`, so a caller can check its buffer first.
-std::size_t sealed_size(const ticket_contents& c);
-
-// Seals `c` into `out` (at least sealed_size(c) bytes) with a fresh random nonce. Returns the
-// bytes written, 0 when `out` is too small or a string in the identity is longer than
-// 65535 bytes.
+// Seals `c` into `out` with a fresh random nonce. Returns the bytes written, 0 when `out` is
+// too small or a string in the identity is longer than 65535 bytes.
 std::size_t seal_ticket(const ticket_key& key, const ticket_contents& c, std::span<unsigned char> out);
 
 // Opens a ticket sealed with `key`; nullopt when it is not one (wrong key, altered, truncated,

@@ -1,12 +1,15 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
 #include "engine_pair.hpp"
+#include "tls/resumption.hpp"
 #include "tls/ticket.hpp"
+#include "tls/ticket_keys.hpp"
 
 using namespace tunnel;
 using namespace tunnel::unit;
@@ -156,6 +159,66 @@ TEST_CASE("a ticket from a mux connection does not open a service that refuses i
   CHECK(b_server.resumed());
 }
 
+TEST_CASE("tunnel-in offers each ticket once; four after a full handshake, one after a resumed one") {
+  pair_fixture f(resuming(), resuming());
+  auto& cache = *f.client_ctx->sessions();
+  first_connection(f);
+  CHECK(cache.size() == 4);
+  {
+    tls::engine client(f.client_ctx), server(f.server_ctx);
+    auto [crc, src] = handshake(client, server, 1 << 20);
+    REQUIRE((crc == 0 && src == 0));
+    CHECK(client.resumed());
+    CHECK(cache.size() == 3);  // the ticket it showed is gone: no other connection shows it
+    exchange_both_ways(client, server, 1 << 20);
+    CHECK(cache.size() == 4);
+  }
+  // A reloaded server takes none of them: each connection spends one, runs a full handshake
+  // and brings four; the cache keeps the newest up to its capacity.
+  std::shared_ptr<tls::tls_context> reloaded;
+  for (int i = 0; i < 5; ++i) {
+    reloaded = std::make_shared<tls::tls_context>(f.server_ctx->options(), tls::credentials::load(f.server_files));
+    full_connection(f.client_ctx, reloaded);
+  }
+  REQUIRE(cache.size() == tls::session_cache::capacity);
+  // Spent with none arriving (nothing read): the newest four, the last server's, resume; the
+  // others are refused by it; then nothing is left to offer.
+  for (std::size_t i = 0; i < tls::session_cache::capacity; ++i) {
+    tls::engine client(f.client_ctx), server(reloaded);
+    auto [crc, src] = handshake(client, server, 1 << 20);
+    REQUIRE((crc == 0 && src == 0));
+    CHECK(client.resumed() == (i < 4));
+  }
+  CHECK(cache.size() == 0);
+}
+
+TEST_CASE("ticket keys: a new one every period, the one before opens for one more") {
+  constexpr std::int64_t period = 1000;
+  tls::ticket_keys keys(period, 5000);
+  std::array<tls::ticket_key, 2> open{};
+  const auto first = keys.sealing(5000);
+  REQUIRE(first);
+  CHECK(keys.sealing(5999) == first);
+  REQUIRE(keys.opening(5999, open) == 1);
+  CHECK(open[0] == *first);
+  const auto second = keys.sealing(6000);  // a period old: replaced
+  REQUIRE(second);
+  CHECK(second != first);
+  REQUIRE(keys.opening(6000, open) == 2);
+  CHECK(open[0] == *second);
+  CHECK(open[1] == *first);
+  REQUIRE(keys.opening(6999, open) == 2);
+  CHECK(keys.opening(7000, open) == 1);  // two periods old: erased, even with no ticket sealed since
+  CHECK(open[0] == *second);
+  CHECK(keys.opening(7000, open) == 1);
+  // Idle for long: the next ticket gets a fresh key, and nothing older opens.
+  const auto third = keys.sealing(20000);
+  REQUIRE(third);
+  CHECK(third != second);
+  REQUIRE(keys.opening(20000, open) == 1);
+  CHECK(open[0] == *third);
+}
+
 TEST_CASE("tickets: what is sealed opens with the same key only, and any change is refused") {
   tls::ticket_key key{}, other{};
   key[0] = 1;
@@ -169,9 +232,11 @@ TEST_CASE("tickets: what is sealed opens with the same key only, and any change 
   c.peer.ip = {"127.0.0.1"};
   c.peer.spki[5] = 9;
   c.session = {1, 2, 3, 4, 5};
-  std::vector<unsigned char> buf(tls::sealed_size(c));
-  REQUIRE(tls::seal_ticket(key, c, buf) == buf.size());
-  CHECK(tls::seal_ticket(key, c, std::span(buf).first(buf.size() - 1)) == 0);
+  std::vector<unsigned char> buf(1024);
+  const std::size_t n = tls::seal_ticket(key, c, buf);
+  REQUIRE(n > c.session.size());
+  buf.resize(n);
+  CHECK(tls::seal_ticket(key, c, std::span(buf).first(n - 1)) == 0);
   auto opened = tls::open_ticket(key, buf);
   REQUIRE(opened);
   CHECK(opened->authenticated_ms == c.authenticated_ms);
@@ -194,7 +259,7 @@ TEST_CASE("tickets: what is sealed opens with the same key only, and any change 
 TEST_CASE("connections on several threads share the contexts' tickets and cache safely") {
   // The contexts are shared by every worker thread; TSan runs this in CI.
   pair_fixture f(resuming(), resuming());
-  first_connection(f);
+  first_connection(f);  // four tickets: one for each thread's first connection
   std::atomic<int> ok{0}, resumed{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {

@@ -1,0 +1,57 @@
+#include "tls/ticket_keys.hpp"
+
+#include <mbedtls/platform_util.h>
+#include <psa/crypto.h>
+
+#include <stdexcept>
+
+namespace tunnel::tls {
+namespace {
+
+bool fresh_key(ticket_key& key) { return psa_generate_random(key.data(), key.size()) == PSA_SUCCESS; }
+
+void erase(ticket_key& key) { mbedtls_platform_zeroize(key.data(), key.size()); }
+
+}  // namespace
+
+ticket_keys::ticket_keys(std::int64_t period_ms, std::int64_t now_ms) : period_ms_(period_ms) {
+  if (!fresh_key(current_.key)) throw std::runtime_error("cannot make a session ticket key");
+  current_.made_ms = now_ms;
+  current_.live = true;
+}
+
+ticket_keys::~ticket_keys() {
+  erase(current_.key);
+  erase(previous_.key);
+}
+
+std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (!usable(current_, now_ms, 1)) {
+    ticket_key next;
+    if (!fresh_key(next)) {
+      erase(next);
+      return std::nullopt;
+    }
+    erase(previous_.key);
+    previous_ = current_;
+    current_ = entry{next, now_ms, true};
+    erase(next);
+  }
+  return current_.key;
+}
+
+std::size_t ticket_keys::opening(std::int64_t now_ms, std::array<ticket_key, 2>& out) {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (entry* e : {&current_, &previous_}) {
+    if (usable(*e, now_ms, 2)) out[n++] = e->key;
+    else if (e->live) {  // too old to open anything it sealed: gone for good
+      erase(e->key);
+      e->live = false;
+    }
+  }
+  return n;
+}
+
+}  // namespace tunnel::tls

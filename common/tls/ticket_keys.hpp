@@ -1,0 +1,52 @@
+#pragma once
+// tunnel-out's session ticket keys. A key seals tickets for one period (--resumption) and is
+// then replaced by a fresh random one; it still opens tickets for a second period, which is
+// as long as any ticket it sealed can be valid (a ticket never outlives --resumption), and
+// is then erased. So a key that leaked, with which tickets for any identity could be forged,
+// is useless two periods after it was made; and a reload, which builds a new ring, forgets
+// every ticket at once.
+//
+// Time is passed in (steady milliseconds) so the rotation can be tested without waiting.
+// Shared by every worker thread: the calls lock.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "tls/ticket.hpp"
+
+namespace tunnel::tls {
+
+class ticket_keys {
+ public:
+  // Throws std::runtime_error when no random key can be had.
+  ticket_keys(std::int64_t period_ms, std::int64_t now_ms);
+  ~ticket_keys();
+  ticket_keys(const ticket_keys&) = delete;
+  ticket_keys& operator=(const ticket_keys&) = delete;
+
+  // The key to seal with at `now_ms`: made anew once the current one is a period old.
+  // nullopt when a new key was due and no random one could be had (no ticket then).
+  std::optional<ticket_key> sealing(std::int64_t now_ms);
+
+  // The keys that may open a ticket at `now_ms`, the newest first: each key less than two
+  // periods old. Returns how many were written to `out`.
+  std::size_t opening(std::int64_t now_ms, std::array<ticket_key, 2>& out);
+
+ private:
+  struct entry {
+    ticket_key key{};
+    std::int64_t made_ms = 0;
+    bool live = false;
+  };
+  bool usable(const entry& e, std::int64_t now_ms, std::int64_t periods) const {
+    return e.live && now_ms - e.made_ms < periods * period_ms_;
+  }
+
+  std::mutex mutex_;
+  std::int64_t period_ms_;
+  entry current_, previous_;
+};
+
+}  // namespace tunnel::tls
