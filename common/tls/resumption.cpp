@@ -142,22 +142,31 @@ void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
   mbedtls_ssl_session_free(&fresh);  // zeroizes what it held
   if (k.session.empty()) return;
   std::lock_guard lock(mutex_);
-  if (kept_.size() == capacity) {
+  drop_expired();
+  while (kept_.size() >= capacity) {
     erase(kept_.front());
     kept_.pop_front();
   }
   kept_.push_back(std::move(k));
 }
 
+void session_cache::drop_expired() {
+  const auto now = std::chrono::steady_clock::now();
+  const auto unix_s = unix_now();
+  std::erase_if(kept_, [&](kept& k) {
+    const bool expired = now >= k.until || unix_s >= k.server.not_after;
+    if (expired) erase(k);
+    return expired;
+  });
+}
+
 std::optional<known_peer> session_cache::offer(mbedtls_ssl_context& ssl) {
   std::optional<kept> k;
   {
     std::lock_guard lock(mutex_);
-    const auto now = std::chrono::steady_clock::now();
-    const auto unix_s = unix_now();
-    while (!k && !kept_.empty()) {
-      if (now < kept_.back().until && unix_s < kept_.back().server.not_after) k = std::move(kept_.back());
-      else erase(kept_.back());
+    drop_expired();
+    if (!kept_.empty()) {
+      k = std::move(kept_.back());
       kept_.pop_back();
     }
   }

@@ -113,6 +113,7 @@ class session_cache {
     std::chrono::steady_clock::time_point until;
   };
   static void erase(kept& k);
+  void drop_expired();  // with the lock held
 
   std::mutex mutex_;
   std::deque<kept> kept_;  // oldest first

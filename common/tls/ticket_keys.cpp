@@ -3,6 +3,7 @@
 #include <mbedtls/platform_util.h>
 #include <psa/crypto.h>
 
+#include <limits>
 #include <stdexcept>
 
 namespace tunnel::tls {
@@ -15,6 +16,8 @@ void erase(ticket_key& key) { mbedtls_platform_zeroize(key.data(), key.size()); 
 }  // namespace
 
 ticket_keys::ticket_keys(std::int64_t period_ms, std::int64_t now_ms) : period_ms_(period_ms) {
+  if (period_ms <= 0 || period_ms > std::numeric_limits<std::int64_t>::max() / 4)
+    throw std::invalid_argument("session ticket key period out of range");
   if (!fresh_key(current_.key)) throw std::runtime_error("cannot make a session ticket key");
   current_.made_ms = now_ms;
   current_.live = true;
@@ -25,8 +28,18 @@ ticket_keys::~ticket_keys() {
   erase(previous_.key);
 }
 
+void ticket_keys::sweep(std::int64_t now_ms) {
+  for (entry* e : {&current_, &previous_}) {
+    if (e->live && !usable(*e, now_ms, 2)) {  // too old to open anything it sealed: gone for good
+      erase(e->key);
+      e->live = false;
+    }
+  }
+}
+
 std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
+  sweep(now_ms);
   if (!usable(current_, now_ms, 1)) {
     ticket_key next;
     if (!fresh_key(next)) {
@@ -34,8 +47,14 @@ std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {
       return std::nullopt;
     }
     erase(previous_.key);
-    previous_ = current_;
-    current_ = entry{next, now_ms, true};
+    previous_.live = current_.live;
+    if (current_.live) {
+      previous_.key = current_.key;
+      previous_.made_ms = current_.made_ms;
+    }
+    current_.key = next;
+    current_.made_ms = now_ms;
+    current_.live = true;
     erase(next);
   }
   return current_.key;
@@ -43,14 +62,10 @@ std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {
 
 std::size_t ticket_keys::opening(std::int64_t now_ms, std::array<ticket_key, 2>& out) {
   std::lock_guard lock(mutex_);
+  sweep(now_ms);
   std::size_t n = 0;
-  for (entry* e : {&current_, &previous_}) {
-    if (usable(*e, now_ms, 2)) out[n++] = e->key;
-    else if (e->live) {  // too old to open anything it sealed: gone for good
-      erase(e->key);
-      e->live = false;
-    }
-  }
+  for (const entry* e : {&current_, &previous_})
+    if (e->live) out[n++] = e->key;
   return n;
 }
 

@@ -20,7 +20,8 @@ namespace tunnel::tls {
 
 class ticket_keys {
  public:
-  // Throws std::runtime_error when no random key can be had.
+  // Throws std::runtime_error when no random key can be had, std::invalid_argument for a
+  // period that is not positive or so long that time arithmetic could overflow.
   ticket_keys(std::int64_t period_ms, std::int64_t now_ms);
   ~ticket_keys();
   ticket_keys(const ticket_keys&) = delete;
@@ -31,7 +32,8 @@ class ticket_keys {
   std::optional<ticket_key> sealing(std::int64_t now_ms);
 
   // The keys that may open a ticket at `now_ms`, the newest first: each key less than two
-  // periods old. Returns how many were written to `out`.
+  // periods old. Returns how many were written to `out`. (Both calls erase the keys that
+  // are two periods old first.)
   std::size_t opening(std::int64_t now_ms, std::array<ticket_key, 2>& out);
 
  private:
@@ -43,6 +45,7 @@ class ticket_keys {
   bool usable(const entry& e, std::int64_t now_ms, std::int64_t periods) const {
     return e.live && now_ms - e.made_ms < periods * period_ms_;
   }
+  void sweep(std::int64_t now_ms);
 
   std::mutex mutex_;
   std::int64_t period_ms_;

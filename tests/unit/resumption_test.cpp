@@ -149,7 +149,7 @@ TEST_CASE("a ticket from a mux connection does not open a service that refuses i
   CHECK_FALSE(server.resumed());
   CHECK(server.refused_by_policy());
   CHECK(server.verify_failure() == "peer certificate not on the allow-list of service a");
-  // The same ticket for the service that admits the peer resumes.
+  // A ticket from a connection to the service that admits the peer resumes there.
   raw_opts.sni = "b";
   auto b_ctx = std::make_shared<tls::tls_context>(raw_opts, tls::credentials::load(f.client_files));
   full_connection(b_ctx, f.server_ctx);
@@ -190,6 +190,26 @@ TEST_CASE("tunnel-in offers each ticket once; four after a full handshake, one a
     CHECK(client.resumed() == (i < 4));
   }
   CHECK(cache.size() == 0);
+}
+
+TEST_CASE("a ticket sealed just before the key is replaced still resumes after it") {
+  // Window (and key period) 2 s. The first key is made with the server context, before `made`.
+  tls::tls_options server_opts = resuming();
+  server_opts.resumption = std::chrono::seconds(2);
+  pair_fixture f(server_opts, resuming());
+  const auto made = std::chrono::steady_clock::now();
+  std::this_thread::sleep_until(made + std::chrono::milliseconds(1000));
+  first_connection(f);  // its tickets: sealed with the first key, good for 2 s more
+  // Past the first key's period: another client's full handshake gets tickets under a new key.
+  std::this_thread::sleep_until(made + std::chrono::milliseconds(2100));
+  auto other = std::make_shared<tls::tls_context>(f.client_ctx->options(), tls::credentials::load(f.client_files));
+  full_connection(other, f.server_ctx);
+  // The first client's ticket opens with the key before.
+  tls::engine client(f.client_ctx), server(f.server_ctx);
+  auto [crc, src] = handshake(client, server, 1 << 20);
+  REQUIRE((crc == 0 && src == 0));
+  CHECK(client.resumed());
+  CHECK(server.resumed());
 }
 
 TEST_CASE("ticket keys: a new one every period, the one before opens for one more") {
