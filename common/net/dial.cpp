@@ -11,6 +11,8 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
+#include <poll.h>
+#include <sys/socket.h>
 #include <vector>
 
 namespace tunnel::net {
@@ -26,13 +28,42 @@ asio::awaitable<dial_result> connect_unix(const address& to) {
   co_return out;
 }
 
-// Opens `s` for `to`, transparent and bound to `source` (port 0: the kernel picks one).
-std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& to, const generic_endpoint& source) {
+std::error_code socket_error(int value) { return {value, asio::error::get_system_category()}; }
+
+// Opens `s` for `to`, non-blocking for connect_soon. (Set through Asio, which then knows it
+// and sets nothing more; a descriptor made non-blocking elsewhere and assigned would cost an
+// epoll_ctl at close instead.)
+std::error_code open_for(generic_socket& s, const generic_endpoint& to) {
   std::error_code ec;
   s.open(to.protocol(), ec);
+  if (!ec) s.native_non_blocking(true, ec);
+  return ec;
+}
+
+// Opens `s` for `to`, transparent and bound to `source` (port 0: the kernel picks one).
+std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& to, const generic_endpoint& source) {
+  std::error_code ec = open_for(s, to);
   if (!ec) ec = make_transparent(s, to.data()->sa_family);
   if (!ec) s.bind(source, ec);
   return ec;
+}
+
+// Connects `s` (opened by open_for) to `to`. A connection the kernel has completed by the
+// time connect() returns (on loopback, always) is taken at once; Asio's async_connect would
+// send every one through the event loop first (an epoll_ctl and one more pass per connection,
+// which a legacy client opening a connection per request pays each time).
+asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_endpoint& to) {
+  if (::connect(s.native_handle(), to.data(), static_cast<socklen_t>(to.size())) == 0) co_return std::error_code{};
+  if (errno != EINPROGRESS && errno != EINTR) co_return socket_error(errno);
+  pollfd ready{s.native_handle(), POLLOUT, 0};
+  if (::poll(&ready, 1, 0) != 1) {
+    auto [ec] = co_await s.async_wait(generic_socket::wait_write, as_result);
+    if (ec) co_return ec;
+  }
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+  co_return error ? socket_error(error) : std::error_code{};
 }
 
 // The addresses to try for `to`, in order. A numeric host is its own answer: no
@@ -66,8 +97,10 @@ asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpo
     if (source) {
       if (endpoint.data()->sa_family != source->data()->sa_family) continue;
       if ((out.ec = prepare_transparent(out.socket, endpoint, *source))) continue;
+    } else if ((out.ec = open_for(out.socket, endpoint))) {
+      continue;
     }
-    auto [ec] = co_await out.socket.async_connect(endpoint, as_result);
+    const auto ec = co_await connect_soon(out.socket, endpoint);
     out.ec = ec;
     if (!ec) {
       set_low_latency(out.socket);
