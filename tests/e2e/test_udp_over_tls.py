@@ -110,7 +110,8 @@ def test_flows_fall_back_to_tls_when_udp_is_silently_dropped(procs, echo):
         switched = tin.wait_for_log(SWITCHED)
         assert "no answer from tunnel-out's UDP port within 3s" in switched["reason"]
         # b did not wait out its own timeout: it followed the service to TLS.
-        tried = tin.logs_with_msg("no answer over UDP: trying TLS")
+        # (Waited for: the data can arrive before our reader has seen the line about it.)
+        tried = tin.wait_for_logs("no answer over UDP: trying TLS", 2)
         assert any(r["reason"] == "the service moved to TLS" for r in tried), tried
         assert count(tin, SWITCHED) == 1
         seen = 0
