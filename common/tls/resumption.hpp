@@ -6,11 +6,11 @@
 // Server: tickets sealed with keys made together with the TLS context and replaced every
 // --resumption (tls/ticket_keys.hpp), so a credential reload, which builds a new context,
 // forgets every ticket issued before it: a peer whose certificate a new CRL revokes must
-// run a full handshake, and fails it. Resumption ends
-// --resumption after the full handshake that verified the peer (however often it was
-// resumed since: each resumption's new ticket keeps that time), and never runs past the
-// earliest notAfter in the peer's chain. A ticket whose peer the service asked for would
-// not admit is not accepted: the connection falls back to a full handshake, refused there.
+// run a full handshake, and fails it. Resumption ends --resumption after the full
+// handshake that verified the peer (however often it was resumed since: each resumption's
+// new ticket keeps that time), and never runs past the earliest notAfter in the peer's
+// chain. A ticket whose peer the service asked for would not admit is not accepted: the
+// connection falls back to a full handshake, refused there.
 // Client: the sessions a server gave us, beside the server identity that the full handshake
 // verified; each offered once to a later connection of the same service within the window.
 #include <mbedtls/ssl.h>
