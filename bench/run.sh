@@ -73,15 +73,24 @@ start() {  # start NAME CMD... : background, logs to $LOGS/NAME.log, pid in LAST
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
-stop() {  # stop PID... : TERM, then KILL after 5 s; only our own pids
-  local p
-  for p in "$@"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+stop() {  # stop PID... : TERM, then KILL after 5 s; only our own pids. One that dies of
+          # another signal on its way out (a crash at shutdown) is noted.
+  local p rc
+  local -A name=()
+  for p in "$@"; do
+    [ -n "$p" ] || continue
+    name[$p]=$(cat "/proc/$p/comm" 2>/dev/null || echo "pid $p")
+    kill -TERM "$p" 2>/dev/null || true
+  done
   for p in "$@"; do
     [ -n "$p" ] || continue
     local i=0
     while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+    rc=0; wait "$p" 2>/dev/null || rc=$?
+    if [ "$rc" -gt 128 ] && [ "$rc" -ne 143 ] && [ "$rc" -ne 137 ]; then
+      note "${name[$p]} ended by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?')) when told to stop${STOP_CONTEXT:+ ($STOP_CONTEXT)}"
+    fi
   done
 }
 cleanup() {
@@ -488,7 +497,7 @@ if want memory; then
         record "mem$count" "$v" 1 kib_per_conn_out "$(python3 -c "print(($out1-$out0)/${ok})")"
         record "mem$count" "$v" 1 kib_per_conn "$(python3 -c "print(($in1-$in0+$out1-$out0)/${ok})")"
       fi
-      stop_variant "$v"
+      STOP_CONTEXT="$v, after holding $count connections" stop_variant "$v"
     done
   done
   stop "$MREDIS_PID"
