@@ -1,6 +1,7 @@
 #include "net/dial.hpp"
 
 #include "net/cancelled.hpp"
+#include "net/immediate_io.hpp"
 #include "net/timeout.hpp"
 #include "net/transparent.hpp"
 
@@ -28,8 +29,6 @@ asio::awaitable<dial_result> connect_unix(const address& to) {
   co_return out;
 }
 
-std::error_code socket_error(int value) { return {value, asio::error::get_system_category()}; }
-
 // Opens `s` for `to`, non-blocking for connect_soon. (Set through Asio, which then knows it
 // and sets nothing more; a descriptor made non-blocking elsewhere and assigned would cost an
 // epoll_ctl at close instead.)
@@ -54,7 +53,7 @@ std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& t
 // which a legacy client opening a connection per request pays each time).
 asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_endpoint& to) {
   if (::connect(s.native_handle(), to.data(), static_cast<socklen_t>(to.size())) == 0) co_return std::error_code{};
-  if (errno != EINPROGRESS && errno != EINTR) co_return socket_error(errno);
+  if (errno != EINPROGRESS && errno != EINTR) co_return last_socket_error();
   pollfd ready{s.native_handle(), POLLOUT, 0};
   if (::poll(&ready, 1, 0) != 1) {
     auto [ec] = co_await s.async_wait(generic_socket::wait_write, as_result);
@@ -62,8 +61,8 @@ asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_e
   }
   int error = 0;
   socklen_t length = sizeof error;
-  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
-  co_return error ? socket_error(error) : std::error_code{};
+  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) co_return last_socket_error();
+  co_return std::error_code(error, asio::error::get_system_category());
 }
 
 // The addresses to try for `to`, in order. A numeric host is its own answer: no

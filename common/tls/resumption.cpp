@@ -1,5 +1,7 @@
 #include "tls/resumption.hpp"
 
+#include "tls/validity.hpp"
+
 #include <mbedtls/platform_util.h>
 
 #include <algorithm>
@@ -11,10 +13,6 @@ namespace tunnel::tls {
 namespace {
 
 thread_local handshake_slot* current_slot = nullptr;
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 bool tls13(const handshake_slot* slot) {
   return slot && slot->ssl && mbedtls_ssl_get_version_number(slot->ssl) == MBEDTLS_SSL_VERSION_TLS1_3;
@@ -33,7 +31,7 @@ std::optional<known_peer> vouched_peer(const handshake_slot* slot) {
 std::int64_t ms_left(const known_peer& peer, std::chrono::seconds window) {
   const std::int64_t window_left = peer.authenticated_ms + window.count() * 1000 - steady_ms();
   // Capped before scaling: a far (or unset, maximal) notAfter must not overflow.
-  const std::int64_t chain_left_s = std::min(peer.not_after - unix_now(), window.count());
+  const std::int64_t chain_left_s = std::min(peer.not_after - now_unix(), window.count());
   return std::min(window_left, chain_left_s * 1000);
 }
 
@@ -152,7 +150,7 @@ void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
 
 void session_cache::drop_expired() {
   const auto now = std::chrono::steady_clock::now();
-  const auto unix_s = unix_now();
+  const auto unix_s = now_unix();
   std::erase_if(kept_, [&](kept& k) {
     const bool expired = now >= k.until || unix_s >= k.server.not_after;
     if (expired) erase(k);

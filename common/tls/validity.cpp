@@ -17,10 +17,6 @@ namespace {
 
 using std::chrono::system_clock;
 
-std::int64_t now_unix() {
-  return std::chrono::duration_cast<std::chrono::seconds>(system_clock::now().time_since_epoch()).count();
-}
-
 // "2031-05-01T12:00:00Z" for log lines.
 std::string iso(const mbedtls_x509_time& t) {
   char text[32];
@@ -59,6 +55,10 @@ peer_warnings& warned() {
 }
 
 }  // namespace
+
+std::int64_t now_unix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(system_clock::now().time_since_epoch()).count();
+}
 
 std::int64_t unix_seconds(const mbedtls_x509_time& t) {
   // Days from the civil date (Howard Hinnant's algorithm), no time zone involved.

@@ -13,6 +13,8 @@ namespace tunnel::tls {
 
 // Seconds since the Unix epoch for an X.509 time (UTC). Pure.
 std::int64_t unix_seconds(const mbedtls_x509_time& t);
+// Seconds since the Unix epoch now.
+std::int64_t now_unix();
 
 // Throws credential_error (naming `flag` and `path`) when any certificate in `bundle` is
 // outside its validity period: a CA that has expired (or is not valid yet) makes every
