@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
     reloaded = sources;
     reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
     reloaded.insert(reloaded.end(), tls_leg_sources.begin(), tls_leg_sources.end());
-    ops::reload_credentials(*rt, cfg, reloaded);
+    ops::maintain_credentials(*rt, cfg, reloaded);
     std::vector<ops::readiness_check> checks;
     const auto pools = make_pools(*rt, cfg, sources, tls_legs, tls_leg_sources, live);
     for (std::size_t i = 0; i < cfg.services.size(); ++i) {

@@ -21,6 +21,8 @@ namespace tunnel::ops {
 namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
+// How late an expired ticket key or cached session may be erased in an idle process.
+constexpr std::chrono::milliseconds secret_sweep_interval = 5s;
 }  // namespace
 
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
@@ -55,13 +57,20 @@ std::shared_ptr<tls::context_source> load_credentials(const config::service& svc
   }
 }
 
-void reload_credentials(runtime& rt, const config::settings& cfg,
-                        const std::vector<std::shared_ptr<tls::context_source>>& sources) {
+void maintain_credentials(runtime& rt, const config::settings& cfg,
+                          const std::vector<std::shared_ptr<tls::context_source>>& sources) {
   rt.on_reload([&sources](bool periodic) {
     for (const auto& source : sources)
       if (source) source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
   });
   rt.reload_every(cfg.process().reload_interval);
+  // Older contexts, still held by live connections, erase theirs when the last one ends.
+  rt.every(secret_sweep_interval, [&sources] {
+    std::size_t erased = 0;
+    for (const auto& source : sources)
+      if (source) erased += source->current()->forget_expired();
+    if (erased) debug("expired resumption secrets erased").kv("count", static_cast<std::uint64_t>(erased));
+  });
 }
 
 void on_credentials_changed(runtime& rt, std::shared_ptr<tls::context_source> source, std::function<void()> action) {

@@ -35,13 +35,16 @@ std::shared_ptr<tls::context_source> load_credentials(const config::service& svc
 std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options,
                                                       const tls::credential_files& files);
 
-// Reloads every source (null ones skipped) on SIGHUP and every process().reload_interval.
-// `sources` must outlive `rt`'s loops and be complete before the first reload.
-void reload_credentials(runtime& rt, const config::settings& cfg,
-                        const std::vector<std::shared_ptr<tls::context_source>>& sources);
+// Reloads every source (null ones skipped) on SIGHUP and every process().reload_interval,
+// and every few seconds erases the resumption secrets of each source's current context
+// that have expired (tls_context::forget_expired), so that they do not stay in memory
+// while the process sees no handshakes. `sources` must outlive `rt`'s loops and be complete
+// before the first reload.
+void maintain_credentials(runtime& rt, const config::settings& cfg,
+                          const std::vector<std::shared_ptr<tls::context_source>>& sources);
 
 // Runs `action` after each reload that swapped `source`'s credentials (registered after
-// reload_credentials, so it sees the new ones): e.g. retiring mux sessions authenticated
+// maintain_credentials, so it sees the new ones): e.g. retiring mux sessions authenticated
 // with the old CA or CRL.
 void on_credentials_changed(runtime& rt, std::shared_ptr<tls::context_source> source, std::function<void()> action);
 

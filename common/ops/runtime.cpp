@@ -131,17 +131,23 @@ asio::awaitable<void> runtime::watch_signals() {
 }
 
 void runtime::reload_every(std::chrono::milliseconds interval) {
-  if (interval.count() > 0) asio::co_spawn(main_context(), reload_loop(interval), asio::detached);
+  // On the main context, like SIGHUP: the hooks never run concurrently with each other.
+  every(interval, [this] {
+    for (auto& hook : reload_hooks_) hook(true);
+  });
 }
 
-asio::awaitable<void> runtime::reload_loop(std::chrono::milliseconds interval) {
-  // On the main context, like SIGHUP: the hooks never run concurrently with each other.
+void runtime::every(std::chrono::milliseconds interval, std::function<void()> task) {
+  if (interval.count() > 0) asio::co_spawn(main_context(), repeat(interval, std::move(task)), asio::detached);
+}
+
+asio::awaitable<void> runtime::repeat(std::chrono::milliseconds interval, std::function<void()> task) {
   asio::steady_timer tick(co_await asio::this_coro::executor);
   while (!stopping_) {
     tick.expires_after(interval);
     auto [ec] = co_await tick.async_wait(as_result);
     if (ec || stopping_) co_return;
-    for (auto& hook : reload_hooks_) hook(true);
+    task();
   }
 }
 

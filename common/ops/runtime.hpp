@@ -64,6 +64,9 @@ class runtime {
   bool stopping() const { return stopping_; }
   // Runs the reload hooks every `interval` until shutdown; 0 does nothing. Call before run().
   void reload_every(std::chrono::milliseconds interval);
+  // Runs `task` on the main context every `interval` until shutdown; 0 does nothing. Call
+  // before run(); the task must not throw.
+  void every(std::chrono::milliseconds interval, std::function<void()> task);
 
   // Runs the workers until shutdown completes. Returns the process exit code.
   int run();
@@ -81,7 +84,7 @@ class runtime {
                                     handler on_connection);
   void spawn(worker& w, net::accepted conn, const handler& on_connection);
   asio::awaitable<void> watch_signals();
-  asio::awaitable<void> reload_loop(std::chrono::milliseconds interval);
+  asio::awaitable<void> repeat(std::chrono::milliseconds interval, std::function<void()> task);
   asio::awaitable<void> drain();
   void cancel_all();
 

@@ -145,6 +145,10 @@ void tls_context::configure(mbedtls_ssl_config& config, bool mux_alpn) {
     check(configure_psk(config, *creds_->psk(), options_.carrier, options_.min_version), "pre-shared key");
 }
 
+std::size_t tls_context::forget_expired() const {
+  return (tickets_ ? tickets_->forget_expired() : 0) + (sessions_ ? sessions_->forget_expired() : 0);
+}
+
 bool tls_context::resumes() const {
   return options_.resumption.count() > 0 && options_.carrier == transport::stream && !options_.legacy_leg &&
          options_.verify_peer && !creds_->psk();

@@ -96,6 +96,9 @@ class tls_context {
   std::optional<std::size_t> default_route() const;
   // Client with resumption: the session the next connection offers. nullptr otherwise.
   session_cache* sessions() const { return sessions_.get(); }
+  // With resumption: erases what has expired of its secrets now (the server's old ticket
+  // keys, the client's old sessions) rather than at the next handshake. Returns how many.
+  std::size_t forget_expired() const;
 
  private:
   tls_options options_;

@@ -117,6 +117,8 @@ int ticket_issuer::parse(void* self, mbedtls_ssl_session* session, unsigned char
   return rc;
 }
 
+std::size_t ticket_issuer::forget_expired() { return keys_.forget_expired(steady_ms()); }
+
 session_cache::session_cache(std::chrono::seconds window) : window_(window) {}
 
 session_cache::~session_cache() {
@@ -148,10 +150,10 @@ void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
   kept_.push_back(std::move(k));
 }
 
-void session_cache::drop_expired() {
+std::size_t session_cache::drop_expired() {
   const auto now = std::chrono::steady_clock::now();
   const auto unix_s = now_unix();
-  std::erase_if(kept_, [&](kept& k) {
+  return std::erase_if(kept_, [&](kept& k) {
     const bool expired = now >= k.until || unix_s >= k.server.not_after;
     if (expired) erase(k);
     return expired;
@@ -177,6 +179,11 @@ std::optional<known_peer> session_cache::offer(mbedtls_ssl_context& ssl) {
   erase(*k);
   if (!set) return std::nullopt;
   return std::move(k->server);
+}
+
+std::size_t session_cache::forget_expired() {
+  std::lock_guard lock(mutex_);
+  return drop_expired();
 }
 
 std::size_t session_cache::size() {

@@ -77,6 +77,8 @@ class ticket_issuer {
   static int write(void* self, const mbedtls_ssl_session* session, unsigned char* start, const unsigned char* end,
                    std::size_t* length, std::uint32_t* lifetime);
   static int parse(void* self, mbedtls_ssl_session* session, unsigned char* buf, std::size_t length);
+  // Erases the ticket keys too old to open anything (ticket_keys::forget_expired), now.
+  std::size_t forget_expired();
 
  private:
   ticket_keys keys_;
@@ -103,6 +105,10 @@ class session_cache {
   // certificate's validity, sets it on `ssl` and forgets it; returns the server it was made with.
   std::optional<known_peer> offer(mbedtls_ssl_context& ssl);
   std::size_t size();
+  // Drops (and zeroizes) the sessions past their window or their server's certificate, as
+  // store() and offer() do first; returns how many. For an idle process, whose sessions
+  // would otherwise stay in memory until its next connection.
+  std::size_t forget_expired();
   // Takes a copy of what `other` holds. For tests: a ticket shown where it was not issued.
   void copy_from(session_cache& other);
 
@@ -113,7 +119,7 @@ class session_cache {
     std::chrono::steady_clock::time_point until;
   };
   static void erase(kept& k);
-  void drop_expired();  // with the lock held
+  std::size_t drop_expired();  // with the lock held
 
   std::mutex mutex_;
   std::deque<kept> kept_;  // oldest first

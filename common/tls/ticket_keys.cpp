@@ -28,13 +28,21 @@ ticket_keys::~ticket_keys() {
   erase(previous_.key);
 }
 
-void ticket_keys::sweep(std::int64_t now_ms) {
+std::size_t ticket_keys::sweep(std::int64_t now_ms) {
+  std::size_t erased = 0;
   for (entry* e : {&current_, &previous_}) {
     if (e->live && !usable(*e, now_ms, 2)) {  // too old to open anything it sealed: gone for good
       erase(e->key);
       e->live = false;
+      ++erased;
     }
   }
+  return erased;
+}
+
+std::size_t ticket_keys::forget_expired(std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  return sweep(now_ms);
 }
 
 std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {

@@ -397,6 +397,22 @@ def test_resumption_0_makes_every_handshake_a_full_one(pki, procs, servers):
     assert all("resumed" not in r for r in authorized(out, 3) + authorized(tin, 3))
 
 
+def test_idle_ends_erase_expired_ticket_keys_and_sessions_without_a_handshake(pki, procs, servers):
+    # --resumption 1s: tunnel-out's first key is two periods old after 2 s, tunnel-in's four
+    # sessions are past their window after 1 s. No connection follows: a periodic sweep
+    # (every 5 s) must erase them, not the next handshake.
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--resumption", "1s")
+    tin = tunnel_in_raw(procs, out.listen, "--resumption", "1s")
+    assert_echo(tin.address, size=1024)
+    authorized(tin, 1)
+    assert tin.wait_for_log("expired resumption secrets erased", timeout=15)["count"] == 4
+    # The first key, and a second one if the handshake came over a period after the start.
+    assert out.wait_for_log("expired resumption secrets erased", timeout=15)["count"] in (1, 2)
+    assert_echo(tin.address, size=1024)  # and the pair goes on: a full handshake, a fresh key
+    assert "resumed" not in authorized(out, 2)[1]
+
+
 def openssl_session(pki, address: str, session_file: Path, *extra: str) -> str:
     """One openssl s_client connection that saves its session to `session_file` (and offers
     the one already there); returns s_client's output, which says New or Reused."""

@@ -239,6 +239,35 @@ TEST_CASE("ticket keys: a new one every period, the one before opens for one mor
   CHECK(open[0] == *third);
 }
 
+TEST_CASE("ticket keys: forget_expired erases what is two periods old without a ticket sealed or opened") {
+  constexpr std::int64_t period = 1000;
+  tls::ticket_keys keys(period, 5000);
+  REQUIRE(keys.sealing(6000));  // the first key now opens only
+  CHECK(keys.forget_expired(6999) == 0);
+  CHECK(keys.forget_expired(7000) == 1);  // the first key
+  CHECK(keys.forget_expired(7000) == 0);
+  CHECK(keys.forget_expired(8000) == 1);  // the second
+  std::array<tls::ticket_key, 2> open{};
+  CHECK(keys.opening(8000, open) == 0);
+  CHECK(keys.sealing(8000));  // a fresh one when a ticket is due again
+}
+
+TEST_CASE("an idle context erases its expired resumption secrets when asked, not only at a handshake") {
+  tls::tls_options server_opts = resuming(), client_opts = resuming();
+  server_opts.resumption = client_opts.resumption = std::chrono::seconds(1);
+  pair_fixture f(server_opts, client_opts);
+  first_connection(f);
+  REQUIRE(f.client_ctx->sessions()->size() == 4);
+  CHECK(f.client_ctx->forget_expired() == 0);
+  CHECK(f.server_ctx->forget_expired() == 0);
+  // The server's key, made with its context, is two periods old; the sessions are past their window.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  CHECK(f.client_ctx->forget_expired() == 4);
+  CHECK(f.client_ctx->sessions()->size() == 0);
+  CHECK(f.server_ctx->forget_expired() == 1);
+  CHECK(f.server_ctx->forget_expired() == 0);
+}
+
 TEST_CASE("tickets: what is sealed opens with the same key only, and any change is refused") {
   tls::ticket_key key{}, other{};
   key[0] = 1;
