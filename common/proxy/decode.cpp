@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "codec/bytes.hpp"
 #include "proxy/header.hpp"
 #include "proxy/v2_layout.hpp"
 
@@ -34,10 +35,6 @@ bool matches_so_far(std::span<const std::byte> bytes, const Sig& sig) {
   return true;
 }
 
-std::string_view as_text(std::span<const std::byte> bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
 // "TCP4 <src> <dst> <sport> <dport>": exactly single spaces, the family's literals.
 std::optional<addresses> parse_v1_addresses(std::string_view fields, bool v6) {
   std::string_view parts[5];
@@ -62,7 +59,7 @@ std::optional<addresses> parse_v1_addresses(std::string_view fields, bool v6) {
 
 decoded decode_v1(std::span<const std::byte> bytes) {
   const std::size_t window = std::min(bytes.size(), max_v1_length);
-  const auto head = as_text(bytes.first(window));
+  const auto head = codec::as_text(bytes.first(window));
   const auto lf = head.find('\n');
   if (lf == std::string_view::npos) {
     if (bytes.size() >= max_v1_length) return invalid(version::v1, "v1 header without CRLF in its first 107 bytes");
@@ -83,38 +80,36 @@ decoded decode_v1(std::span<const std::byte> bytes) {
   return d;
 }
 
-unsigned byte_at(std::span<const std::byte> bytes, std::size_t i) { return std::to_integer<unsigned>(bytes[i]); }
-
-ip_endpoint read_ip(std::span<const std::byte> at, bool v6) {
+ip_endpoint read_ip(codec::reader& r, bool v6) {
   ip_endpoint e;
   e.v6 = v6;
-  std::transform(at.begin(), at.begin() + (v6 ? 16 : 4), e.ip.begin(),
-                 [](std::byte b) { return std::to_integer<std::uint8_t>(b); });
+  const auto ip = r.take(v6 ? 16 : 4);
+  std::transform(ip.begin(), ip.end(), e.ip.begin(), [](std::byte b) { return std::to_integer<std::uint8_t>(b); });
   return e;
 }
 
 // TLVs (type, 16-bit length, value) fill the rest of the header; we use none of them, but
 // one that claims more bytes than the header holds makes the header invalid.
 bool tlvs_fit(std::span<const std::byte> tlvs) {
-  while (!tlvs.empty()) {
-    if (tlvs.size() < 3) return false;
-    const std::size_t len = (byte_at(tlvs, 1) << 8) | byte_at(tlvs, 2);
-    if (tlvs.size() - 3 < len) return false;
-    tlvs = tlvs.subspan(3 + len);
+  codec::reader r(tlvs);
+  while (!r.empty()) {
+    r.u8();
+    r.prefixed(2);
   }
-  return true;
+  return !r.failed();
 }
 
 decoded decode_v2(std::span<const std::byte> bytes) {
   if (bytes.size() < v2::fixed_size) return need_more(version::v2);
-  const unsigned ver_cmd = byte_at(bytes, 12), fam = byte_at(bytes, 13);
+  codec::reader fixed(bytes.first(v2::fixed_size).subspan(v2::signature.size()));
+  const unsigned ver_cmd = fixed.u8(), fam = fixed.u8();
   if ((ver_cmd & 0xf0) != v2::version_nibble) return invalid(version::v2, "v2 header with a version other than 2");
   const unsigned command = ver_cmd & 0x0f, family = fam >> 4, transport = fam & 0x0f;
   if (command != v2::command_local && command != v2::command_proxy)
     return invalid(version::v2, "v2 command is neither LOCAL nor PROXY");
   if (family > v2::family_unix || transport > v2::transport_dgram)
     return invalid(version::v2, "v2 address family or transport unknown");
-  const std::size_t body_len = (byte_at(bytes, 14) << 8) | byte_at(bytes, 15);
+  const std::size_t body_len = fixed.u16();
   const std::size_t total = v2::fixed_size + body_len;
   if (total > max_v2_length) return invalid(version::v2, "v2 header longer than " + std::to_string(max_v2_length) + " bytes");
   if (bytes.size() < total) return need_more(version::v2);
@@ -135,10 +130,12 @@ decoded decode_v2(std::span<const std::byte> bytes) {
   if (!tlvs_fit(body.subspan(block))) return invalid(version::v2, "v2 TLV runs past the end of the header");
   if (family == v2::family_unix) return d;  // a Unix client: no IP address to report
   const bool v6 = family == v2::family_inet6;
-  const std::size_t ip_len = v6 ? 16 : 4;
-  addresses a{read_ip(body, v6), read_ip(body.subspan(ip_len), v6)};
-  a.source.port = static_cast<std::uint16_t>((byte_at(body, 2 * ip_len) << 8) | byte_at(body, 2 * ip_len + 1));
-  a.destination.port = static_cast<std::uint16_t>((byte_at(body, 2 * ip_len + 2) << 8) | byte_at(body, 2 * ip_len + 3));
+  codec::reader block_reader(body);  // holds the whole block: checked above
+  addresses a;
+  a.source = read_ip(block_reader, v6);
+  a.destination = read_ip(block_reader, v6);
+  a.source.port = block_reader.u16();
+  a.destination.port = block_reader.u16();
   d.addr = a;
   return d;
 }

@@ -1,5 +1,7 @@
 #include "tls/dtls_record.hpp"
 
+#include "codec/bytes.hpp"
+
 namespace tunnel::tls {
 namespace {
 
@@ -25,7 +27,7 @@ record_view classify_record(std::span<const std::uint8_t> d, std::size_t cid_len
   record_view v;
   if (d.size() < record_header_size || !dtls_version(d[1], d[2])) return v;
   const std::uint8_t type = d[0];
-  const auto epoch = static_cast<std::uint16_t>((d[3] << 8) | d[4]);
+  const auto epoch = codec::load_be<std::uint16_t>(d.data() + 3);
   if (type == type_tls12_cid) {
     // The header grows by the CID; the length field follows it. A record too short to
     // hold both cannot be ours.

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <span>
 
+#include "codec/bytes.hpp"
+
 namespace tunnel::tls {
 
 class record_guard {
@@ -33,7 +35,7 @@ class record_guard {
       data = data.subspan(1);
       if (header_seen_ < header_size) continue;
       header_seen_ = 0;
-      body_left_ = std::size_t{header_[3]} << 8 | header_[4];  // type, version(2), length(2)
+      body_left_ = codec::load_be<std::uint16_t>(header_ + 3);  // type, version(2), length(2)
       overflow_ = body_left_ > limit_;
     }
     return !overflow_;

@@ -10,6 +10,8 @@
 #include <string>
 #include <utility>
 
+#include "codec/bytes.hpp"
+
 namespace tunnel::tls {
 namespace {
 
@@ -19,87 +21,43 @@ constexpr std::size_t fixed_plain = 8 + 8 + 2;  // authenticated, not_after, ide
 // Authenticated with the ciphertext: the format version, and what the bytes are for.
 constexpr unsigned char aad[] = {format_version, 't', 'u', 'n', 'n', 'e', 'l', '-', 't', 'i', 'c', 'k', 'e', 't'};
 
-class writer {
- public:
-  void u16(std::size_t v) { u(v, 2); }
-  void u64(std::uint64_t v) { u(v, 8); }
-  bool text(const std::string& s) {
-    if (s.size() > 0xFFFF) return false;
-    u16(s.size());
-    bytes_.insert(bytes_.end(), s.begin(), s.end());
-    return true;
-  }
-  bool texts(const std::vector<std::string>& v) {
-    if (v.size() > 0xFFFF) return false;
-    u16(v.size());
-    return std::all_of(v.begin(), v.end(), [&](const std::string& s) { return text(s); });
-  }
-  void raw(std::span<const unsigned char> b) { bytes_.insert(bytes_.end(), b.begin(), b.end()); }
-  std::vector<unsigned char>& bytes() { return bytes_; }
+// The ticket's buffers are unsigned char because mbedTLS takes them so.
+using writer = codec::basic_writer<unsigned char>;
+using reader = codec::basic_reader<unsigned char>;
 
- private:
-  void u(std::uint64_t v, int n) {
-    for (int i = n - 1; i >= 0; --i) bytes_.push_back(static_cast<unsigned char>(v >> (8 * i)));
-  }
-  std::vector<unsigned char> bytes_;
-};
+// A count (2), then each string with its length (2).
+bool put_texts(writer& w, const std::vector<std::string>& v) {
+  if (v.size() > 0xFFFF) return false;
+  w.u16(static_cast<std::uint16_t>(v.size()));
+  return std::all_of(v.begin(), v.end(), [&](const std::string& s) { return w.prefixed(2, s); });
+}
 
-// Every read is bounded by what is left; a short or malformed input sets failed().
-class reader {
- public:
-  explicit reader(std::span<const unsigned char> b) : b_(b) {}
-  std::uint64_t u(std::size_t n) {
-    if (n > b_.size()) return fail();
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < n; ++i) v = (v << 8) | b_[i];
-    b_ = b_.subspan(n);
-    return v;
-  }
-  std::span<const unsigned char> take(std::size_t n) {
-    if (n > b_.size()) return fail(), std::span<const unsigned char>{};
-    auto out = b_.first(n);
-    b_ = b_.subspan(n);
-    return out;
-  }
-  std::string text() {
-    auto s = take(u(2));
-    return {reinterpret_cast<const char*>(s.data()), s.size()};
-  }
-  std::vector<std::string> texts() {
-    std::vector<std::string> v;
-    for (std::uint64_t n = u(2); n > 0 && !failed_; --n) v.push_back(text());
-    return v;
-  }
-  std::span<const unsigned char> rest() { return std::exchange(b_, {}); }
-  bool failed() const { return failed_; }
+std::string read_text(reader& r) { return std::string(codec::as_text(r.prefixed(2))); }
 
- private:
-  std::uint64_t fail() {
-    failed_ = true;
-    b_ = {};
-    return 0;
-  }
-  std::span<const unsigned char> b_;
-  bool failed_ = false;
-};
+std::vector<std::string> read_texts(reader& r) {
+  std::vector<std::string> v;
+  for (std::uint16_t n = r.u16(); n > 0 && !r.failed(); --n) v.push_back(read_text(r));
+  return v;
+}
 
 std::optional<std::vector<unsigned char>> encode_identity(const policy::peer_identity& p) {
-  writer w;
-  if (!w.text(p.cn) || !w.texts(p.dns) || !w.texts(p.uri) || !w.texts(p.ip)) return std::nullopt;
+  std::vector<unsigned char> out;
+  writer w(out);
+  if (!w.prefixed(2, p.cn) || !put_texts(w, p.dns) || !put_texts(w, p.uri) || !put_texts(w, p.ip)) return std::nullopt;
   w.raw(p.spki);
-  if (w.bytes().size() > 0xFFFF) return std::nullopt;
-  return std::move(w.bytes());
+  if (out.size() > 0xFFFF) return std::nullopt;
+  return out;
 }
 
 std::optional<policy::peer_identity> decode_identity(std::span<const unsigned char> b) {
   reader r(b);
   policy::peer_identity p;
-  p.cn = r.text();
-  p.dns = r.texts();
-  p.uri = r.texts();
-  p.ip = r.texts();
+  p.cn = read_text(r);
+  p.dns = read_texts(r);
+  p.uri = read_texts(r);
+  p.ip = read_texts(r);
   auto spki = r.take(p.spki.size());
-  if (r.failed() || !r.rest().empty()) return std::nullopt;
+  if (r.failed() || !r.empty()) return std::nullopt;
   std::copy(spki.begin(), spki.end(), p.spki.begin());
   return p;
 }
@@ -107,14 +65,14 @@ std::optional<policy::peer_identity> decode_identity(std::span<const unsigned ch
 std::optional<std::vector<unsigned char>> plaintext_of(const ticket_contents& c) {
   auto identity = encode_identity(c.peer);
   if (!identity) return std::nullopt;
-  writer w;
-  w.bytes().reserve(fixed_plain + identity->size() + c.session.size());  // no copies left behind by growth
+  std::vector<unsigned char> plain;
+  plain.reserve(fixed_plain + identity->size() + c.session.size());  // no copies left behind by growth
+  writer w(plain);
   w.u64(static_cast<std::uint64_t>(c.authenticated_ms));
   w.u64(static_cast<std::uint64_t>(c.not_after));
-  w.u16(identity->size());
-  w.raw(*identity);
+  w.prefixed(2, *identity);  // fits: encode_identity checked
   w.raw(c.session);
-  return std::move(w.bytes());
+  return plain;
 }
 
 struct chachapoly {
@@ -159,9 +117,9 @@ std::optional<ticket_contents> open_ticket(const ticket_key& key, std::span<cons
     return std::nullopt;
   reader r(plain);
   ticket_contents c;
-  c.authenticated_ms = static_cast<std::int64_t>(r.u(8));
-  c.not_after = static_cast<std::int64_t>(r.u(8));
-  auto peer = decode_identity(r.take(r.u(2)));
+  c.authenticated_ms = static_cast<std::int64_t>(r.u64());
+  c.not_after = static_cast<std::int64_t>(r.u64());
+  auto peer = decode_identity(r.prefixed(2));
   auto session = r.rest();
   std::optional<ticket_contents> out;
   if (!r.failed() && peer && !session.empty()) {
