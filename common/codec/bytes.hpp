@@ -47,8 +47,12 @@ class basic_reader {
     in_ = in_.subspan(n);
     return out;
   }
-  // A length of `width` bytes (1..4), then that many bytes: what TLS calls a vector.
-  std::span<const B> prefixed(std::size_t width) { return take(number(width)); }
+  // A length of W bytes (1..4), then that many bytes: what TLS calls a vector.
+  template <std::size_t W>
+  std::span<const B> prefixed() {
+    static_assert(W >= 1 && W <= 4);
+    return take(number(W));
+  }
   // Everything left; the reader is empty afterwards.
   std::span<const B> rest() {
     auto out = in_;
@@ -91,16 +95,19 @@ class basic_writer {
   void raw(std::span<const B> bytes) { out_.insert(out_.end(), bytes.begin(), bytes.end()); }
   void raw(std::string_view text) { raw(std::span(reinterpret_cast<const B*>(text.data()), text.size())); }
 
-  // A length of `width` bytes (1..4), then the bytes. False, with nothing written, when the
-  // length does not fit in `width` bytes.
-  bool prefixed(std::size_t width, std::span<const B> bytes) {
-    if (bytes.size() >> (8 * width) != 0) return false;
-    number(bytes.size(), width);
+  // A length of W bytes (1..4), then the bytes. False, with nothing written, when the
+  // length does not fit in W bytes.
+  template <std::size_t W>
+  [[nodiscard]] bool prefixed(std::span<const B> bytes) {
+    static_assert(W >= 1 && W <= 4);
+    if (static_cast<std::uint64_t>(bytes.size()) >> (8 * W) != 0) return false;
+    number(bytes.size(), W);
     raw(bytes);
     return true;
   }
-  bool prefixed(std::size_t width, std::string_view text) {
-    return prefixed(width, std::span(reinterpret_cast<const B*>(text.data()), text.size()));
+  template <std::size_t W>
+  [[nodiscard]] bool prefixed(std::string_view text) {
+    return prefixed<W>(std::span(reinterpret_cast<const B*>(text.data()), text.size()));
   }
 
  private:

@@ -31,14 +31,19 @@ std::string_view clamp_text(std::string_view s, std::size_t limit = max_text) {
   return s.substr(0, std::min(s.size(), limit));
 }
 
+static_assert(max_text <= 0xFF && max_service_name <= 0xFF, "texts carry a one-byte length");
+
 // OPEN and FLOW_OPEN share a payload: the service name and the legacy client's address.
 void put_open(std::vector<std::byte>& out, frame_type t, std::uint32_t id, std::string_view service,
               std::string_view origin) {
   service = clamp_text(service, max_service_name);
   origin = clamp_text(origin);
   auto w = header(out, t, 2 + service.size() + origin.size(), id);
-  w.prefixed(1, service);
-  w.prefixed(1, origin);
+  // Clamped above to lengths that fit their one-byte prefix.
+  w.u8(static_cast<std::uint8_t>(service.size()));
+  w.raw(service);
+  w.u8(static_cast<std::uint8_t>(origin.size()));
+  w.raw(origin);
 }
 
 // RESET and FLOW_CLOSE share a payload: a code and a reason.
@@ -54,11 +59,13 @@ decode_status parse_open(std::span<const std::byte> p, frame& f) {
   codec::reader r(p);
   const std::size_t service_len = r.u8();
   if (service_len == 0 || service_len > max_service_name) return decode_status::bad_field;
-  f.service = codec::as_text(r.take(service_len));
-  f.origin = codec::as_text(r.prefixed(1));
+  const auto service = codec::as_text(r.take(service_len));
+  const auto origin = codec::as_text(r.prefixed<1>());
   if (r.failed() || !r.empty()) return decode_status::bad_length;  // the payload is exactly the two texts
-  if (!std::all_of(f.service.begin(), f.service.end(), service_char)) return decode_status::bad_field;
-  if (!printable(f.origin)) return decode_status::bad_field;
+  if (!std::all_of(service.begin(), service.end(), service_char)) return decode_status::bad_field;
+  if (!printable(origin)) return decode_status::bad_field;
+  f.service = service;
+  f.origin = origin;
   return decode_status::ok;
 }
 

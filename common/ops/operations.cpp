@@ -64,7 +64,7 @@ void maintain_credentials(runtime& rt, const config::settings& cfg,
       if (source) source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
   });
   rt.reload_every(cfg.process().reload_interval);
-  // Older contexts, still held by live connections, erase theirs when the last one ends.
+  // A context a reload replaced has erased its secrets at the reload (tls_context::retire).
   rt.every(secret_sweep_interval, [&sources] {
     std::size_t erased = 0;
     for (const auto& source : sources)

@@ -147,7 +147,11 @@ asio::awaitable<void> runtime::repeat(std::chrono::milliseconds interval, std::f
     tick.expires_after(interval);
     auto [ec] = co_await tick.async_wait(as_result);
     if (ec || stopping_) co_return;
-    task();
+    try {
+      task();
+    } catch (const std::exception& e) {  // a periodic chore must not end the process
+      error("periodic task failed").kv("error", e.what());
+    }
   }
 }
 

@@ -65,7 +65,7 @@ class runtime {
   // Runs the reload hooks every `interval` until shutdown; 0 does nothing. Call before run().
   void reload_every(std::chrono::milliseconds interval);
   // Runs `task` on the main context every `interval` until shutdown; 0 does nothing. Call
-  // before run(); the task must not throw.
+  // before run(). An exception from the task is logged, and the task runs again next time.
   void every(std::chrono::milliseconds interval, std::function<void()> task);
 
   // Runs the workers until shutdown completes. Returns the process exit code.

@@ -94,7 +94,7 @@ bool tlvs_fit(std::span<const std::byte> tlvs) {
   codec::reader r(tlvs);
   while (!r.empty()) {
     r.u8();
-    r.prefixed(2);
+    r.prefixed<2>();
   }
   return !r.failed();
 }

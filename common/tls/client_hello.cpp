@@ -17,7 +17,7 @@ alpn_offer scan_alpn(std::span<const std::byte> list, std::string_view wanted) {
   codec::reader r(list);
   bool found = false;
   while (!r.failed() && !r.empty()) {
-    auto name = r.prefixed(1);
+    auto name = r.prefixed<1>();
     if (!r.failed() && name.size() == wanted.size() && std::memcmp(name.data(), wanted.data(), wanted.size()) == 0)
       found = true;
   }
@@ -42,18 +42,18 @@ alpn_offer offered_alpn(std::span<const std::byte> first_bytes, std::string_view
   if (hello.failed() || body > hello.left()) return alpn_offer::none;  // continues in another record
   codec::reader msg(hello.take(body));
   msg.take(2 + 32);  // legacy version, random
-  msg.prefixed(1);   // session id
-  msg.prefixed(2);   // cipher suites
-  msg.prefixed(1);   // compression methods
+  msg.prefixed<1>();  // session id
+  msg.prefixed<2>();  // cipher suites
+  msg.prefixed<1>();  // compression methods
   if (msg.failed() || msg.empty()) return alpn_offer::none;  // no extensions at all
-  codec::reader extensions(msg.prefixed(2));
+  codec::reader extensions(msg.prefixed<2>());
   if (msg.failed()) return alpn_offer::none;
   while (!extensions.failed() && !extensions.empty()) {
     const std::uint16_t ext_type = extensions.u16();
-    auto data = extensions.prefixed(2);
+    auto data = extensions.prefixed<2>();
     if (!extensions.failed() && ext_type == alpn_extension) {
       codec::reader alpn(data);
-      auto list = alpn.prefixed(2);
+      auto list = alpn.prefixed<2>();
       return !alpn.failed() && alpn.empty() && !list.empty() ? scan_alpn(list, wanted) : alpn_offer::none;
     }
   }

@@ -149,6 +149,11 @@ std::size_t tls_context::forget_expired() const {
   return (tickets_ ? tickets_->forget_expired() : 0) + (sessions_ ? sessions_->forget_expired() : 0);
 }
 
+void tls_context::retire() const {
+  if (tickets_) tickets_->retire();
+  if (sessions_) sessions_->retire();
+}
+
 bool tls_context::resumes() const {
   return options_.resumption.count() > 0 && options_.carrier == transport::stream && !options_.legacy_leg &&
          options_.verify_peer && !creds_->psk();

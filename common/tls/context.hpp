@@ -99,6 +99,10 @@ class tls_context {
   // With resumption: erases what has expired of its secrets now (the server's old ticket
   // keys, the client's old sessions) rather than at the next handshake. Returns how many.
   std::size_t forget_expired() const;
+  // With resumption: erases every ticket key and saved session, and takes no new ones, once
+  // a reload has replaced this context: no new connection may resume through it. (Const
+  // like the handshakes that use them: the issuer and the cache lock their own state.)
+  void retire() const;
 
  private:
   tls_options options_;

@@ -67,7 +67,8 @@ bool context_source::reload(reload_trigger why) {
     current_.swap(fresh);
   }
   // `fresh` now holds the previous context; it is freed here or by the last connection
-  // that still uses it.
+  // that still uses it. Its resumption secrets go now: no new connection resumes through it.
+  fresh->retire();
   m.reloads.fetch_add(1, std::memory_order_relaxed);
   describe_loaded(*current(), "credentials reloaded", trigger);
   return true;

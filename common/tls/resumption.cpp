@@ -142,6 +142,7 @@ void session_cache::store(mbedtls_ssl_context& ssl, const known_peer& server) {
   mbedtls_ssl_session_free(&fresh);  // zeroizes what it held
   if (k.session.empty()) return;
   std::lock_guard lock(mutex_);
+  if (retired_) return erase(k);
   drop_expired();
   while (kept_.size() >= capacity) {
     erase(kept_.front());
@@ -179,6 +180,13 @@ std::optional<known_peer> session_cache::offer(mbedtls_ssl_context& ssl) {
   erase(*k);
   if (!set) return std::nullopt;
   return std::move(k->server);
+}
+
+void session_cache::retire() {
+  std::lock_guard lock(mutex_);
+  retired_ = true;
+  for (auto& k : kept_) erase(k);
+  kept_.clear();
 }
 
 std::size_t session_cache::forget_expired() {

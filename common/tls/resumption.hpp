@@ -79,6 +79,8 @@ class ticket_issuer {
   static int parse(void* self, mbedtls_ssl_session* session, unsigned char* buf, std::size_t length);
   // Erases the ticket keys too old to open anything (ticket_keys::forget_expired), now.
   std::size_t forget_expired();
+  // Erases every key; no ticket is issued or accepted from then on (ticket_keys::retire).
+  void retire() { keys_.retire(); }
 
  private:
   ticket_keys keys_;
@@ -109,6 +111,8 @@ class session_cache {
   // store() and offer() do first; returns how many. For an idle process, whose sessions
   // would otherwise stay in memory until its next connection.
   std::size_t forget_expired();
+  // Drops every session and keeps none that arrives later: for a context a reload replaced.
+  void retire();
   // Takes a copy of what `other` holds. For tests: a ticket shown where it was not issued.
   void copy_from(session_cache& other);
 
@@ -123,6 +127,7 @@ class session_cache {
 
   std::mutex mutex_;
   std::deque<kept> kept_;  // oldest first
+  bool retired_ = false;
   std::chrono::seconds window_;
 };
 

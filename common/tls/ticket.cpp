@@ -29,10 +29,10 @@ using reader = codec::basic_reader<unsigned char>;
 bool put_texts(writer& w, const std::vector<std::string>& v) {
   if (v.size() > 0xFFFF) return false;
   w.u16(static_cast<std::uint16_t>(v.size()));
-  return std::all_of(v.begin(), v.end(), [&](const std::string& s) { return w.prefixed(2, s); });
+  return std::all_of(v.begin(), v.end(), [&](const std::string& s) { return w.prefixed<2>(s); });
 }
 
-std::string read_text(reader& r) { return std::string(codec::as_text(r.prefixed(2))); }
+std::string read_text(reader& r) { return std::string(codec::as_text(r.prefixed<2>())); }
 
 std::vector<std::string> read_texts(reader& r) {
   std::vector<std::string> v;
@@ -43,7 +43,7 @@ std::vector<std::string> read_texts(reader& r) {
 std::optional<std::vector<unsigned char>> encode_identity(const policy::peer_identity& p) {
   std::vector<unsigned char> out;
   writer w(out);
-  if (!w.prefixed(2, p.cn) || !put_texts(w, p.dns) || !put_texts(w, p.uri) || !put_texts(w, p.ip)) return std::nullopt;
+  if (!w.prefixed<2>(p.cn) || !put_texts(w, p.dns) || !put_texts(w, p.uri) || !put_texts(w, p.ip)) return std::nullopt;
   w.raw(p.spki);
   if (out.size() > 0xFFFF) return std::nullopt;
   return out;
@@ -70,7 +70,7 @@ std::optional<std::vector<unsigned char>> plaintext_of(const ticket_contents& c)
   writer w(plain);
   w.u64(static_cast<std::uint64_t>(c.authenticated_ms));
   w.u64(static_cast<std::uint64_t>(c.not_after));
-  w.prefixed(2, *identity);  // fits: encode_identity checked
+  if (!w.prefixed<2>(*identity)) return std::nullopt;  // encode_identity checked the size: never
   w.raw(c.session);
   return plain;
 }
@@ -119,7 +119,7 @@ std::optional<ticket_contents> open_ticket(const ticket_key& key, std::span<cons
   ticket_contents c;
   c.authenticated_ms = static_cast<std::int64_t>(r.u64());
   c.not_after = static_cast<std::int64_t>(r.u64());
-  auto peer = decode_identity(r.prefixed(2));
+  auto peer = decode_identity(r.prefixed<2>());
   auto session = r.rest();
   std::optional<ticket_contents> out;
   if (!r.failed() && peer && !session.empty()) {

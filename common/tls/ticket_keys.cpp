@@ -40,6 +40,15 @@ std::size_t ticket_keys::sweep(std::int64_t now_ms) {
   return erased;
 }
 
+void ticket_keys::retire() {
+  std::lock_guard lock(mutex_);
+  retired_ = true;
+  for (entry* e : {&current_, &previous_}) {
+    erase(e->key);
+    e->live = false;
+  }
+}
+
 std::size_t ticket_keys::forget_expired(std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
   return sweep(now_ms);
@@ -48,6 +57,7 @@ std::size_t ticket_keys::forget_expired(std::int64_t now_ms) {
 std::optional<ticket_key> ticket_keys::sealing(std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
   sweep(now_ms);
+  if (retired_) return std::nullopt;
   if (!usable(current_, now_ms, 1)) {
     ticket_key next;
     if (!fresh_key(next)) {

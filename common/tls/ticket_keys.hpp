@@ -41,6 +41,10 @@ class ticket_keys {
   // one. Returns how many were erased.
   std::size_t forget_expired(std::int64_t now_ms);
 
+  // Erases every key for good: nothing opens, and no key is made to seal. For a context a
+  // reload replaced, whose tickets no new connection may use.
+  void retire();
+
  private:
   struct entry {
     ticket_key key{};
@@ -55,6 +59,7 @@ class ticket_keys {
   std::mutex mutex_;
   std::int64_t period_ms_;
   entry current_, previous_;
+  bool retired_ = false;
 };
 
 }  // namespace tunnel::tls

@@ -101,7 +101,7 @@ TEST_CASE("codec reader never looks past the end of its span") {
   CHECK(t.failed());
 
   codec::reader p(first3);  // a length of 0x0102, then only one byte
-  CHECK(p.prefixed(2).empty());
+  CHECK(p.prefixed<2>().empty());
   CHECK(p.failed());
 }
 
@@ -115,7 +115,7 @@ TEST_CASE("codec reader failure is sticky: every later read yields nothing") {
   CHECK(r.u64() == 0);
   CHECK(r.take(0).empty());
   CHECK(r.take(1).empty());
-  CHECK(r.prefixed(1).empty());
+  CHECK(r.prefixed<1>().empty());
   CHECK(r.rest().empty());
   CHECK(r.empty());
   CHECK(r.failed());
@@ -139,53 +139,60 @@ TEST_CASE("codec reader takes exact amounts, an empty take, and the rest") {
   CHECK(r.failed());
 }
 
+namespace {
+
+// A W-byte length prefix promising more than `shorted` holds, and a prefix cut short itself.
+template <std::size_t W>
+void check_short_prefixed(const std::vector<std::byte>& shorted) {
+  CAPTURE(W);
+  codec::reader s(shorted);
+  CHECK(s.prefixed<W>().empty());
+  CHECK(s.failed());
+  CHECK(s.left() == 0);
+  const auto zero = std::vector<std::byte>(W, std::byte{0});
+  codec::reader n{std::span<const std::byte>(zero).first(W - 1)};
+  CHECK(n.prefixed<W>().empty());
+  CHECK(n.failed());
+}
+
+}  // namespace
+
 TEST_CASE("codec length-prefixed fields: whole, empty and with a short body") {
   // width 1: "ab", then an empty field; width 2: three bytes
   const auto b = bytes({0x02, 'a', 'b', 0x00, 0x00, 0x03, 0x10, 0x20, 0x30});
   codec::reader r(b);
-  CHECK(codec::as_text(r.prefixed(1)) == "ab");
-  CHECK(r.prefixed(1).empty());
+  CHECK(codec::as_text(r.prefixed<1>()) == "ab");
+  CHECK(r.prefixed<1>().empty());
   CHECK_FALSE(r.failed());
-  auto three = r.prefixed(2);
+  auto three = r.prefixed<2>();
   CHECK(std::vector<std::byte>(three.begin(), three.end()) == bytes({0x10, 0x20, 0x30}));
   CHECK(r.empty());
   CHECK_FALSE(r.failed());
 
-  for (std::size_t width : {std::size_t{1}, std::size_t{2}}) {
-    CAPTURE(width);
-    auto shorted = width == 1 ? bytes({0x04, 1, 2, 3}) : bytes({0x00, 0x04, 1, 2, 3});
-    codec::reader s(shorted);
-    CHECK(s.prefixed(width).empty());
-    CHECK(s.failed());
-    CHECK(s.left() == 0);
-    const auto zero = bytes({0x00});
-    const auto partial_length = std::span(zero).first(width - 1);
-    codec::reader n(partial_length);
-    CHECK(n.prefixed(width).empty());
-    CHECK(n.failed());
-  }
+  check_short_prefixed<1>(bytes({0x04, 1, 2, 3}));
+  check_short_prefixed<2>(bytes({0x00, 0x04, 1, 2, 3}));
 }
 
 TEST_CASE("codec writer writes length-prefixed fields and refuses ones that do not fit") {
   std::vector<std::byte> out;
   codec::writer w(out);
-  CHECK(w.prefixed(1, std::string_view("hi")));
-  CHECK(w.prefixed(2, std::span<const std::byte>(bytes({0x7f}))));
-  CHECK(w.prefixed(1, std::string_view()));
+  CHECK(w.prefixed<1>(std::string_view("hi")));
+  CHECK(w.prefixed<2>(std::span<const std::byte>(bytes({0x7f}))));
+  CHECK(w.prefixed<1>(std::string_view()));
   CHECK(out == bytes({0x02, 'h', 'i', 0x00, 0x01, 0x7f, 0x00}));
 
   const std::string max1(255, 'x'), over1(256, 'x'), max2(65535, 'y'), over2(65536, 'y');
   std::vector<std::byte> big;
   codec::writer b(big);
-  CHECK_FALSE(b.prefixed(1, over1));
-  CHECK_FALSE(b.prefixed(2, over2));
+  CHECK_FALSE(b.prefixed<1>(over1));
+  CHECK_FALSE(b.prefixed<2>(over2));
   CHECK(big.empty());  // nothing written for a refused field
-  CHECK(b.prefixed(1, max1));
-  CHECK(b.prefixed(2, max2));
+  CHECK(b.prefixed<1>(max1));
+  CHECK(b.prefixed<2>(max2));
   REQUIRE(big.size() == 1 + 255 + 2 + 65535);
   codec::reader r(big);
-  CHECK(codec::as_text(r.prefixed(1)) == max1);
-  CHECK(codec::as_text(r.prefixed(2)) == max2);
+  CHECK(codec::as_text(r.prefixed<1>()) == max1);
+  CHECK(codec::as_text(r.prefixed<2>()) == max2);
   CHECK(r.empty());
   CHECK_FALSE(r.failed());
 }
@@ -194,14 +201,14 @@ TEST_CASE("codec works over unsigned char buffers the same way") {
   std::vector<unsigned char> out;
   codec::basic_writer w(out);
   w.u16(0xabcd);
-  CHECK(w.prefixed(2, std::string_view("ticket")));
+  CHECK(w.prefixed<2>(std::string_view("ticket")));
   const unsigned char raw[] = {9, 8};
   w.raw(raw);
   CHECK(out == std::vector<unsigned char>{0xab, 0xcd, 0x00, 0x06, 't', 'i', 'c', 'k', 'e', 't', 9, 8});
 
   codec::basic_reader<unsigned char> r(out);
   CHECK(r.u16() == 0xabcd);
-  CHECK(codec::as_text(r.prefixed(2)) == "ticket");
+  CHECK(codec::as_text(r.prefixed<2>()) == "ticket");
   CHECK(r.rest().size() == 2);
   CHECK(r.u8() == 0);
   CHECK(r.failed());

@@ -268,6 +268,34 @@ TEST_CASE("an idle context erases its expired resumption secrets when asked, not
   CHECK(f.server_ctx->forget_expired() == 0);
 }
 
+TEST_CASE("a context a reload replaced erases its resumption secrets and takes no new ones") {
+  pair_fixture f(resuming(), resuming());
+  first_connection(f);
+  auto& cache = *f.client_ctx->sessions();
+  REQUIRE(cache.size() == 4);
+  f.client_ctx->retire();
+  CHECK(cache.size() == 0);
+  // Connections that still use the old contexts: full handshakes, and nothing is kept after.
+  full_connection(f.client_ctx, f.server_ctx);
+  CHECK(cache.size() == 0);
+  auto fresh_client = std::make_shared<tls::tls_context>(f.client_ctx->options(), tls::credentials::load(f.client_files));
+  full_connection(fresh_client, f.server_ctx);
+  REQUIRE(fresh_client->sessions()->size() == 4);
+  f.server_ctx->retire();  // no key opens the tickets it sealed, none seals new ones
+  full_connection(fresh_client, f.server_ctx);
+  CHECK(fresh_client->sessions()->size() == 3);  // one spent on the refused resumption, none new
+}
+
+TEST_CASE("ticket keys: retired, nothing opens and nothing seals") {
+  tls::ticket_keys keys(1000, 5000);
+  REQUIRE(keys.sealing(5000));
+  keys.retire();
+  std::array<tls::ticket_key, 2> open{};
+  CHECK(keys.opening(5000, open) == 0);
+  CHECK_FALSE(keys.sealing(5000));
+  CHECK_FALSE(keys.sealing(9000));  // not even once a new key would be due
+}
+
 TEST_CASE("tickets: what is sealed opens with the same key only, and any change is refused") {
   tls::ticket_key key{}, other{};
   key[0] = 1;
