@@ -75,7 +75,9 @@ TEST_CASE("codec reads of every width one byte short fail and return 0") {
       {4, [](codec::reader& r) -> std::uint64_t { return r.u32(); }},
       {8, [](codec::reader& r) -> std::uint64_t { return r.u64(); }},
   };
-  for (const auto& [width, read] : reads) {
+  for (const auto& entry : reads) {
+    const std::size_t width = entry.first;  // not a structured binding: CAPTURE's lambda takes it (clang)
+    const read_fn read = entry.second;
     CAPTURE(width);
     codec::reader short_by_one(all.first(width - 1));
     CHECK(read(short_by_one) == 0);
