@@ -4,8 +4,8 @@
     python3 bench/report.py RESULTS_DIR
 
 Reads RESULTS_DIR/results.tsv (test, variant, rep, metric, value), machine.md and notes.txt;
-writes RESULTS_DIR/summary.md (also printed) and RESULTS_DIR/ratios.svg. Only the standard
-library: the chart is plain SVG written here.
+writes RESULTS_DIR/summary.md (also printed), RESULTS_DIR/ratios.svg and RESULTS_DIR/targets.tsv
+(for bench/across_runs.py). Only the standard library: the chart is plain SVG written here.
 """
 import collections
 import math
@@ -400,6 +400,7 @@ def main():
         res = "**pass**" if ok else ("**MISS**" if ok is False else "n/a")
         P(f"| {name} | {v} | {val} | {lim} | {res} |")
     P("")
+    write_targets(os.path.join(out, "targets.tsv"), targets)
 
     # ------------------------------------------------------------ detail
     P("<details><summary>All medians with min–max over repetitions</summary>")
@@ -440,6 +441,22 @@ def main():
 
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
+
+
+def write_targets(path, targets):
+    """targets.tsv: one line per target, for bench/across_runs.py. A "… the same" row is
+    named in full (its target's name, then what the row measures)."""
+    with open(path, "w") as f:
+        f.write("target\tours\tmeasured\ttarget_value\tresult\n")
+        last = ""
+        for name, v, val, lim, ok in targets:
+            full = name
+            if name.startswith("… "):
+                full = f"{last} — {name[2:].removeprefix('the same, ')}"
+            else:
+                last = name
+            res = "pass" if ok else ("MISS" if ok is False else "n/a")
+            f.write(f"{full}\t{v}\t{val}\t{lim}\t{res}\n")
 
 
 def write_svg(path, bars):
