@@ -5,10 +5,13 @@
 #include <asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <ctime>
+#include <stdexcept>
 #include <thread>
 
 #include "ops/event_loop.hpp"
+#include "ops/runtime.hpp"
 
 using namespace std::chrono_literals;
 
@@ -75,4 +78,16 @@ TEST_CASE("event loop: stop() ends a busy-polling loop") {
   tunnel::ops::run_event_loop(io, 5000us);  // stopped while polling or while asleep
   stopper.join();
   CHECK(io.stopped());
+}
+
+TEST_CASE("runtime: a periodic task that throws is logged and runs again; SIGTERM ends the run") {
+  tunnel::ops::runtime rt(1, 200ms);
+  int runs = 0;
+  rt.every(5ms, [&] {
+    ++runs;
+    if (runs == 1) throw std::runtime_error("a chore failed");
+    if (runs == 3) std::raise(SIGTERM);  // the runtime's own handler: drain, then stop
+  });
+  CHECK(rt.run() == 0);
+  CHECK(runs >= 3);
 }
