@@ -15,7 +15,6 @@ class temp_pki {
     dir_ = std::filesystem::temp_directory_path() /
            ("tunnel-unit-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
     std::filesystem::create_directories(dir_);
-    tunnel::tls::init_library();
     ca = tunnel::tls::make_ca({.common_name = "unit-ca"});
     foreign_ca = tunnel::tls::make_ca({.common_name = "foreign-ca"});
     save("ca.crt", ca.cert_pem);
