@@ -9,9 +9,11 @@ using tunnel::tls::record_guard;
 namespace {
 
 std::vector<std::byte> record(std::size_t announced, std::size_t body) {
-  std::vector<std::byte> r{std::byte{23}, std::byte{3}, std::byte{3}, std::byte(announced >> 8),
-                           std::byte(announced & 0xff)};
-  r.resize(r.size() + body, std::byte{0xAA});
+  std::vector<std::byte> r(5 + body, std::byte{0xAA});
+  r[0] = std::byte{23};
+  r[1] = r[2] = std::byte{3};
+  r[3] = std::byte(announced >> 8);
+  r[4] = std::byte(announced & 0xff);
   return r;
 }
 
