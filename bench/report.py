@@ -140,6 +140,7 @@ def main():
         ("Bulk, 8 TCP connections", "Gbit/s", g("bulk", "bulk_8_bps", 1e-9), "high", True),
         ("Bulk, 1 connection, per CPU-second of the busier tunnel end", "MB/s", g("bulk", "bulk_1_Bps_per_cpu", 1e-6), "high", False),
         ("Bulk, 8 connections, per CPU-second of the busier tunnel end", "MB/s", g("bulk", "bulk_8_Bps_per_cpu", 1e-6), "high", False),
+        ("Bulk, 1 connection, 50 ms round trip (delay line)", "Gbit/s", g("wan", "wan_bps", 1e-9), "high", True),
         ("Request/response, 1 client: p50", "ms", g("rr1", "p50_ms"), "low", True),
         ("… p50 added over direct", "ms", added_p50, "low", False),
         ("Request/response, 1 client: rate", "req/s", g("rr1", "rps"), "high", True),

@@ -14,7 +14,7 @@ REPS=""
 BIN_SRC="$ROOT/build/bin"
 DO_BUILD=0
 DO_INSTALL=1
-ONLY="ceiling,bulk,redis,memory,udp"
+ONLY="ceiling,bulk,redis,memory,udp,wan"
 OUT=""
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -39,6 +39,7 @@ if [ "$QUICK" = 1 ]; then
   MEM_COUNTS="1000"
   UDP_RATES="10000 30000"; UDP_SECS=2
   CEIL_SECS=0.5
+  WAN_SECS=3
 else
   : "${REPS:=3}"
   BULK_SECS=3; BULK_OMIT=0
@@ -46,8 +47,10 @@ else
   MEM_COUNTS="1000 5000"
   UDP_RATES="10000 30000 60000"; UDP_SECS=3
   CEIL_SECS=1
+  WAN_SECS=5
 fi
 UDP_SIZE=512
+WAN_ONE_WAY_MS=25  # the long path: a 50 ms round trip (tests/e2e/delay_line.py)
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 # ---------------------------------------------------------------- where things go
@@ -238,7 +241,17 @@ fi
 # ---------------------------------------------------------------- stacks
 # A stack = every variant in front of one TCP backend port; sets STACK_PORT[variant] and
 # STACK_PIDS[variant] (the processes whose memory counts: client side then server side).
-declare -A STACK_PORT STACK_PIDS
+declare -A STACK_PORT STACK_PIDS STACK_LINE
+# With PATH_ONE_WAY_MS set, start_variant puts a delay line (a long network path) between
+# the two ends, or in front of the backend for direct.
+PATH_ONE_WAY_MS=""
+via_line() {  # via_line TARGET_PORT TAG : starts a delay line to it; its port in LINE_PORT, pid in LINE_PID
+  local log="$LOGS/delay-line-$2.log" i=0
+  start "delay-line-$2" python3 "$ROOT/tests/e2e/delay_line.py" "$1" "$PATH_ONE_WAY_MS"; LINE_PID=$LAST_PID
+  LINE_PORT=""
+  while [ -z "$LINE_PORT" ] && [ $i -lt 100 ]; do sleep 0.1; LINE_PORT=$(head -1 "$log" 2>/dev/null | grep -E '^[0-9]+$' || true); i=$((i + 1)); done
+  [ -n "$LINE_PORT" ]
+}
 stunnel_conf() {  # stunnel_conf FILE server|client ACCEPT CONNECT
   local f="$1" role="$2" acc="$3" con="$4"
   {
@@ -265,13 +278,17 @@ stunnel_conf() {  # stunnel_conf FILE server|client ACCEPT CONNECT
   } > "$f"
 }
 start_variant() {  # start_variant VARIANT BACKEND_PORT TAG : sets STACK_PORT/STACK_PIDS; returns 1 on failure
-  local v="$1" backend="$2" tag="$3" p_in p_out pi po
+  local v="$1" backend="$2" tag="$3" p_in p_out pi po hop
+  STACK_LINE[$v]=""
   case "$v" in
-    direct) STACK_PORT[$v]=$backend; STACK_PIDS[$v]="" ;;
+    direct)
+      STACK_PORT[$v]=$backend; STACK_PIDS[$v]=""
+      if [ -n "$PATH_ONE_WAY_MS" ]; then via_line "$backend" "$v-$tag" || return 1; STACK_PORT[$v]=$LINE_PORT; STACK_LINE[$v]=$LINE_PID; fi ;;
     stunnel)
-      port; p_out=$PORT; port; p_in=$PORT
+      port; p_out=$PORT; port; p_in=$PORT; hop=$p_out
+      if [ -n "$PATH_ONE_WAY_MS" ]; then via_line "$p_out" "$v-$tag" || return 1; hop=$LINE_PORT; STACK_LINE[$v]=$LINE_PID; fi
       stunnel_conf "$WORK/st-srv-$tag.conf" server "$p_out" "$backend"
-      stunnel_conf "$WORK/st-cli-$tag.conf" client "$p_in" "$p_out"
+      stunnel_conf "$WORK/st-cli-$tag.conf" client "$p_in" "$hop"
       start "stunnel-server-$tag" stunnel "$WORK/st-srv-$tag.conf"; po=$LAST_PID
       start "stunnel-client-$tag" stunnel "$WORK/st-cli-$tag.conf"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
@@ -288,15 +305,22 @@ start_variant() {  # start_variant VARIANT BACKEND_PORT TAG : sets STACK_PORT/ST
       start "tunnel-out-$v-$tag" "$B/tunnel-out" --listen "127.0.0.1:$p_out" --target "127.0.0.1:$backend" \
         "${SRV_CRED[@]}" "${OURS_COMMON[@]}" "${extra[@]}"; po=$LAST_PID
       wait_listen "$p_out" || return 1
+      hop=$p_out
+      if [ -n "$PATH_ONE_WAY_MS" ]; then via_line "$p_out" "$v-$tag" || return 1; hop=$LINE_PORT; STACK_LINE[$v]=$LINE_PID; fi
       local mode=(); [ $HAVE_MUX = 1 ] && mode=(--mode "${v%-bp}")
-      start "tunnel-in-$v-$tag" "$B/tunnel-in" --listen "127.0.0.1:$p_in" --connect "127.0.0.1:$p_out" \
+      start "tunnel-in-$v-$tag" "$B/tunnel-in" --listen "127.0.0.1:$p_in" --connect "127.0.0.1:$hop" \
         "${CLI_CRED[@]}" "${OURS_COMMON[@]}" "${mode[@]}" "${extra[@]}"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
       wait_listen "$p_in" || return 1 ;;
   esac
   return 0
 }
-stop_variant() { local v="$1"; [ -n "${STACK_PIDS[$v]:-}" ] && stop ${STACK_PIDS[$v]}; STACK_PIDS[$v]=""; }
+stop_variant() {
+  local v="$1"
+  [ -n "${STACK_PIDS[$v]:-}" ] && stop ${STACK_PIDS[$v]}
+  [ -n "${STACK_LINE[$v]:-}" ] && stop ${STACK_LINE[$v]}
+  STACK_PIDS[$v]=""; STACK_LINE[$v]=""
+}
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 threads_of() { awk '/^Threads:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -571,6 +595,35 @@ if want udp; then
       UPIDS[$v]=""
     done
   done
+fi
+
+# ---------------------------------------------------------------- 7. a long path (delay line)
+# Bulk, one connection, through a delay line with a 50 ms round trip between the two ends
+# (in front of iperf3 for direct): what flow control and windows allow, not CPU.
+if want wan; then
+  port; WAN_IPERF=$PORT
+  start iperf3-wan iperf3 -s -B 127.0.0.1 -p "$WAN_IPERF"; WAN_IPERF_PID=$LAST_PID
+  wait_listen "$WAN_IPERF" || note "iperf3 server (wan) did not start"
+  # A fresh pair for every repetition: windows start from scratch.
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for v in $(rotate "$rep" "${VARIANTS[@]}"); do
+      PATH_ONE_WAY_MS=$WAN_ONE_WAY_MS
+      if ! start_variant "$v" "$WAN_IPERF" "wan$rep"; then
+        PATH_ONE_WAY_MS=""; note "wan: $v did not start (rep $rep)"; record wan "$v" "$rep" wan_failed 1; stop_variant "$v"; continue
+      fi
+      PATH_ONE_WAY_MS=""
+      sleep 1  # the mux pool connects through the line first
+      say "wan rep $rep $v (load $(loadavg))"
+      if timeout $((WAN_SECS + 30)) iperf3 -c 127.0.0.1 -p "${STACK_PORT[$v]}" -t "$WAN_SECS" -J > "$WORK/iperf.json" 2>>"$LOGS/iperf3-client.log"; then
+        bps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"])' "$WORK/iperf.json" 2>/dev/null || echo "")
+        [ -n "$bps" ] && record wan "$v" "$rep" wan_bps "$bps" || record wan "$v" "$rep" wan_failed 1
+      else
+        record wan "$v" "$rep" wan_failed 1
+      fi
+      stop_variant "$v"
+    done
+  done
+  stop "$WAN_IPERF_PID"
 fi
 
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.md"

@@ -99,6 +99,7 @@ asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_
       .kv("flows", s->stats().flows_opened)
       .kv("bytes_sent", s->stats().bytes_sent)
       .kv("bytes_received", s->stats().bytes_received)
+      .kv("receive_window", std::uint64_t{s->stats().receive_window})
       .kv("duration_s", std::chrono::duration<double>(clock::now() - started).count());
   s.reset();  // before the TLS stream it borrows
   ws->live->fetch_sub(1, std::memory_order_relaxed);

@@ -177,6 +177,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
       .kv("flows", session.stats().flows_opened)
       .kv("bytes_sent", session.stats().bytes_sent)
       .kv("bytes_received", session.stats().bytes_received)
+      .kv("receive_window", std::uint64_t{session.stats().receive_window})
       .kv("duration_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - rec.started).count());
 }
 

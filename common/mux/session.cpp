@@ -25,8 +25,6 @@ using clock = std::chrono::steady_clock;
 constexpr std::size_t outbound_limit = 256 * 1024;
 // Credit goes back once a quarter of a window has been taken: fewer WINDOW frames than
 // per-read updates, and the sender never idles waiting for credit on a fast path.
-constexpr std::uint32_t stream_update_threshold = initial_stream_window / 4;
-constexpr std::uint32_t connection_update_threshold = initial_connection_window / 4;
 
 std::uint64_t random_nonzero() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -159,38 +157,38 @@ void session::queue_reset(std::uint32_t id, reset_code code, std::string_view re
 }
 
 void session::consumed(stream& s, std::size_t n) {
+  // Credit goes back once a quarter of the window has been taken, with the growth the
+  // tuner found since the last WINDOW frame (window_tuner.hpp).
   s.consumed_unacked_ += static_cast<std::uint32_t>(n);
-  if (s.consumed_unacked_ >= stream_update_threshold && !s.fin_received_) {
-    encode_window(out_, s.id(), s.consumed_unacked_);
+  if (s.consumed_unacked_ >= s.window_ / 4 && !s.fin_received_) {
+    const std::uint32_t growth = tuner_.stream_window() - s.window_;
+    encode_window(out_, s.id(), s.consumed_unacked_ + growth);
     frame_ends_.push_back(out_.size());
-    s.recv_window_ += s.consumed_unacked_;
+    s.recv_window_ += s.consumed_unacked_ + growth;
+    s.window_ += growth;
     s.consumed_unacked_ = 0;
     wake_writer();
   }
+  return_connection_credit(n);
+}
+
+void session::return_connection_credit(std::size_t n) {
   consumed_unacked_ += static_cast<std::uint32_t>(n);
-  if (consumed_unacked_ >= connection_update_threshold) {
-    encode_window(out_, 0, consumed_unacked_);
-    frame_ends_.push_back(out_.size());
-    recv_window_ += consumed_unacked_;
-    consumed_unacked_ = 0;
-    wake_writer();
-  }
+  if (consumed_unacked_ < window_ / 4) return;
+  const std::uint32_t growth = tuner_.connection_window() - window_;
+  encode_window(out_, 0, consumed_unacked_ + growth);
+  frame_ends_.push_back(out_.size());
+  recv_window_ += consumed_unacked_ + growth;
+  window_ += growth;
+  consumed_unacked_ = 0;
+  wake_writer();
 }
 
 void session::forget(stream& s) {
   // Bytes the relay never took still count against the connection window: give them back.
   const std::size_t unread = s.in_.size() - s.in_begin_;
   streams_.erase(s.id());
-  if (unread > 0 && !ended_) {
-    consumed_unacked_ += static_cast<std::uint32_t>(unread);
-    if (consumed_unacked_ >= connection_update_threshold) {
-      encode_window(out_, 0, consumed_unacked_);
-      frame_ends_.push_back(out_.size());
-      recv_window_ += consumed_unacked_;
-      consumed_unacked_ = 0;
-      wake_writer();
-    }
-  }
+  if (unread > 0 && !ended_) return_connection_credit(unread);
   changed();
   maybe_finish();
 }
@@ -386,6 +384,14 @@ bool session::dispatch(const frame& f) {
         drain_ping_ = 0;  // every OPEN sent before the client saw our GOAWAY is in
         maybe_finish();
       }
+      if (probe_ping_ != 0 && f.opaque == probe_ping_) {
+        probe_ping_ = 0;
+        if (tuner_.probe_answered(clock::now())) {
+          ++stats_.window_growths;
+          stats_.receive_window = tuner_.stream_window();
+          stats_.round_trip = tuner_.round_trip();
+        }
+      }
       if (f.opaque == ping_outstanding_) {
         ping_outstanding_ = 0;
         if (!ready_) {
@@ -429,16 +435,16 @@ void session::on_data(const frame& f) {
     return;
   }
   auto it = streams_.find(f.stream);
+  if (tuner_.on_data(f.payload.size(), last_rx_)) {
+    probe_ping_ = random_nonzero();
+    encode_ping(out_, probe_ping_, false);
+    frame_ends_.push_back(out_.size());
+    tuner_.probe_sent(last_rx_);
+    wake_writer();
+  }
   if (it == streams_.end() || it->second->fin_received_) {
     // A stream we already dropped: its bytes still used connection credit; give it back.
-    consumed_unacked_ += static_cast<std::uint32_t>(n);
-    if (consumed_unacked_ >= connection_update_threshold) {
-      encode_window(out_, 0, consumed_unacked_);
-      frame_ends_.push_back(out_.size());
-      recv_window_ += consumed_unacked_;
-      consumed_unacked_ = 0;
-      wake_writer();
-    }
+    return_connection_credit(static_cast<std::size_t>(n));
     return;
   }
   stream& s = *it->second;

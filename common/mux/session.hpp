@@ -21,6 +21,7 @@
 #include "mux/flow.hpp"
 #include "mux/frame.hpp"
 #include "mux/stream.hpp"
+#include "mux/window_tuner.hpp"
 #include "tls/tls_stream.hpp"
 
 namespace tunnel::mux {
@@ -56,6 +57,9 @@ struct session_stats {
   std::uint64_t datagrams_queue_full = 0;   // dropped: the datagram queue was at its bound
   std::uint64_t datagrams_unknown_flow = 0; // dropped: for a flow this side does not know
   std::uint64_t room_wakeups = 0;           // streams woken that waited for room (queue, connection credit)
+  std::uint32_t receive_window = initial_stream_window;  // a stream's, as tuned (window_tuner.hpp)
+  std::uint64_t window_growths = 0;
+  std::chrono::steady_clock::duration round_trip{};  // measured by the probe that last grew it
 };
 
 class session {
@@ -114,6 +118,7 @@ class session {
   void queue_fin(stream& s);
   void queue_reset(std::uint32_t id, reset_code code, std::string_view reason);
   void consumed(stream& s, std::size_t n);
+  void return_connection_credit(std::size_t n);  // taken (or dropped) bytes: WINDOW(0) in time
   void forget(stream& s);
   std::int64_t connection_credit() const { return send_credit_; }
   // `s` waits for room the whole session shares (connection credit, the outbound queue):
@@ -170,6 +175,9 @@ class session {
   std::int64_t send_credit_ = initial_connection_window;
   std::int64_t recv_window_ = initial_connection_window;
   std::uint32_t consumed_unacked_ = 0;
+  std::uint32_t window_ = initial_connection_window;  // granted so far (grows with the tuner)
+  window_tuner tuner_;
+  std::uint64_t probe_ping_ = 0;  // opaque value of the tuner's unanswered ping (0: none)
   // Outbound frames, packed into records by the writer; frame_ends_ marks frame boundaries.
   std::vector<std::byte> out_, sending_;
   std::vector<std::size_t> frame_ends_, sending_ends_;

@@ -60,6 +60,7 @@ class stream {
   std::size_t in_begin_ = 0;
   std::int64_t recv_window_ = initial_stream_window;  // what the peer may still send
   std::uint32_t consumed_unacked_ = 0;                // taken, not yet returned as credit
+  std::uint32_t window_ = initial_stream_window;      // granted so far (grows with the tuner)
   bool fin_received_ = false;
   // Send side.
   std::int64_t send_credit_ = initial_stream_window;

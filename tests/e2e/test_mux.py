@@ -15,6 +15,7 @@ import threading
 import time
 
 import harness
+from delay_line import DelayLine
 from harness import connect, echo_roundtrip, recv_all, sha256
 
 MiB = 1 << 20
@@ -93,6 +94,29 @@ def test_stalled_legacy_reader_does_not_slow_another_stream(procs, servers):
     if not os.environ.get("TUNNEL_SANITIZED"):
         assert max(grown) < 24 * 1024, f"RSS grew by {grown} KiB"
     stalled.close()
+
+
+def test_windows_grow_to_fill_a_long_path(procs, servers):
+    # A 40 ms round trip between the pair. With the initial 256 KiB window a stream could
+    # carry at most 6.5 MB/s over it; each side's receive window must grow (window_tuner.hpp)
+    # while 24 MiB go up and come back. (How fast it goes is for bench/run.sh --only wan.)
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    with DelayLine(out.listen, one_way_ms=20) as line:
+        tin = procs.tunnel_in(line.address, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
+        tin.wait_for_log("mux connection up")
+        payload = os.urandom(24 * MiB)
+        assert sha256(echo_roundtrip(tin.address, payload, timeout=60)) == sha256(payload)
+        out.stop()  # its GOAWAY ends the connection: both sides log it, with its window
+    windows = {}
+    for proc in (tin, out):
+        closed = [r for r in proc.wait_for_logs("mux connection closed", 1) if int(r["bytes_received"]) > MiB]
+        assert len(closed) == 1, closed
+        windows[proc.name] = int(closed[0]["receive_window"])
+    print(f"receive windows after 24 MiB each way over 40 ms: {windows}")
+    for name, window in windows.items():
+        assert window > 256 * 1024, f"{name}'s receive window never grew"
+        assert window <= 8 * MiB, f"{name}'s receive window passed its limit"
 
 
 def test_tunnel_out_killed_mid_transfer_resets_streams_and_pool_recovers(procs, servers):

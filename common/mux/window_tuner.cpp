@@ -1,0 +1,42 @@
+#include "mux/window_tuner.hpp"
+
+#include <algorithm>
+
+namespace tunnel::mux {
+
+bool window_tuner::on_data(std::size_t n, clock::time_point now) {
+  if (probing_) {
+    counted_ += n;
+    return false;
+  }
+  if (stream_window_ >= max_stream_window) return false;  // nothing left to learn
+  const auto spacing = std::max<clock::duration>(min_probe_interval, 2 * round_trip_);
+  return probe_sent_at_ == clock::time_point{} || now - probe_sent_at_ >= spacing;
+}
+
+void window_tuner::probe_sent(clock::time_point now) {
+  probing_ = true;
+  counted_ = 0;  // bytes arriving after the probe left: what one round trip carries
+  probe_sent_at_ = now;
+}
+
+bool window_tuner::probe_answered(clock::time_point now) {
+  if (!probing_) return false;
+  probing_ = false;
+  round_trip_ = std::max<clock::duration>(now - probe_sent_at_, std::chrono::microseconds(1));
+  const double rate = static_cast<double>(counted_) / std::chrono::duration<double>(round_trip_).count();
+  const bool fastest = rate >= best_rate_;
+  best_rate_ = std::max(best_rate_, rate);
+  // Window-bound: the peer sent most of a window in one round trip.
+  const bool window_bound = counted_ * 3 >= std::uint64_t{stream_window_} * 2;
+  if (!window_bound || !fastest || stream_window_ >= max_stream_window) return false;
+  stream_window_ = static_cast<std::uint32_t>(
+      std::clamp<std::uint64_t>(2 * counted_, std::uint64_t{stream_window_} + 1, max_stream_window));
+  return true;
+}
+
+std::uint32_t window_tuner::connection_window() const {
+  return std::max(initial_connection_window, 4 * stream_window_);
+}
+
+}  // namespace tunnel::mux

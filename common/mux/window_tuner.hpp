@@ -1,0 +1,56 @@
+#pragma once
+// Receive-window tuning for one mux session: how much each stream, and the connection, may
+// have in flight towards this side.
+//
+// A stream's window must cover the path's bandwidth-delay product, or the sender idles
+// waiting for credit: 256 KiB over a 50 ms round trip carries at most 5 MB/s, whatever the
+// link. So the receiver measures: while DATA flows it sends a PING now and then and counts
+// the DATA bytes that arrive until the PONG is back. That count is what the peer sent in
+// one round trip. When it reaches two thirds of the stream window, the window was what
+// held the sender back; if the bandwidth it implies is also the highest seen so far (a
+// larger window bought more speed), the window grows to twice the count, up to a limit.
+// Windows only grow, and only with DATA flowing: a path that needs less keeps 256 KiB.
+//
+// Growth costs memory only where data moves: a stream is granted the larger window as its
+// reader takes bytes (session::consumed), so a reader that stops holds at most what its
+// window was then. The connection window stays four times the stream window (at least its
+// initial 4 MiB), which bounds the whole session's receive buffers.
+//
+// Pure: no clock of its own, no I/O (the session sends the pings); unit-tested.
+#include <chrono>
+#include <cstdint>
+
+#include "mux/frame.hpp"
+
+namespace tunnel::mux {
+
+class window_tuner {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  static constexpr std::uint32_t max_stream_window = 8u << 20;  // above Linux's default TCP buffers
+  // Pings at most this often (and one round trip apart at least): a few per second on a
+  // busy connection, negligible next to its DATA.
+  static constexpr clock::duration min_probe_interval = std::chrono::milliseconds(50);
+
+  // `n` bytes of DATA arrived at `now`. True: send a probe PING now (then probe_sent).
+  bool on_data(std::size_t n, clock::time_point now);
+  void probe_sent(clock::time_point now);
+  // The probe's PONG arrived. True if the windows grew.
+  bool probe_answered(clock::time_point now);
+
+  std::uint32_t stream_window() const { return stream_window_; }
+  std::uint32_t connection_window() const;
+  // The last probe's round trip (zero before the first).
+  clock::duration round_trip() const { return round_trip_; }
+
+ private:
+  std::uint32_t stream_window_ = initial_stream_window;
+  bool probing_ = false;
+  std::uint64_t counted_ = 0;  // DATA bytes since the probe went out
+  clock::time_point probe_sent_at_{};
+  clock::duration round_trip_{};
+  double best_rate_ = 0;  // bytes per second, the highest sample so far
+};
+
+}  // namespace tunnel::mux

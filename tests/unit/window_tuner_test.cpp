@@ -1,0 +1,83 @@
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+
+#include "mux/window_tuner.hpp"
+
+using namespace std::chrono_literals;
+using tunnel::mux::initial_connection_window;
+using tunnel::mux::initial_stream_window;
+using tunnel::mux::window_tuner;
+
+namespace {
+
+using clock_type = window_tuner::clock;
+
+// One probe: DATA starts it at `t`, `bytes` arrive during the round trip `rtt`, the PONG
+// comes back. Returns whether the window grew; `t` moves past the probe.
+bool probe(window_tuner& w, clock_type::time_point& t, std::uint64_t bytes, clock_type::duration rtt) {
+  REQUIRE(w.on_data(1000, t));
+  w.probe_sent(t);
+  CHECK_FALSE(w.on_data(bytes, t + rtt / 2));  // one probe at a time
+  const bool grew = w.probe_answered(t + rtt);
+  t += rtt + 1s;  // well past the probe spacing
+  return grew;
+}
+
+}  // namespace
+
+TEST_CASE("window tuner: a path that needs less than the initial window keeps it") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  // 100 KiB per 1 ms round trip: 100 MB/s, but far from 256 KiB in flight.
+  for (int i = 0; i < 20; ++i) CHECK_FALSE(probe(w, t, 100 * 1024, 1ms));
+  CHECK(w.stream_window() == initial_stream_window);
+  CHECK(w.connection_window() == initial_connection_window);
+  CHECK(w.round_trip() == 1ms);
+}
+
+TEST_CASE("window tuner: a window-bound sender doubles the window, up to the limit") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  // A 50 ms path where the sender sends its whole window every round trip: the window
+  // doubles with each probe while the rate keeps rising, and stops at the limit.
+  std::uint32_t previous = w.stream_window();
+  int probes = 0;
+  while (w.stream_window() < window_tuner::max_stream_window) {
+    REQUIRE(++probes < 10);
+    CHECK(probe(w, t, w.stream_window(), 50ms));
+    CHECK(w.stream_window() == std::min(2 * previous, window_tuner::max_stream_window));
+    previous = w.stream_window();
+  }
+  CHECK(probes == 5);  // 256 KiB -> 8 MiB
+  CHECK(w.connection_window() == 4 * window_tuner::max_stream_window);
+  // At the limit there is nothing more to learn: no more probes.
+  CHECK_FALSE(w.on_data(1000, t));
+}
+
+TEST_CASE("window tuner: more window that bought no speed stops the growth") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  CHECK(probe(w, t, initial_stream_window, 10ms));  // 26 MB/s, window-bound: grows to 512 KiB
+  const auto grown = w.stream_window();
+  // The next round trip carried the whole window again, but took four times as long (a
+  // queue filled somewhere): a lower rate than before, so no growth.
+  CHECK_FALSE(probe(w, t, grown, 40ms));
+  CHECK(w.stream_window() == grown);
+}
+
+TEST_CASE("window tuner: probes are spaced, and only DATA starts one") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  REQUIRE(w.on_data(1, t));
+  w.probe_sent(t);
+  CHECK_FALSE(w.probe_answered(t + 1ms));  // 1 byte in a round trip: no growth
+  // Right after an answered probe: not yet (50 ms at least, two round trips on slow paths).
+  CHECK_FALSE(w.on_data(1, t + 10ms));
+  CHECK(w.on_data(1, t + window_tuner::min_probe_interval));
+  // A PONG nobody waited for changes nothing.
+  window_tuner idle;
+  CHECK_FALSE(idle.probe_answered(t));
+  CHECK(idle.stream_window() == initial_stream_window);
+}
