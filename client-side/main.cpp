@@ -63,6 +63,9 @@ ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std
     ready = ops::both(ready, ops::mux_pool_up);
   }
   rt.on_shutdown([pool] { pool->stop(); });
+  // The pool's connections say goodbye (GOAWAY, close_notify) before the process exits,
+  // so tunnel-out sees a clean close and both sides log the connection's end.
+  rt.hold_shutdown_while([pool] { return pool->live_sessions() > 0; });
   rt.serve(std::move(acceptor), svc.max_conns, [&svc, source, legacy, pool](net::accepted c) {
     return client::relay_mux(svc, *pool, source->current(), legacy ? legacy->current() : nullptr, std::move(c));
   });

@@ -226,6 +226,19 @@ def test_sigterm_on_tunnel_out_drains_streams_with_goaway(procs, servers):
     assert not out.logs_with_msg("shutdown timeout passed; closing remaining connections")
 
 
+def test_sigterm_on_tunnel_in_closes_its_pool_cleanly(procs, servers):
+    # tunnel-in says goodbye on every pooled connection (GOAWAY, close_notify) before it
+    # exits: tunnel-out sees clean closes, not connections cut without close_notify.
+    target = servers.echo()
+    out, tin = mux_pair(procs, target)
+    assert echo_roundtrip(tin.address, b"ping\n") == b"ping\n"
+    tin.stop()
+    for proc in (tin, out):
+        closed = proc.wait_for_logs("mux connection closed", 2)
+        assert [r["reason"] for r in closed] == ["closed", "closed"], closed
+    assert out.running()
+
+
 def test_a_client_offering_other_alpn_protocols_is_served_raw(procs, pki, servers):
     """tunnel-out offers mux only to clients asking for it; a TLS client asking for another
     protocol by ALPN (here PostgreSQL's direct TLS) gets plain TLS, not a refusal."""
