@@ -30,13 +30,32 @@ bool window_tuner::probe_answered(clock::time_point now) {
   // Window-bound: the peer sent most of a window in one round trip.
   const bool window_bound = counted_ * 3 >= std::uint64_t{stream_window_} * 2;
   if (!window_bound || !fastest || stream_window_ >= max_stream_window) return false;
-  stream_window_ = static_cast<std::uint32_t>(
-      std::clamp<std::uint64_t>(2 * counted_, std::uint64_t{stream_window_} + 1, max_stream_window));
+  const std::uint64_t stream = std::clamp<std::uint64_t>(2 * counted_, std::uint64_t{stream_window_} + 1, max_stream_window);
+  // The connection window follows (four streams' worth), as far as the budget allows; the
+  // stream window then stays within a quarter of it.
+  const std::uint64_t connection = std::max<std::uint64_t>(initial_connection_window, 4 * stream);
+  if (connection > connection_window_) {
+    const std::uint64_t got = budget_.take(connection - connection_window_);
+    taken_ += got;
+    connection_window_ += static_cast<std::uint32_t>(got);
+  }
+  const auto allowed = static_cast<std::uint32_t>(std::min<std::uint64_t>(stream, connection_window_ / 4));
+  if (allowed <= stream_window_) return false;
+  stream_window_ = allowed;
   return true;
 }
 
-std::uint32_t window_tuner::connection_window() const {
-  return std::max(initial_connection_window, 4 * stream_window_);
+std::uint64_t window_budget::take(std::uint64_t wanted) {
+  std::uint64_t used = used_.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t got = std::min(wanted, limit_ > used ? limit_ - used : 0);
+    if (got == 0 || used_.compare_exchange_weak(used, used + got, std::memory_order_relaxed)) return got;
+  }
+}
+
+window_budget& window_budget::process() {
+  static window_budget budget(process_limit);
+  return budget;
 }
 
 }  // namespace tunnel::mux

@@ -14,9 +14,12 @@
 // Growth costs memory only where data moves: a stream is granted the larger window as its
 // reader takes bytes (session::consumed), so a reader that stops holds at most what its
 // window was then. The connection window stays four times the stream window (at least its
-// initial 4 MiB), which bounds the whole session's receive buffers.
+// initial 4 MiB), which bounds the whole session's receive buffers. And all sessions of a
+// process together grow by at most a fixed budget (window_budget), so many connections
+// (or a peer that makes them grow, then stalls them) cannot multiply that bound.
 //
 // Pure: no clock of its own, no I/O (the session sends the pings); unit-tested.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 
@@ -24,9 +27,34 @@
 
 namespace tunnel::mux {
 
+// What all sessions' connection windows may have grown beyond their initial 4 MiB, together.
+class window_budget {
+ public:
+  explicit window_budget(std::uint64_t limit) : limit_(limit) {}
+  window_budget(const window_budget&) = delete;
+  window_budget& operator=(const window_budget&) = delete;
+
+  // Takes up to `wanted` bytes of the budget; returns how many it got (any thread).
+  std::uint64_t take(std::uint64_t wanted);
+  void give_back(std::uint64_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
+
+  static constexpr std::uint64_t process_limit = 256u << 20;
+  static window_budget& process();  // the one every session uses
+
+ private:
+  const std::uint64_t limit_;
+  std::atomic<std::uint64_t> used_{0};
+};
+
 class window_tuner {
  public:
   using clock = std::chrono::steady_clock;
+
+  explicit window_tuner(window_budget& budget = window_budget::process()) : budget_(budget) {}
+  ~window_tuner() { budget_.give_back(taken_); }
+  window_tuner(const window_tuner&) = delete;
+  window_tuner& operator=(const window_tuner&) = delete;
 
   static constexpr std::uint32_t max_stream_window = 8u << 20;  // above Linux's default TCP buffers
   // Pings at most this often (and one round trip apart at least): a few per second on a
@@ -40,12 +68,15 @@ class window_tuner {
   bool probe_answered(clock::time_point now);
 
   std::uint32_t stream_window() const { return stream_window_; }
-  std::uint32_t connection_window() const;
+  std::uint32_t connection_window() const { return connection_window_; }
   // The last probe's round trip (zero before the first).
   clock::duration round_trip() const { return round_trip_; }
 
  private:
+  window_budget& budget_;
+  std::uint64_t taken_ = 0;  // of the budget: connection_window_ - initial_connection_window
   std::uint32_t stream_window_ = initial_stream_window;
+  std::uint32_t connection_window_ = initial_connection_window;
   bool probing_ = false;
   std::uint64_t counted_ = 0;  // DATA bytes since the probe went out
   clock::time_point probe_sent_at_{};

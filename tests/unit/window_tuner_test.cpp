@@ -8,6 +8,7 @@
 using namespace std::chrono_literals;
 using tunnel::mux::initial_connection_window;
 using tunnel::mux::initial_stream_window;
+using tunnel::mux::window_budget;
 using tunnel::mux::window_tuner;
 
 namespace {
@@ -38,7 +39,8 @@ TEST_CASE("window tuner: a path that needs less than the initial window keeps it
 }
 
 TEST_CASE("window tuner: a window-bound sender doubles the window, up to the limit") {
-  window_tuner w;
+  window_budget budget(window_budget::process_limit);
+  window_tuner w(budget);
   auto t = clock_type::time_point{} + 1h;
   // A 50 ms path where the sender sends its whole window every round trip: the window
   // doubles with each probe while the rate keeps rising, and stops at the limit.
@@ -52,8 +54,30 @@ TEST_CASE("window tuner: a window-bound sender doubles the window, up to the lim
   }
   CHECK(probes == 5);  // 256 KiB -> 8 MiB
   CHECK(w.connection_window() == 4 * window_tuner::max_stream_window);
+  CHECK(budget.used() == 4 * window_tuner::max_stream_window - initial_connection_window);
   // At the limit there is nothing more to learn: no more probes.
   CHECK_FALSE(w.on_data(1000, t));
+}
+
+TEST_CASE("window tuner: all sessions together grow within the budget, and give it back") {
+  // Room for one more connection window's worth (4 MiB) beyond the initial ones.
+  window_budget budget(initial_connection_window);
+  auto t = clock_type::time_point{} + 1h;
+  {
+    window_tuner first(budget), second(budget);
+    while (probe(first, t, first.stream_window(), 50ms)) {
+    }
+    // The first took the whole budget: 8 MiB of connection window, so 2 MiB per stream.
+    CHECK(first.connection_window() == 2 * initial_connection_window);
+    CHECK(first.stream_window() == 2 * 1024 * 1024);
+    CHECK(budget.used() == initial_connection_window);
+    // The second grows only as far as its initial connection window allows (1 MiB a stream).
+    while (probe(second, t, second.stream_window(), 50ms)) {
+    }
+    CHECK(second.connection_window() == initial_connection_window);
+    CHECK(second.stream_window() == initial_connection_window / 4);
+  }
+  CHECK(budget.used() == 0);  // sessions that end give theirs back
 }
 
 TEST_CASE("window tuner: more window that bought no speed stops the growth") {
