@@ -69,12 +69,14 @@ note() { printf '%s\n' "$*" >> "$OUT/notes.txt"; say "note: $*"; }
 
 # ---------------------------------------------------------------- processes
 PIDS=()
+declare -A PID_NAME  # what each started process is, for notes about it after it has gone
 LAST_PID=""
 start() {  # start NAME CMD... : background, logs to $LOGS/NAME.log, pid in LAST_PID
   local name="$1"; shift
   "$@" >>"$LOGS/$name.log" 2>&1 &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
+  PID_NAME[$LAST_PID]="$name"
 }
 stop() {  # stop PID... : TERM, then KILL after 5 s; only our own pids. One that dies of
           # another signal on its way out (a crash at shutdown) is noted.
@@ -82,7 +84,7 @@ stop() {  # stop PID... : TERM, then KILL after 5 s; only our own pids. One that
   local -A name=()
   for p in "$@"; do
     [ -n "$p" ] || continue
-    name[$p]=$(cat "/proc/$p/comm" 2>/dev/null || echo "pid $p")
+    name[$p]=${PID_NAME[$p]:-$(cat "/proc/$p/comm" 2>/dev/null || echo "pid $p")}
     kill -TERM "$p" 2>/dev/null || true
   done
   for p in "$@"; do

@@ -23,8 +23,6 @@ using clock = std::chrono::steady_clock;
 // take turns at about one frame each, and a fast stream cannot put megabytes ahead of a
 // slow one's small request.
 constexpr std::size_t outbound_limit = 256 * 1024;
-// Credit goes back once a quarter of a window has been taken: fewer WINDOW frames than
-// per-read updates, and the sender never idles waiting for credit on a fast path.
 
 std::uint64_t random_nonzero() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -50,6 +48,7 @@ session::~session() {
   end_flows(errc::connection_lost, "mux connection closed");
   auto& m = ops::metrics::get();
   m.mux_sessions_active.fetch_sub(1, std::memory_order_relaxed);
+  m.mux_window_growth_bytes.fetch_sub(growth_reported_, std::memory_order_relaxed);
   if (ready_) m.mux_sessions_ready.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -157,15 +156,17 @@ void session::queue_reset(std::uint32_t id, reset_code code, std::string_view re
 }
 
 void session::consumed(stream& s, std::size_t n) {
-  // Credit goes back once a quarter of the window has been taken, with the growth the
-  // tuner found since the last WINDOW frame (window_tuner.hpp).
+  // Credit goes back once a quarter of the window has been taken (fewer WINDOW frames than
+  // per-read updates, and the sender never idles waiting for credit on a fast path), with
+  // the growth the tuner found since the last WINDOW frame (window_tuner.hpp).
   s.consumed_unacked_ += static_cast<std::uint32_t>(n);
   if (s.consumed_unacked_ >= s.window_ / 4 && !s.fin_received_) {
-    const std::uint32_t growth = tuner_.stream_window() - s.window_;
+    const std::uint32_t growth = tuner_.stream_window() - s.window_;  // windows never shrink
     encode_window(out_, s.id(), s.consumed_unacked_ + growth);
     frame_ends_.push_back(out_.size());
     s.recv_window_ += s.consumed_unacked_ + growth;
     s.window_ += growth;
+    stats_.receive_window = std::max(stats_.receive_window, s.window_);
     s.consumed_unacked_ = 0;
     wake_writer();
   }
@@ -174,7 +175,9 @@ void session::consumed(stream& s, std::size_t n) {
 
 void session::return_connection_credit(std::size_t n) {
   consumed_unacked_ += static_cast<std::uint32_t>(n);
-  if (consumed_unacked_ < window_ / 4) return;
+  // Also at once when the peer's credit runs low: stalled streams may be holding the rest
+  // of the window, and the others must not wait for a quarter that never comes.
+  if (consumed_unacked_ < window_ / 4 && recv_window_ >= window_ / 4) return;
   const std::uint32_t growth = tuner_.connection_window() - window_;
   encode_window(out_, 0, consumed_unacked_ + growth);
   frame_ends_.push_back(out_.size());
@@ -386,11 +389,8 @@ bool session::dispatch(const frame& f) {
       }
       if (probe_ping_ != 0 && f.opaque == probe_ping_) {
         probe_ping_ = 0;
-        if (tuner_.probe_answered(clock::now())) {
-          ++stats_.window_growths;
-          stats_.receive_window = tuner_.stream_window();
-          stats_.round_trip = tuner_.round_trip();
-        }
+        tuner_.probe_answered(clock::now());
+        report_window_growth();
       }
       if (f.opaque == ping_outstanding_) {
         ping_outstanding_ = 0;
@@ -435,15 +435,9 @@ void session::on_data(const frame& f) {
     return;
   }
   auto it = streams_.find(f.stream);
-  if (tuner_.on_data(f.payload.size(), last_rx_)) {
-    probe_ping_ = random_nonzero();
-    encode_ping(out_, probe_ping_, false);
-    frame_ends_.push_back(out_.size());
-    tuner_.probe_sent(last_rx_);
-    wake_writer();
-  }
   if (it == streams_.end() || it->second->fin_received_) {
     // A stream we already dropped: its bytes still used connection credit; give it back.
+    // (Not measured by the tuner: only bytes a reader will take may grow windows.)
     return_connection_credit(static_cast<std::size_t>(n));
     return;
   }
@@ -452,7 +446,36 @@ void session::on_data(const frame& f) {
     protocol_error("peer exceeded a stream window");
     return;
   }
+  measure(s, f.payload.size());
   s.deliver(f.payload);
+}
+
+void session::measure(stream& s, std::size_t n) {
+  if (tuner_.probing()) {
+    if (s.probe_number_ != tuner_.probe_number()) {  // the first DATA since this probe left
+      s.probe_number_ = tuner_.probe_number();
+      s.probe_bytes_ = 0;
+    }
+    s.probe_bytes_ += n;
+    tuner_.stream_progress(s.probe_bytes_);
+  } else if (tuner_.on_data(last_rx_)) {
+    probe_ping_ = random_nonzero();
+    encode_ping(out_, probe_ping_, false);
+    frame_ends_.push_back(out_.size());
+    tuner_.probe_sent(last_rx_);
+    wake_writer();
+  }
+}
+
+void session::report_window_growth() {
+  // The process's gauge of window growth: this session's share, as it changes.
+  const auto taken = static_cast<std::int64_t>(tuner_.budget_taken());
+  ops::metrics::get().mux_window_growth_bytes.fetch_add(taken - growth_reported_, std::memory_order_relaxed);
+  growth_reported_ = taken;
+  if (tuner_.refused() > 0 && !growth_refused_) {
+    growth_refused_ = true;
+    ops::metrics::get().mux_window_growth_refused.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void session::on_window(const frame& f) {

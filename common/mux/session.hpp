@@ -57,9 +57,7 @@ struct session_stats {
   std::uint64_t datagrams_queue_full = 0;   // dropped: the datagram queue was at its bound
   std::uint64_t datagrams_unknown_flow = 0; // dropped: for a flow this side does not know
   std::uint64_t room_wakeups = 0;           // streams woken that waited for room (queue, connection credit)
-  std::uint32_t receive_window = initial_stream_window;  // a stream's, as tuned (window_tuner.hpp)
-  std::uint64_t window_growths = 0;
-  std::chrono::steady_clock::duration round_trip{};  // measured by the probe that last grew it
+  std::uint32_t receive_window = initial_stream_window;  // the largest granted to a stream (window_tuner.hpp)
 };
 
 class session {
@@ -137,6 +135,8 @@ class session {
   bool peer_may_open(std::uint32_t id, std::uint32_t last, const char* frame_name, const char* id_kind);
   void on_open(const frame& f);
   void on_data(const frame& f);
+  void measure(stream& s, std::size_t n);  // DATA for a live stream: the window tuner's sample
+  void report_window_growth();
   void on_window(const frame& f);
   void on_goaway(const frame& f);
   void on_flow_open(const frame& f);
@@ -178,6 +178,8 @@ class session {
   std::uint32_t window_ = initial_connection_window;  // granted so far (grows with the tuner)
   window_tuner tuner_;
   std::uint64_t probe_ping_ = 0;  // opaque value of the tuner's unanswered ping (0: none)
+  std::int64_t growth_reported_ = 0;  // in ops::metrics' mux_window_growth_bytes
+  bool growth_refused_ = false;       // counted once in mux_window_growth_refused
   // Outbound frames, packed into records by the writer; frame_ends_ marks frame boundaries.
   std::vector<std::byte> out_, sending_;
   std::vector<std::size_t> frame_ends_, sending_ends_;

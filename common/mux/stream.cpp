@@ -117,10 +117,11 @@ void stream::deliver(std::span<const std::byte> data) {
     in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_begin_));
     in_begin_ = 0;
   }
-  // Never more capacity than the window (what may be buffered at most): doubling past it
-  // would keep twice the memory the window promises.
+  // Capacity doubles as usual, but not past twice the window: what is unread is at most the
+  // window, and the taken prefix is compacted once it is half of the buffer.
   const std::size_t needed = in_.size() + data.size();
-  if (needed > in_.capacity()) in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), window_)));
+  if (needed > in_.capacity())
+    in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), 2 * std::size_t{window_})));
   in_.insert(in_.end(), data.begin(), data.end());
   recv_window_ -= static_cast<std::int64_t>(data.size());
   readable_.cancel();

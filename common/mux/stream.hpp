@@ -61,6 +61,8 @@ class stream {
   std::int64_t recv_window_ = initial_stream_window;  // what the peer may still send
   std::uint32_t consumed_unacked_ = 0;                // taken, not yet returned as credit
   std::uint32_t window_ = initial_stream_window;      // granted so far (grows with the tuner)
+  std::uint32_t probe_number_ = 0;                    // the tuner's probe probe_bytes_ counts for
+  std::uint64_t probe_bytes_ = 0;
   bool fin_received_ = false;
   // Send side.
   std::int64_t send_credit_ = initial_stream_window;

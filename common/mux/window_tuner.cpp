@@ -4,38 +4,44 @@
 
 namespace tunnel::mux {
 
-bool window_tuner::on_data(std::size_t n, clock::time_point now) {
-  if (probing_) {
-    counted_ += n;
-    return false;
-  }
-  if (stream_window_ >= max_stream_window) return false;  // nothing left to learn
+bool window_tuner::on_data(clock::time_point now) {
+  if (probing_ || stream_window_ >= max_stream_window) return false;  // nothing left to learn
   const auto spacing = std::max<clock::duration>(min_probe_interval, 2 * round_trip_);
   return probe_sent_at_ == clock::time_point{} || now - probe_sent_at_ >= spacing;
 }
 
 void window_tuner::probe_sent(clock::time_point now) {
   probing_ = true;
-  counted_ = 0;  // bytes arriving after the probe left: what one round trip carries
+  ++probes_;
+  busiest_ = 0;  // bytes arriving after the probe left: what one round trip carries
   probe_sent_at_ = now;
+}
+
+void window_tuner::stream_progress(std::uint64_t bytes) {
+  if (probing_) busiest_ = std::max(busiest_, bytes);
 }
 
 bool window_tuner::probe_answered(clock::time_point now) {
   if (!probing_) return false;
   probing_ = false;
   round_trip_ = std::max<clock::duration>(now - probe_sent_at_, std::chrono::microseconds(1));
-  const double rate = static_cast<double>(counted_) / std::chrono::duration<double>(round_trip_).count();
+  min_round_trip_ = std::min(min_round_trip_, round_trip_);
+  const double rate = static_cast<double>(busiest_) / std::chrono::duration<double>(round_trip_).count();
   const bool fastest = rate >= best_rate_;
   best_rate_ = std::max(best_rate_, rate);
-  // Window-bound: the peer sent most of a window in one round trip.
-  const bool window_bound = counted_ * 3 >= std::uint64_t{stream_window_} * 2;
+  const double product = rate * std::chrono::duration<double>(min_round_trip_).count();
+  // Window-bound: over the path's own round trip the stream would have most of a window
+  // in flight.
+  const bool window_bound = product * 3 >= static_cast<double>(stream_window_) * 2;
   if (!window_bound || !fastest || stream_window_ >= max_stream_window) return false;
-  const std::uint64_t stream = std::clamp<std::uint64_t>(2 * counted_, std::uint64_t{stream_window_} + 1, max_stream_window);
+  const std::uint64_t stream = std::clamp<std::uint64_t>(static_cast<std::uint64_t>(2 * product),
+                                                         std::uint64_t{stream_window_} + 1, max_stream_window);
   // The connection window follows (four streams' worth), as far as the budget allows; the
   // stream window then stays within a quarter of it.
   const std::uint64_t connection = std::max<std::uint64_t>(initial_connection_window, 4 * stream);
   if (connection > connection_window_) {
     const std::uint64_t got = budget_.take(connection - connection_window_);
+    refused_ += connection - connection_window_ - got;
     taken_ += got;
     connection_window_ += static_cast<std::uint32_t>(got);
   }

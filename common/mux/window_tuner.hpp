@@ -5,11 +5,14 @@
 // A stream's window must cover the path's bandwidth-delay product, or the sender idles
 // waiting for credit: 256 KiB over a 50 ms round trip carries at most 5 MB/s, whatever the
 // link. So the receiver measures: while DATA flows it sends a PING now and then and counts
-// the DATA bytes that arrive until the PONG is back. That count is what the peer sent in
-// one round trip. When it reaches two thirds of the stream window, the window was what
-// held the sender back; if the bandwidth it implies is also the highest seen so far (a
-// larger window bought more speed), the window grows to twice the count, up to a limit.
-// Windows only grow, and only with DATA flowing: a path that needs less keeps 256 KiB.
+// the DATA bytes each stream receives until the PONG is back. The busiest stream's count
+// over the round trip is its rate; times the shortest round trip seen (the path without
+// its queues) it is the stream's bandwidth-delay product. When that reaches two thirds of
+// the stream window, the window was what held the sender back; if the rate is also the
+// highest seen so far (a larger window bought more speed), the window grows to twice the
+// product, up to a limit. A round trip stretched by queues (a busy receiver, a full
+// outbound queue ahead of the PONG) lowers the estimate instead of raising it. Windows only
+// grow, and only with DATA flowing: a path that needs less keeps 256 KiB.
 //
 // Growth costs memory only where data moves: a stream is granted the larger window as its
 // reader takes bytes (session::consumed), so a reader that stops holds at most what its
@@ -61,16 +64,25 @@ class window_tuner {
   // busy connection, negligible next to its DATA.
   static constexpr clock::duration min_probe_interval = std::chrono::milliseconds(50);
 
-  // `n` bytes of DATA arrived at `now`. True: send a probe PING now (then probe_sent).
-  bool on_data(std::size_t n, clock::time_point now);
+  // DATA arrived for a live stream at `now`. True: send a probe PING now (then probe_sent).
+  bool on_data(clock::time_point now);
   void probe_sent(clock::time_point now);
+  // While probing: one stream has received `bytes` since the probe went out (the session
+  // counts per stream, with probe_number() telling it when a new probe started).
+  void stream_progress(std::uint64_t bytes);
+  bool probing() const { return probing_; }
+  std::uint32_t probe_number() const { return probes_; }
   // The probe's PONG arrived. True if the windows grew.
   bool probe_answered(clock::time_point now);
 
   std::uint32_t stream_window() const { return stream_window_; }
   std::uint32_t connection_window() const { return connection_window_; }
-  // The last probe's round trip (zero before the first).
+  // The last probe's round trip, and the shortest (zero before the first).
   clock::duration round_trip() const { return round_trip_; }
+  clock::duration min_round_trip() const { return min_round_trip_; }
+  // Growth the budget did not grant, in bytes of connection window (0: never short).
+  std::uint64_t refused() const { return refused_; }
+  std::uint64_t budget_taken() const { return taken_; }
 
  private:
   window_budget& budget_;
@@ -78,9 +90,12 @@ class window_tuner {
   std::uint32_t stream_window_ = initial_stream_window;
   std::uint32_t connection_window_ = initial_connection_window;
   bool probing_ = false;
-  std::uint64_t counted_ = 0;  // DATA bytes since the probe went out
+  std::uint32_t probes_ = 0;
+  std::uint64_t busiest_ = 0;  // the busiest stream's DATA bytes since the probe went out
+  std::uint64_t refused_ = 0;
   clock::time_point probe_sent_at_{};
   clock::duration round_trip_{};
+  clock::duration min_round_trip_ = clock::duration::max();
   double best_rate_ = 0;  // bytes per second, the highest sample so far
 };
 

@@ -139,6 +139,12 @@ std::string metrics::render() const {
   w.sample("tunnel_mux_sessions", "state=\"ready\"", load(mux_sessions_ready));
   w.header("tunnel_mux_streams_active", "gauge", "Legacy connections carried as mux streams now.");
   w.sample("tunnel_mux_streams_active", "", load(mux_streams_active));
+  w.header("tunnel_mux_window_growth_bytes", "gauge",
+           "Receive windows grown for long paths: bytes of connection window past the initial 4 MiB, all mux connections (at most 256 MiB).");
+  w.sample("tunnel_mux_window_growth_bytes", "", load(mux_window_growth_bytes));
+  w.header("tunnel_mux_window_growth_refused_total", "counter",
+           "Mux connections whose windows could not grow as far as their path asked: the 256 MiB was in use.");
+  w.sample("tunnel_mux_window_growth_refused_total", "", load(mux_window_growth_refused));
 
   w.header("tunnel_accept_failures_total", "counter",
            "Failed accept() calls (out of file descriptors or memory); accepting backs off meanwhile.");

@@ -165,6 +165,8 @@ asio::awaitable<void> runtime::drain() {
     tick.expires_after(20ms);
     co_await tick.async_wait(as_result);
   }
+  if (std::any_of(busy_.begin(), busy_.end(), [](const auto& b) { return b(); }))
+    warn("shutdown timeout passed; leaving without every goodbye sent (mux connections, UDP flows over TLS)");
   if (active_connections() > 0) {
     warn("shutdown timeout passed; closing remaining connections")
         .kv("active", static_cast<std::uint64_t>(active_connections()));

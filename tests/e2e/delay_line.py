@@ -28,12 +28,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
     room = asyncio.Event()
     room.set()
     ended = False
+    broken = False  # the far side failed: stop taking
+
 
     async def take() -> None:
         nonlocal queued, ended
         try:
-            while True:
+            while not broken:
                 await room.wait()
+                if broken:
+                    break
                 data = await reader.read(65536)
                 if not data:
                     break
@@ -48,7 +52,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
         arrived.set()
 
     async def give() -> None:
-        nonlocal queued
+        nonlocal queued, broken
         try:
             while queue or not ended:
                 if not queue:
@@ -68,7 +72,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
             if writer.can_write_eof():
                 writer.write_eof()
         except OSError:
-            pass
+            broken = True
+            room.set()
 
     await asyncio.gather(take(), give())
 

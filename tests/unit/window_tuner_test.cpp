@@ -15,12 +15,14 @@ namespace {
 
 using clock_type = window_tuner::clock;
 
-// One probe: DATA starts it at `t`, `bytes` arrive during the round trip `rtt`, the PONG
-// comes back. Returns whether the window grew; `t` moves past the probe.
+// One probe: DATA starts it at `t`, the busiest stream receives `bytes` during the round
+// trip `rtt`, the PONG comes back. Returns whether the window grew; `t` moves past the probe.
 bool probe(window_tuner& w, clock_type::time_point& t, std::uint64_t bytes, clock_type::duration rtt) {
-  REQUIRE(w.on_data(1000, t));
+  REQUIRE(w.on_data(t));
   w.probe_sent(t);
-  CHECK_FALSE(w.on_data(bytes, t + rtt / 2));  // one probe at a time
+  w.stream_progress(bytes / 2);
+  CHECK_FALSE(w.on_data(t + rtt / 2));  // one probe at a time
+  w.stream_progress(bytes);
   const bool grew = w.probe_answered(t + rtt);
   t += rtt + 1s;  // well past the probe spacing
   return grew;
@@ -56,7 +58,7 @@ TEST_CASE("window tuner: a window-bound sender doubles the window, up to the lim
   CHECK(w.connection_window() == 4 * window_tuner::max_stream_window);
   CHECK(budget.used() == 4 * window_tuner::max_stream_window - initial_connection_window);
   // At the limit there is nothing more to learn: no more probes.
-  CHECK_FALSE(w.on_data(1000, t));
+  CHECK_FALSE(w.on_data(t));
 }
 
 TEST_CASE("window tuner: all sessions together grow within the budget, and give it back") {
@@ -76,6 +78,8 @@ TEST_CASE("window tuner: all sessions together grow within the budget, and give 
     }
     CHECK(second.connection_window() == initial_connection_window);
     CHECK(second.stream_window() == initial_connection_window / 4);
+    CHECK(second.refused() > 0);
+    CHECK(first.refused() > 0);  // it asked for 32 MiB
   }
   CHECK(budget.used() == 0);  // sessions that end give theirs back
 }
@@ -91,15 +95,43 @@ TEST_CASE("window tuner: more window that bought no speed stops the growth") {
   CHECK(w.stream_window() == grown);
 }
 
+TEST_CASE("window tuner: a round trip stretched by queues is not taken for a long path") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  CHECK_FALSE(probe(w, t, 1024, 200us));  // the path itself: 0.2 ms (5 MB/s)
+  // Later a whole window arrives per round trip (a little faster, 5.2 MB/s), but the round
+  // trip is 50 ms because the PONG waited in queues: over the path's 0.2 ms that rate is
+  // 1 KiB in flight. No growth.
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(probe(w, t, w.stream_window(), 50ms));
+  CHECK(w.stream_window() == initial_stream_window);
+  CHECK(w.min_round_trip() == 200us);
+}
+
+TEST_CASE("window tuner: many streams' bytes together do not make one stream window-bound") {
+  window_tuner w;
+  auto t = clock_type::time_point{} + 1h;
+  // Ten streams receive 100 KiB each per 50 ms round trip: a megabyte, but no stream came
+  // near its 256 KiB window.
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(w.on_data(t));
+    w.probe_sent(t);
+    for (int stream = 0; stream < 10; ++stream) w.stream_progress(100 * 1024);
+    CHECK_FALSE(w.probe_answered(t + 50ms));
+    t += 1s;
+  }
+  CHECK(w.stream_window() == initial_stream_window);
+}
+
 TEST_CASE("window tuner: probes are spaced, and only DATA starts one") {
   window_tuner w;
   auto t = clock_type::time_point{} + 1h;
-  REQUIRE(w.on_data(1, t));
+  REQUIRE(w.on_data(t));
   w.probe_sent(t);
+  w.stream_progress(1);
   CHECK_FALSE(w.probe_answered(t + 1ms));  // 1 byte in a round trip: no growth
   // Right after an answered probe: not yet (50 ms at least, two round trips on slow paths).
-  CHECK_FALSE(w.on_data(1, t + 10ms));
-  CHECK(w.on_data(1, t + window_tuner::min_probe_interval));
+  CHECK_FALSE(w.on_data(t + 10ms));
+  CHECK(w.on_data(t + window_tuner::min_probe_interval));
   // A PONG nobody waited for changes nothing.
   window_tuner idle;
   CHECK_FALSE(idle.probe_answered(t));
