@@ -70,6 +70,7 @@ note() { printf '%s\n' "$*" >> "$OUT/notes.txt"; say "note: $*"; }
 # ---------------------------------------------------------------- processes
 PIDS=()
 declare -A PID_NAME  # what each started process is, for notes about it after it has gone
+declare -A STOPPED   # processes stop() has already dealt with
 LAST_PID=""
 start() {  # start NAME CMD... : background, logs to $LOGS/NAME.log, pid in LAST_PID
   local name="$1"; shift
@@ -82,6 +83,11 @@ stop() {  # stop PID... : TERM, then KILL after 5 s; only our own pids. One that
           # another signal on its way out (a crash at shutdown) is noted.
   local p rc
   local -A name=()
+  local todo=()
+  for p in "$@"; do  # each once: bash keeps a reaped child's status, and would report it again
+    [ -n "$p" ] && [ -z "${STOPPED[$p]:-}" ] && todo+=("$p") && STOPPED[$p]=1
+  done
+  set -- ${todo[@]+"${todo[@]}"}
   for p in "$@"; do
     [ -n "$p" ] || continue
     name[$p]=${PID_NAME[$p]:-$(cat "/proc/$p/comm" 2>/dev/null || echo "pid $p")}
