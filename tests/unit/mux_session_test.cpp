@@ -51,6 +51,15 @@ asio::awaitable<void> write(mux::stream& st, std::string data, bool& done) {
   done = true;
 }
 
+asio::awaitable<void> read_up_to(mux::stream& st, std::size_t n, std::size_t& got) {
+  std::vector<std::byte> buffer(64 * 1024);
+  while (got < n) {
+    const auto r = co_await st.read_some(buffer);
+    if (r.ec) co_return;
+    got += r.bytes;
+  }
+}
+
 // Two sessions, tunnel-in's (client) and tunnel-out's (server), over one TLS connection.
 struct session_pair {
   test::temp_pki pki;
@@ -296,4 +305,33 @@ TEST_CASE("a drained outbound queue wakes the streams that wait for it, not the 
   // Each wake-up went to a stream that waited: at most one per frame written (8 streams of
   // 17 frames each). Waking every stream would be 508 per pass of the writer.
   CHECK(woken <= 8 * 17);
+}
+
+TEST_CASE("streams stalled on most of the connection window do not stop the others") {
+  session_pair p;
+  // Fourteen streams send a window each to readers that never read: 3.5 MiB of the
+  // connection's 4 MiB held. The half MiB left must keep coming back to the other streams
+  // as their readers take it, not only once a quarter window (1 MiB) has been taken.
+  std::vector<std::unique_ptr<mux::stream>> stalled;
+  std::array<bool, 14> sent{};
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    stalled.push_back(p.client->open("syslog", "127.0.0.1:4011"));
+    REQUIRE(stalled.back());
+    asio::co_spawn(p.io, write(*stalled.back(), std::string(mux::initial_stream_window, 's'), sent[i]), asio::detached);
+  }
+  REQUIRE(p.run_until([&] { return std::all_of(sent.begin(), sent.end(), [](bool w) { return w; }); }));
+  REQUIRE(p.run_until([&] { return p.streams.size() == sent.size(); }));
+  auto active = p.client->open("syslog", "127.0.0.1:4012");
+  REQUIRE(active);
+  constexpr std::size_t total = 2 * 1024 * 1024;
+  bool written = false;
+  asio::co_spawn(p.io, write(*active, std::string(total, 'a'), written), asio::detached);
+  REQUIRE(p.run_until([&] { return p.streams.size() == sent.size() + 1; }));
+  std::size_t got = 0;
+  asio::co_spawn(p.io, read_up_to(*p.streams.back(), total, got), asio::detached);
+  CHECK(p.run_until([&] { return written && got == total; }));
+  CHECK(p.client->failure().empty());
+  CHECK(p.server->failure().empty());
+  active->close();
+  p.run_until([&] { return false; }, 50ms);
 }
