@@ -71,9 +71,7 @@ asio::awaitable<std::string> session::run() {
   // The client asks first: in TLS 1.3 a server's refusal of our certificate arrives only
   // after our handshake "succeeded", so the session is ready once the server has answered.
   if (settings_.client) {
-    ping_outstanding_ = random_nonzero();
-    encode_ping(out_, ping_outstanding_, false);
-    frame_ends_.push_back(out_.size());
+    ping_outstanding_ = queue_ping();
   }
   // First on the connection, so it precedes our answer to the peer's first ping: by the
   // time the peer counts us as ready it knows whether we carry flows.
@@ -120,9 +118,7 @@ void session::goaway(reset_code code, std::string_view reason) {
     // and the session may close (HTTP/2's graceful shutdown, RFC 9113 6.8).
     encode_goaway(out_, max_id, code, reason);
     frame_ends_.push_back(out_.size());
-    drain_ping_ = random_nonzero();
-    encode_ping(out_, drain_ping_, false);
-    frame_ends_.push_back(out_.size());
+    drain_ping_ = queue_ping();
   }
   wake_writer();
   changed();
@@ -146,6 +142,13 @@ void session::queue_fin(stream& s) {
   encode_fin(out_, s.id());
   frame_ends_.push_back(out_.size());
   wake_writer();
+}
+
+std::uint64_t session::queue_ping() {
+  const std::uint64_t opaque = random_nonzero();
+  encode_ping(out_, opaque, false);
+  frame_ends_.push_back(out_.size());
+  return opaque;
 }
 
 void session::queue_reset(std::uint32_t id, reset_code code, std::string_view reason) {
@@ -320,9 +323,7 @@ asio::awaitable<void> session::keepalive() {
       co_return;
     }
     if (silent >= k / 2 && ping_outstanding_ == 0) {
-      ping_outstanding_ = random_nonzero();
-      encode_ping(out_, ping_outstanding_, false);
-      frame_ends_.push_back(out_.size());
+      ping_outstanding_ = queue_ping();
       wake_writer();
     }
   }
@@ -459,9 +460,7 @@ void session::measure(stream& s, std::size_t n) {
     s.probe_bytes_ += n;
     tuner_.stream_progress(s.probe_bytes_);
   } else if (tuner_.on_data(last_rx_)) {
-    probe_ping_ = random_nonzero();
-    encode_ping(out_, probe_ping_, false);
-    frame_ends_.push_back(out_.size());
+    probe_ping_ = queue_ping();
     tuner_.probe_sent(last_rx_);
     wake_writer();
   }

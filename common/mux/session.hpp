@@ -115,6 +115,7 @@ class session {
   bool queue_data(stream& s, std::span<const std::byte> data);  // false: outbound full
   void queue_fin(stream& s);
   void queue_reset(std::uint32_t id, reset_code code, std::string_view reason);
+  std::uint64_t queue_ping();  // a PING with a fresh nonzero opaque value, which it returns
   void consumed(stream& s, std::size_t n);
   void return_connection_credit(std::size_t n);  // taken (or dropped) bytes: WINDOW(0) in time
   void forget(stream& s);

@@ -158,14 +158,13 @@ asio::awaitable<void> runtime::repeat(std::chrono::milliseconds interval, std::f
 asio::awaitable<void> runtime::drain() {
   asio::steady_timer tick(co_await asio::this_coro::executor);
   const auto deadline = std::chrono::steady_clock::now() + shutdown_timeout_;
-  const auto busy = [this] {
-    return active_connections() > 0 || std::any_of(busy_.begin(), busy_.end(), [](const auto& b) { return b(); });
-  };
+  const auto holding = [this] { return std::any_of(busy_.begin(), busy_.end(), [](const auto& b) { return b(); }); };
+  const auto busy = [&] { return active_connections() > 0 || holding(); };
   while (busy() && std::chrono::steady_clock::now() < deadline) {
     tick.expires_after(20ms);
     co_await tick.async_wait(as_result);
   }
-  if (std::any_of(busy_.begin(), busy_.end(), [](const auto& b) { return b(); }))
+  if (holding())
     warn("shutdown timeout passed; leaving without every goodbye sent (mux connections, UDP flows over TLS)");
   if (active_connections() > 0) {
     warn("shutdown timeout passed; closing remaining connections")
