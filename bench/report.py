@@ -243,6 +243,19 @@ def main():
           f"The target (≤ 0.5× stunnel's) is {fmt(ratio(0.5 * added_p50('stunnel'), floor) if added_p50('stunnel') else None)}× this floor.")
         P("")
 
+    # ------------------------------------------------------------ -k 0 floor
+    hop = F.med("cpr", "hop", "rps")
+    if hop is not None:
+        st_cpr = F.med("cpr", "stunnel", "rps")
+        P("The floor of a new connection per request: one plain relay (haproxy, no TLS, one process) "
+          "between the client and redis, which accepts and connects once per request as our pair must, "
+          f"reaches {fmt(hop)} req/s (direct {fmt(F.med('cpr', 'direct', 'rps'))})"
+          + "".join(f"; {o} {fmt(F.med('cpr', o, 'rps'))} ({fmt_ratio(ratio(F.med('cpr', o, 'rps'), hop))} of it)"
+                    for o in ours_present) + ". "
+          + (f"The target (≥ 10× stunnel's {fmt(st_cpr)}) is {fmt(10 * st_cpr)} req/s, "
+             f"{fmt_ratio(ratio(10 * st_cpr, hop))} this floor." if st_cpr else ""))
+        P("")
+
     # ------------------------------------------------------------ held connections
     held = []
     for n in (1000, 5000):
@@ -352,6 +365,9 @@ def main():
 
     if "mux" in present:
         vs_stunnel("new connection per request vs stunnel", "cpr", "mux", "rps", 10, True)
+        if F.med("cpr", "hop", "rps") is not None:
+            targets.append(("… for scale: one plain relay (haproxy, no TLS) vs stunnel", "—",
+                            fmt_ratio(ratio(F.med("cpr", "hop", "rps"), st("cpr", "rps"))), "—", None))
     else:
         targets.append(("new connection per request vs stunnel", "mux", "mux not available", "≥ 10.00×", None))
     for o in OURS:

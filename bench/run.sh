@@ -141,6 +141,7 @@ install_tools() {
   command -v redis-benchmark >/dev/null || need+=(redis-tools)
   command -v iperf3 >/dev/null || need+=(iperf3)
   command -v socat >/dev/null || need+=(socat)
+  command -v haproxy >/dev/null || need+=(haproxy)
   command -v gcc >/dev/null || need+=(gcc)
   command -v g++ >/dev/null || need+=(g++)
   command -v python3 >/dev/null || need+=(python3)
@@ -239,6 +240,7 @@ fi
   echo "redis-benchmark: $(redis-benchmark --version 2>&1 | head -1)"
   echo "iperf3: $(iperf3 --version | head -1)"
   echo "socat: $(socat -V | grep -m1 'socat version')"
+  echo "haproxy: $(haproxy -v 2>/dev/null | head -1 || echo none)"
   echo "features: mux=$HAVE_MUX udp=$HAVE_UDP udp+mux=$HAVE_UDP_MUX"
   echo "options: quick=$QUICK reps=$REPS only=$ONLY busy_poll_us=$BUSY_POLL_US"
   echo
@@ -307,6 +309,14 @@ start_variant() {  # start_variant VARIANT BACKEND_PORT TAG : sets STACK_PORT/ST
       start "relay-client-$tag" socat "TCP-LISTEN:$p_in,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$p_out,nodelay"; pi=$LAST_PID
       STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi $po"
       wait_listen "$p_out" && wait_listen "$p_in" || return 1 ;;
+    hop)  # the -k 0 floor: one plain relay (haproxy, no TLS) between client and server
+      port; p_in=$PORT
+      printf '%s\n' global "  maxconn 5000" "  nbthread $(nproc)" defaults "  mode tcp" "  timeout connect 5s" \
+        "  timeout client 60s" "  timeout server 60s" "listen hop" "  bind 127.0.0.1:$p_in" \
+        "  server backend 127.0.0.1:$backend" > "$WORK/haproxy-$tag.cfg"
+      start "hop-$tag" haproxy -db -f "$WORK/haproxy-$tag.cfg"; pi=$LAST_PID
+      STACK_PORT[$v]=$p_in; STACK_PIDS[$v]="$pi"
+      wait_listen "$p_in" || return 1 ;;
     raw|mux|raw-bp|mux-bp)  # -bp: with --busy-poll on both ends
       port; p_out=$PORT; port; p_in=$PORT
       local extra=(); [ "${v%-bp}" != "$v" ] && extra=(--busy-poll "$BUSY_POLL_US")
@@ -409,13 +419,28 @@ rb() {  # rb PORT N CLIENTS KEEPALIVE TIMEOUT -> prints the csv line or nothing
   timeout "$5" redis-benchmark -h 127.0.0.1 -p "$1" -t ping_mbulk -n "$2" -c "$3" -k "$4" --csv 2>>"$LOGS/redis-benchmark.log" \
     | tr -d '"' | awk -F, '$1=="PING_MBULK"{print}' | tail -1
 }
+cpr() {  # cpr VARIANT REP : one connection-per-request run (-k 0, 10 clients), recorded
+  local v="$1" rep="$2" n=${CPR_N[$1]:-0} line rps avg mn p50 p95 p99 mx
+  [ "$n" = 0 ] && return 0
+  say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
+  line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
+  if [ -z "$line" ]; then record cpr "$v" "$rep" failed 1; say "cpr $v failed"; return 0; fi
+  IFS=, read -r _ rps avg mn p50 p95 p99 mx <<<"$line"
+  record cpr "$v" "$rep" rps "$rps"
+  record cpr "$v" "$rep" p50_ms "$p50"
+  record cpr "$v" "$rep" p99_ms "$p99"
+}
 kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }  # kv KEY LINE
 if want redis; then
   port; REDIS_PORT=$PORT
   start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --maxclients 12000; REDIS_PID=$LAST_PID
   wait_listen "$REDIS_PORT" || note "redis-server did not start"
   declare -A CPR_N RB_DEAD
-  for v in "${REDIS_VARIANTS[@]}"; do
+  # What any relay that connects to the server for each connection costs at -k 0, with no
+  # TLS and no second process: one plain haproxy hop, measured beside direct.
+  HOP=()
+  if command -v haproxy >/dev/null; then HOP=(hop); else note "redis: haproxy not installed; the -k 0 floor is not measured"; fi
+  for v in "${REDIS_VARIANTS[@]}" "${HOP[@]}"; do
     RB_DEAD[$v]=0
     if ! start_variant "$v" "$REDIS_PORT" redis || [ "$(timeout 20 redis-cli -p "${STACK_PORT[$v]}" ping 2>/dev/null)" != PONG ]; then
       note "redis: $v failed its sanity PING; not measured"; RB_DEAD[$v]=1; record rr1 "$v" 0 failed 1; continue
@@ -467,17 +492,11 @@ if want redis; then
         [ -n "${pi:-}" ] && record paced "$v" "$rep" cpu_pct_both \
           "$(python3 -c "print(100 * ($(cpu_ticks "$pi") - $ci0 + $(cpu_ticks "$po") - $co0) / $CLK_TCK / ${RR_SECS})")"
       fi
-      n=${CPR_N[$v]:-0}; [ "$n" = 0 ] && continue
-      say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
-      line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
-      if [ -z "$line" ]; then record cpr "$v" "$rep" failed 1; say "cpr $v failed"; continue; fi
-      IFS=, read -r _ rps avg mn p50 p95 p99 mx <<<"$line"
-      record cpr "$v" "$rep" rps "$rps"
-      record cpr "$v" "$rep" p50_ms "$p50"
-      record cpr "$v" "$rep" p99_ms "$p99"
+      cpr "$v" "$rep"
+      if [ "$v" = direct ] && [ ${#HOP[@]} = 1 ] && [ "${RB_DEAD[hop]}" = 0 ]; then cpr hop "$rep"; fi  # the floor, beside direct
     done
   done
-  for v in "${REDIS_VARIANTS[@]}" relay; do stop_variant "$v"; done
+  for v in "${REDIS_VARIANTS[@]}" "${HOP[@]}" relay; do stop_variant "$v"; done
   stop "$REDIS_PID"
 fi
 

@@ -12,7 +12,6 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
-#include <poll.h>
 #include <sys/socket.h>
 #include <vector>
 
@@ -52,13 +51,16 @@ std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& t
 // send every one through the event loop first (an epoll_ctl and one more pass per connection,
 // which a legacy client opening a connection per request pays each time).
 asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_endpoint& to) {
-  if (::connect(s.native_handle(), to.data(), static_cast<socklen_t>(to.size())) == 0) co_return std::error_code{};
+  const auto call = [&] { return ::connect(s.native_handle(), to.data(), static_cast<socklen_t>(to.size())); };
+  if (call() == 0) co_return std::error_code{};
   if (errno != EINPROGRESS && errno != EINTR) co_return last_socket_error();
-  pollfd ready{s.native_handle(), POLLOUT, 0};
-  if (::poll(&ready, 1, 0) != 1) {
-    auto [ec] = co_await s.async_wait(generic_socket::wait_write, as_result);
-    if (ec) co_return ec;
-  }
+  // Calling connect() again is how a non-blocking connect tells its outcome in one system
+  // call: 0 once established, the failure itself (ECONNREFUSED), or EALREADY while the
+  // handshake is still under way.
+  if (call() == 0 || errno == EISCONN) co_return std::error_code{};
+  if (errno != EALREADY && errno != EINPROGRESS && errno != EINTR) co_return last_socket_error();
+  auto [ec] = co_await s.async_wait(generic_socket::wait_write, as_result);
+  if (ec) co_return ec;
   int error = 0;
   socklen_t length = sizeof error;
   if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) co_return last_socket_error();
