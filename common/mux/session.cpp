@@ -119,6 +119,7 @@ void session::goaway(reset_code code, std::string_view reason) {
     encode_goaway(out_, max_id, code, reason);
     frame_ends_.push_back(out_.size());
     drain_ping_ = queue_ping();
+    drain_started_ = clock::now();
   }
   wake_writer();
   changed();
@@ -199,6 +200,17 @@ void session::forget(stream& s) {
   maybe_finish();
 }
 
+void session::drop(stream& s, std::error_code ec) {
+  // The stream is over both ways (PROTOCOL.md): what its relay has not taken goes, as TCP
+  // drops a reset connection's unread bytes, and goes back to the connection window.
+  const std::size_t unread = s.in_.size() - s.in_begin_;
+  std::vector<std::byte>().swap(s.in_);  // (= {} would keep the capacity)
+  s.in_begin_ = 0;
+  streams_.erase(s.id());
+  s.fail(ec);
+  if (unread > 0) return_connection_credit(unread);
+}
+
 // ---- the three coroutines -------------------------------------------------------------
 
 asio::awaitable<void> session::reader() {
@@ -246,6 +258,14 @@ asio::awaitable<void> session::reader() {
     if (begin > 0) {
       std::memmove(acc.data(), acc.data() + begin, filled - begin);
       filled -= begin;
+    }
+    // Answers to the peer's frames (PONG, RESET for refused OPENs, WINDOW for dropped DATA)
+    // queue whether or not the peer reads them. Data stops at the outbound bound and
+    // datagrams at theirs; past both with room for replies, the peer sends but does not read.
+    if (out_.size() > outbound_limit + settings_.datagram_queue_limit + settings_.reply_queue_limit) {
+      fail("the peer sends but does not read: " + std::to_string(out_.size()) + " bytes queued for it",
+           errc::connection_lost);
+      co_return;
     }
     check_rotation();
   }
@@ -315,6 +335,12 @@ asio::awaitable<void> session::keepalive() {
     if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     check_rotation();
     if (close_sent_ && clock::now() - close_sent_at_ > 5s) co_return;  // the peer never answered
+    if (drain_ping_ != 0 && clock::now() - drain_started_ >= settings_.drain_limit) {
+      // A client that keeps the drain ping unanswered does not keep the connection open for
+      // new streams: OPENs from now on are refused, and the session ends with its streams.
+      drain_ping_ = 0;
+      maybe_finish();
+    }
     if (k.count() == 0) continue;
     const auto silent = clock::now() - last_rx_;
     if (silent >= k) {
@@ -341,6 +367,10 @@ bool session::peer_may_open(std::uint32_t id, std::uint32_t last, const char* fr
     protocol_error(std::string(id_kind) + " id not increasing");
     return false;
   }
+  if (id > max_id) {
+    protocol_error(std::string(id_kind) + " id above 2^31-1");
+    return false;
+  }
   return true;
 }
 
@@ -358,9 +388,7 @@ bool session::dispatch(const frame& f) {
       break;
     case frame_type::reset:
       if (auto it = streams_.find(f.stream); it != streams_.end()) {
-        stream* s = it->second;
-        streams_.erase(it);
-        s->fail(error_for(f.code));
+        drop(*it->second, error_for(f.code));
         changed();
         maybe_finish();
       }
@@ -412,7 +440,8 @@ void session::on_open(const frame& f) {
   last_peer_id_ = f.stream;
   // The peer's first stream proves it accepted us, like a pong does.
   mark_ready();
-  if (goaway_sent_ && drain_ping_ == 0) {  // sent after the client knew of our GOAWAY
+  // Sent after the client knew of our GOAWAY, or after its own (it promised no more).
+  if ((goaway_sent_ && drain_ping_ == 0) || goaway_received_) {
     queue_reset(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
     return;
   }
@@ -511,10 +540,7 @@ void session::on_goaway(const frame& f) {
     std::vector<stream*> unseen;
     for (auto& [id, s] : streams_)
       if (id > f.last_stream) unseen.push_back(s);
-    for (stream* s : unseen) {
-      streams_.erase(s->id());
-      s->fail(errc::peer_shutdown);
-    }
+    for (stream* s : unseen) drop(*s, errc::peer_shutdown);
   }
   changed();
   maybe_finish();

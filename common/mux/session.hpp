@@ -44,6 +44,14 @@ struct session_settings {
   // Bytes of DATAGRAM frames queued for the writer at most; more datagrams are dropped
   // (they never wait, and never hold up streams).
   std::size_t datagram_queue_limit = 256 * 1024;
+  // Bytes of other frames queued at most beyond data and datagrams: our answers to the
+  // peer's frames (PONG, RESET, WINDOW) and our own OPEN, FIN, RESET (a thousand streams
+  // opened and reset while the connection is slow take about 700 KiB). More, and the peer
+  // is sending without reading: the session fails rather than grow its queue without bound.
+  std::size_t reply_queue_limit = 1024 * 1024;
+  // Server: how long after GOAWAY the client may take to answer the drain ping (until then
+  // OPENs it sent before seeing the GOAWAY are still taken); past it, OPENs are refused.
+  std::chrono::milliseconds drain_limit = 5s;
   // This side understands UDP flows and says so with the flows hello (false: behave like
   // a version-1 peer, for tests).
   bool carries_flows = true;
@@ -106,6 +114,8 @@ class session {
   // Why the session failed ("" while it has not).
   const std::string& failure() const { return failure_; }
   const session_stats& stats() const { return stats_; }
+  // Bytes the peer lets us send now on all streams together (its connection window).
+  std::int64_t connection_credit() const { return send_credit_; }
   const tls::tls_stream& tls() const { return tls_; }
 
  private:
@@ -119,7 +129,9 @@ class session {
   void consumed(stream& s, std::size_t n);
   void return_connection_credit(std::size_t n);  // taken (or dropped) bytes: WINDOW(0) in time
   void forget(stream& s);
-  std::int64_t connection_credit() const { return send_credit_; }
+  // The peer ended `s` (RESET, or a GOAWAY it sent before seeing the stream): unread bytes
+  // are dropped and credited back, the stream fails with `ec` and leaves the session.
+  void drop(stream& s, std::error_code ec);
   // `s` waits for room the whole session shares (connection credit, the outbound queue):
   // wake_streams() wakes it. (A stream short of its own credit waits for its WINDOW frame.)
   void wait_for_room(stream& s);
@@ -189,6 +201,7 @@ class session {
   std::chrono::steady_clock::time_point started_, last_rx_;
   std::uint64_t ping_outstanding_ = 0;  // opaque value of our unanswered ping (0: none)
   std::uint64_t drain_ping_ = 0;        // server: the ping after our GOAWAY, until answered
+  std::chrono::steady_clock::time_point drain_started_;  // when that ping was queued
   std::uint64_t ping_counter_ = 0;
   bool ready_ = false, running_ = false, ended_ = false, closing_ = false;
   bool goaway_sent_ = false, goaway_received_ = false;

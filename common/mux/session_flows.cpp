@@ -80,7 +80,7 @@ void session::on_flow_open(const frame& f) {
   last_peer_flow_ = f.stream;
   peer_carries_flows_ = true;  // it sent one
   mark_ready();  // the peer's first flow proves it accepted us, like a pong does
-  if (goaway_sent_) return queue_flow_close(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
+  if (retiring()) return queue_flow_close(f.stream, reset_code::shutdown, "tunnel-out is shutting down");
   if (!on_accept_flow_ || !settings_.carries_flows) return queue_flow_close(f.stream, reset_code::refused, "UDP flows are not accepted here");
   if (flows_.size() >= settings_.max_flows)
     return queue_flow_close(f.stream, reset_code::limit, "too many flows on this connection");

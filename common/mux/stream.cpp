@@ -14,6 +14,9 @@
 namespace tunnel::mux {
 namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
+// A receive buffer up to this size is kept while partly read; a larger one shrinks to its
+// unread rest once that is under a quarter of it.
+constexpr std::size_t keep_capacity = 4 * max_frame_size;
 
 // Asio 1.22: a cancelled timer wait completes normally; look at the coroutine's state.
 asio::awaitable<bool> cancelled() {
@@ -42,7 +45,13 @@ asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
       std::memcpy(buffer.data(), in_.data() + in_begin_, n);
       in_begin_ += n;
       if (in_begin_ == in_.size()) {
-        in_ = {};  // drained: an idle stream keeps no buffer
+        std::vector<std::byte>().swap(in_);  // drained: an idle stream keeps no buffer (= {} keeps it)
+        in_begin_ = 0;
+      } else if (in_.capacity() > keep_capacity && in_.size() - in_begin_ < in_.capacity() / 4) {
+        // Most of a large buffer taken: keep the rest only. A relay that took the bytes but
+        // cannot pass them on (its target stalls) then holds what is unread, which the
+        // windows bound, not the buffer the stream once needed.
+        in_ = std::vector<std::byte>(in_.begin() + static_cast<std::ptrdiff_t>(in_begin_), in_.end());
         in_begin_ = 0;
       }
       if (session_) session_->consumed(*this, n);

@@ -41,6 +41,8 @@ class stream {
   std::uint32_t id() const { return id_; }
   const std::string& service() const { return service_; }
   const std::string& origin() const { return origin_; }  // the legacy client's address, as tunnel-in saw it
+  // Bytes of memory this stream holds for received data (read or not yet).
+  std::size_t receive_buffer_capacity() const { return in_.capacity(); }
 
  private:
   friend class session;

@@ -10,6 +10,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/this_coro.hpp>
 #include <algorithm>
+#include <cstring>
 #include <array>
 #include <chrono>
 #include <functional>
@@ -60,6 +61,56 @@ asio::awaitable<void> read_up_to(mux::stream& st, std::size_t n, std::size_t& go
   }
 }
 
+asio::awaitable<void> read_exactly(mux::stream& st, std::size_t n, std::size_t& got) {
+  std::vector<std::byte> buffer(64 * 1024);
+  while (got < n) {
+    const auto r = co_await st.read_some(std::span(buffer).first(std::min(buffer.size(), n - got)));
+    if (r.ec) co_return;
+    got += r.bytes;
+  }
+}
+
+asio::awaitable<void> send_raw(tls::tls_stream& tls, std::vector<std::byte> frames, bool& done) {
+  co_await tls.write_all(frames);
+  done = true;
+}
+
+// A peer that writes PING frames in batches and never reads, until `stop`.
+asio::awaitable<void> ping_without_reading(tls::tls_stream& tls, const bool& stop, std::size_t& sent) {
+  std::vector<std::byte> batch;
+  for (int i = 0; i < 1000; ++i) mux::encode_ping(batch, 1 + static_cast<std::uint64_t>(i), false);
+  while (!stop && sent < 1'000'000) {
+    if (co_await tls.write_all(batch)) co_return;
+    sent += 1000;
+  }
+}
+
+// The frames a raw side receives, by type and stream id.
+struct seen_frame {
+  mux::frame_type type;
+  std::uint32_t stream;
+  mux::reset_code code;
+};
+
+asio::awaitable<void> collect_frames(tls::tls_stream& tls, std::vector<seen_frame>& seen) {
+  std::vector<std::byte> acc(2 * mux::max_frame_size);
+  std::size_t filled = 0;
+  for (;;) {
+    const auto r = co_await tls.read_some(std::span(acc).subspan(filled));
+    if (r.ec) co_return;
+    filled += r.bytes;
+    std::size_t begin = 0;
+    for (;;) {
+      const auto d = mux::decode(std::span<const std::byte>(acc).subspan(begin, filled - begin));
+      if (d.status != mux::decode_status::ok) break;
+      seen.push_back({d.f.type, d.f.stream, d.f.code});
+      begin += d.consumed;
+    }
+    std::memmove(acc.data(), acc.data() + begin, filled - begin);
+    filled -= begin;
+  }
+}
+
 // Two sessions, tunnel-in's (client) and tunnel-out's (server), over one TLS connection.
 struct session_pair {
   test::temp_pki pki;
@@ -73,8 +124,11 @@ struct session_pair {
   std::function<void(mux::flow&)> on_flow;               // what the server does with a new flow
 
   // `wait_ready`: return once the client session is ready (its peer has answered).
+  // `raw`: one side runs no session, so a test can speak the protocol (or break it) there
+  // through client_tls / server_tls itself.
+  enum class raw_side { none, client, server };
   explicit session_pair(mux::session_settings client_settings = {}, mux::session_settings server_settings = {},
-                        bool wait_ready = true) {
+                        bool wait_ready = true, raw_side raw = raw_side::none) {
     tls::tls_options server_opts, client_opts;
     server_opts.side = tls::role::server;
     server_opts.mux_alpn = true;
@@ -103,7 +157,15 @@ struct session_pair {
 
     client_settings.client = true;
     server_settings.client = false;
-    client = std::make_unique<mux::session>(*client_tls, client_settings);
+    if (raw == raw_side::client) client_done = true;
+    else {
+      client = std::make_unique<mux::session>(*client_tls, client_settings);
+      asio::co_spawn(io, run(*client, client_done), asio::detached);
+    }
+    if (raw == raw_side::server) {
+      server_done = true;
+      return;
+    }
     server = std::make_unique<mux::session>(*server_tls, server_settings);
     server->on_accept_flow([this](std::unique_ptr<mux::flow> f) {
       mux::flow& fl = *f;
@@ -112,9 +174,8 @@ struct session_pair {
       if (on_flow) on_flow(fl);
     });
     server->on_accept([this](std::unique_ptr<mux::stream> st) { streams.push_back(std::move(st)); });
-    asio::co_spawn(io, run(*client, client_done), asio::detached);
     asio::co_spawn(io, run(*server, server_done), asio::detached);
-    if (wait_ready) REQUIRE(run_until([&] { return client->ready(); }));
+    if (wait_ready && client) REQUIRE(run_until([&] { return client->ready(); }));
   }
 
   ~session_pair() {
@@ -124,6 +185,38 @@ struct session_pair {
     run_until([&] { return client_done && server_done; });
     accepted.clear();
     streams.clear();
+  }
+
+  // Opens `count` client streams that each send a whole stream window to server streams
+  // nobody reads; returns once every byte is sent and every stream accepted.
+  std::vector<std::unique_ptr<mux::stream>> fill_windows(std::size_t count) {
+    std::vector<std::unique_ptr<mux::stream>> out;
+    auto sent = std::make_unique<bool[]>(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      out.push_back(client->open("syslog", "127.0.0.1:4011"));
+      REQUIRE(out.back());
+      asio::co_spawn(io, write(*out.back(), std::string(mux::initial_stream_window, 'w'), sent[i]), asio::detached);
+    }
+    const std::size_t before = streams.size();
+    REQUIRE(run_until([&] { return std::all_of(sent.get(), sent.get() + count, [](bool w) { return w; }); }));
+    REQUIRE(run_until([&] { return streams.size() == before + count; }));
+    return out;
+  }
+
+  // Whether a new stream carries `total` bytes to a server stream that reads them all.
+  bool carries(std::size_t total) {
+    auto st = client->open("syslog", "127.0.0.1:4012");
+    if (!st) return false;
+    bool written = false;
+    asio::co_spawn(io, write(*st, std::string(total, 'c'), written), asio::detached);
+    const std::size_t before = streams.size();
+    if (!run_until([&] { return streams.size() == before + 1; })) return false;
+    std::size_t got = 0;
+    asio::co_spawn(io, read_up_to(*streams.back(), total, got), asio::detached);
+    const bool ok = run_until([&] { return written && got == total; });
+    st->close();
+    run_until([&] { return false; }, 50ms);
+    return ok;
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
@@ -312,26 +405,104 @@ TEST_CASE("streams stalled on most of the connection window do not stop the othe
   // Fourteen streams send a window each to readers that never read: 3.5 MiB of the
   // connection's 4 MiB held. The half MiB left must keep coming back to the other streams
   // as their readers take it, not only once a quarter window (1 MiB) has been taken.
-  std::vector<std::unique_ptr<mux::stream>> stalled;
-  std::array<bool, 14> sent{};
-  for (std::size_t i = 0; i < sent.size(); ++i) {
-    stalled.push_back(p.client->open("syslog", "127.0.0.1:4011"));
-    REQUIRE(stalled.back());
-    asio::co_spawn(p.io, write(*stalled.back(), std::string(mux::initial_stream_window, 's'), sent[i]), asio::detached);
-  }
-  REQUIRE(p.run_until([&] { return std::all_of(sent.begin(), sent.end(), [](bool w) { return w; }); }));
-  REQUIRE(p.run_until([&] { return p.streams.size() == sent.size(); }));
-  auto active = p.client->open("syslog", "127.0.0.1:4012");
-  REQUIRE(active);
-  constexpr std::size_t total = 2 * 1024 * 1024;
-  bool written = false;
-  asio::co_spawn(p.io, write(*active, std::string(total, 'a'), written), asio::detached);
-  REQUIRE(p.run_until([&] { return p.streams.size() == sent.size() + 1; }));
-  std::size_t got = 0;
-  asio::co_spawn(p.io, read_up_to(*p.streams.back(), total, got), asio::detached);
-  CHECK(p.run_until([&] { return written && got == total; }));
+  const auto stalled = p.fill_windows(14);
+  CHECK(p.carries(2 * 1024 * 1024));
   CHECK(p.client->failure().empty());
   CHECK(p.server->failure().empty());
-  active->close();
+}
+
+TEST_CASE("a RESET from the peer gives back the connection credit of bytes nobody read") {
+  session_pair p;
+  // Sixteen streams fill the whole 4 MiB connection window towards readers that never
+  // read, then tunnel-in resets them all. Their bytes are dropped at tunnel-out and their
+  // credit must come back, or no stream could send on this connection again.
+  const auto filled = p.fill_windows(16);
+  REQUIRE(p.run_until([&] { return p.client->connection_credit() == 0; }));
+  for (auto& st : filled) st->close();  // RESET: they did not end cleanly
+  REQUIRE(p.run_until([&] { return p.client->connection_credit() == mux::initial_connection_window; }));
+  for (auto& st : p.streams) CHECK(st->receive_buffer_capacity() == 0);  // the unread bytes went
+  CHECK(p.carries(1024 * 1024));
+  CHECK(p.server->failure().empty());
+}
+
+TEST_CASE("a stream whose relay took most of a large buffer keeps only the unread rest, and an idle one none") {
+  session_pair p;
+  auto st = p.client->open("syslog", "127.0.0.1:4023");
+  REQUIRE(st);
+  bool written = false;
+  asio::co_spawn(p.io, write(*st, std::string(mux::initial_stream_window, 'b'), written), asio::detached);
+  REQUIRE(p.run_until([&] { return written && p.streams.size() == 1; }));
+  mux::stream& in = *p.streams.front();
+  REQUIRE(p.run_until([&] { return in.receive_buffer_capacity() >= mux::initial_stream_window; }));
+  // The relay takes all but 16 KiB, then (its target stalled) takes nothing more.
+  std::size_t got = 0;
+  asio::co_spawn(p.io, read_exactly(in, mux::initial_stream_window - 16 * 1024, got), asio::detached);
+  REQUIRE(p.run_until([&] { return got == mux::initial_stream_window - 16 * 1024; }));
+  CHECK(in.receive_buffer_capacity() <= 64 * 1024);
+  // Once everything is taken, the idle stream holds no buffer at all.
+  std::size_t rest = 0;
+  asio::co_spawn(p.io, read_exactly(in, 16 * 1024, rest), asio::detached);
+  REQUIRE(p.run_until([&] { return rest == 16 * 1024; }));
+  CHECK(in.receive_buffer_capacity() == 0);
+  st->close();
   p.run_until([&] { return false; }, 50ms);
+}
+
+TEST_CASE("a peer that sends without reading ends the session instead of growing its queue") {
+  mux::session_settings client_settings;
+  client_settings.reply_queue_limit = 64 * 1024;
+  session_pair p(client_settings, {}, false, session_pair::raw_side::server);
+  // Small socket buffers: the kernel holds little of what the peer does not read.
+  p.server_tls->socket().set_option(asio::socket_base::receive_buffer_size(8192));
+  p.client_tls->socket().set_option(asio::socket_base::send_buffer_size(8192));
+  bool stop = false;
+  std::size_t pings = 0;
+  asio::co_spawn(p.io, ping_without_reading(*p.server_tls, stop, pings), asio::detached);
+  const bool failed = p.run_until([&] { return !p.client->failure().empty(); }, 20s);
+  stop = true;
+  REQUIRE(failed);
+  CHECK(p.client->failure().find("the peer sends but does not read") != std::string::npos);
+  CAPTURE(pings);
+}
+
+TEST_CASE("a client that never answers the drain ping cannot keep opening streams") {
+  mux::session_settings server_settings;
+  server_settings.keepalive = 1s;  // the drain bound is looked at every 250 ms
+  server_settings.drain_limit = 100ms;
+  session_pair p({}, server_settings, false, session_pair::raw_side::client);
+  std::vector<seen_frame> seen;
+  asio::co_spawn(p.io, collect_frames(*p.client_tls, seen), asio::detached);
+  std::vector<std::byte> open1;
+  mux::encode_open(open1, 1, "syslog", "127.0.0.1:4031");
+  bool sent1 = false;
+  asio::co_spawn(p.io, send_raw(*p.client_tls, open1, sent1), asio::detached);
+  REQUIRE(p.run_until([&] { return p.streams.size() == 1; }));
+  p.server->goaway(mux::reset_code::shutdown, "reload");
+  const auto got = [&](mux::frame_type t) {
+    return std::any_of(seen.begin(), seen.end(), [&](const seen_frame& f) { return f.type == t; });
+  };
+  REQUIRE(p.run_until([&] { return got(mux::frame_type::goaway) && got(mux::frame_type::ping); }));
+  // The ping stays unanswered. Past the drain bound, a new OPEN is refused.
+  p.run_until([&] { return false; }, 600ms);
+  std::vector<std::byte> open2;
+  mux::encode_open(open2, 2, "syslog", "127.0.0.1:4032");
+  bool sent2 = false;
+  asio::co_spawn(p.io, send_raw(*p.client_tls, open2, sent2), asio::detached);
+  CHECK(p.run_until([&] {
+    return std::any_of(seen.begin(), seen.end(), [](const seen_frame& f) {
+      return f.type == mux::frame_type::reset && f.stream == 2 && f.code == mux::reset_code::shutdown;
+    });
+  }));
+  CHECK(p.streams.size() == 1);
+}
+
+TEST_CASE("an OPEN with a stream id above 2^31-1 is a protocol error") {
+  session_pair p({}, {}, false, session_pair::raw_side::client);
+  std::vector<std::byte> open;
+  mux::encode_open(open, 0x80000000u, "syslog", "127.0.0.1:4041");
+  bool sent = false;
+  asio::co_spawn(p.io, send_raw(*p.client_tls, open, sent), asio::detached);
+  REQUIRE(p.run_until([&] { return !p.server->failure().empty(); }));
+  CHECK(p.server->failure().find("id above 2^31-1") != std::string::npos);
+  CHECK(p.streams.empty());
 }
