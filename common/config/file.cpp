@@ -1,4 +1,5 @@
 #include "config/file.hpp"
+#include "config/read_file.hpp"
 
 #include <algorithm>
 #include <filesystem>
@@ -202,10 +203,15 @@ void check_services(const std::vector<service>& all) {
 
 }  // namespace
 
+// A configuration of a thousand services is well under this.
+constexpr std::size_t max_config_bytes = 4u << 20;
+
 settings load_file(tls::role side, const std::string& path) {
   toml::table root;
+  auto text = read_regular_file(path, max_config_bytes);
+  if (!text.error.empty()) throw usage_error(path + ": " + text.error);
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(text.bytes, path);
   } catch (const toml::parse_error& e) {
     const auto& at = e.source().begin;
     if (at.line == 0) throw usage_error(path + ": cannot read: " + std::string(e.description()));

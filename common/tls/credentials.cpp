@@ -7,7 +7,14 @@ extern "C" {
 #include <mbedtls/psa_util.h>
 }
 #include <psa/crypto.h>
-#include <unistd.h>
+#include <mbedtls/platform_util.h>
+
+#include <algorithm>
+#include <cctype>
+#include <initializer_list>
+#include <string_view>
+
+#include "config/read_file.hpp"
 
 #include "tls/validity.hpp"
 
@@ -20,10 +27,71 @@ std::string mbedtls_text(int code) {
   return text;
 }
 
-void check_readable(const char* flag, const std::string& path) {
-  if (path.empty()) throw credential_error(std::string(flag) + " is required");
-  if (::access(path.c_str(), R_OK) != 0)
-    throw credential_error(std::string(flag) + " " + path + ": cannot read file");
+// Credential files are small; a CA bundle of every public root is about 200 KiB.
+constexpr std::size_t max_credential_bytes = 16u << 20;
+
+// The content of a credential file, read whole (a regular file within the bound). The
+// bytes of a private key are wiped when the holder goes.
+struct file_text {
+  std::string bytes;
+  ~file_text() { mbedtls_platform_zeroize(bytes.data(), bytes.size()); }
+  bool pem() const { return bytes.find("-----BEGIN ") != std::string::npos; }
+  // For mbedTLS's parsers: PEM is read up to and including the terminating NUL.
+  const unsigned char* data() const { return reinterpret_cast<const unsigned char*>(bytes.c_str()); }
+  std::size_t size() const { return bytes.size() + (pem() ? 1 : 0); }
+};
+
+// What is wrong with a PEM file's structure, or "": every block terminated and of one of
+// `labels`, and nothing but white space outside the blocks. (mbedTLS skips what is not a
+// block it wants, so a half-written bundle or stray text would pass unnoticed.)
+std::string pem_structure_error(const std::string& text, std::initializer_list<std::string_view> labels) {
+  std::size_t at = 0;
+  const auto skip_space = [&] {
+    while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
+  };
+  for (skip_space(); at < text.size(); skip_space()) {
+    constexpr std::string_view begin = "-----BEGIN ", dashes = "-----";
+    if (text.compare(at, begin.size(), begin) != 0) return "has text outside its PEM blocks";
+    const std::size_t label_at = at + begin.size();
+    const std::size_t label_end = text.find(dashes, label_at);
+    if (label_end == std::string::npos) return "has a malformed PEM header";
+    const std::string_view label(text.data() + label_at, label_end - label_at);
+    if (std::find(labels.begin(), labels.end(), label) == labels.end())
+      return "holds a " + std::string(label) + " PEM block where only " + std::string(*labels.begin()) +
+             " belongs";
+    const std::string end_line = "-----END " + std::string(label) + "-----";
+    const std::size_t end_at = text.find(end_line, label_end);
+    if (end_at == std::string::npos) return "has an unterminated PEM block (" + std::string(label) + ")";
+    at = end_at + end_line.size();
+  }
+  return "";
+}
+
+// Reads a credential file for `flag`, refusing what is not a regular file within the
+// bound, and (PEM) what pem_structure_error finds.
+void read_credential(file_text& out, const std::string& flag, const std::string& path,
+                     std::initializer_list<std::string_view> labels) {
+  if (path.empty()) throw credential_error(flag + " is required");
+  auto r = config::read_regular_file(path, max_credential_bytes);
+  if (!r.error.empty()) throw credential_error(flag + " " + path + ": " + r.error);
+  out.bytes = std::move(r.bytes);
+  if (out.pem()) {
+    if (const std::string why = pem_structure_error(out.bytes, labels); !why.empty())
+      throw credential_error(flag + " " + path + ": " + why);
+  }
+}
+
+// A DER file is one object: bytes after it are not part of it.
+void require_whole_der(const file_text& f, std::size_t parsed, const std::string& flag, const std::string& path) {
+  if (!f.pem() && parsed != f.bytes.size())
+    throw credential_error(flag + " " + path + ": has " + std::to_string(f.bytes.size() - parsed) +
+                           " bytes after its DER content");
+}
+
+std::size_t der_bytes(const mbedtls_x509_crt& chain) {
+  std::size_t n = 0;
+  for (const mbedtls_x509_crt* c = &chain; c != nullptr && c->raw.p != nullptr; c = c->next) n += c->raw.len;
+  return n;
 }
 
 }  // namespace
@@ -52,13 +120,15 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
                     ca_flag = files.flag_prefix + "ca";
   std::shared_ptr<credentials> c(new credentials());
   if (files.need_own_cert || !files.cert.empty() || !files.key.empty()) {
-    check_readable(cert_flag.c_str(), files.cert);
-    check_readable(key_flag.c_str(), files.key);
-    if (int rc = mbedtls_x509_crt_parse_file(&c->chain_, files.cert.c_str()); rc != 0)
+    file_text cert, key;
+    read_credential(cert, cert_flag, files.cert, {"CERTIFICATE"});
+    read_credential(key, key_flag, files.key, {"PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "EC PARAMETERS"});
+    if (int rc = mbedtls_x509_crt_parse(&c->chain_, cert.data(), cert.size()); rc != 0)
       throw credential_error(cert_flag + " " + files.cert + ": not a valid certificate (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
-    if (int rc = mbedtls_pk_parse_keyfile(&c->key_, files.key.c_str(), nullptr,
-                                          mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+    require_whole_der(cert, der_bytes(c->chain_), cert_flag, files.cert);
+    if (int rc = mbedtls_pk_parse_key(&c->key_, key.data(), key.size(), nullptr, 0, mbedtls_psa_get_random,
+                                      MBEDTLS_PSA_RANDOM_STATE);
         rc != 0)
       throw credential_error(key_flag + " " + files.key + ": not a valid unencrypted private key (" +
                              mbedtls_text(rc) + ")");
@@ -69,17 +139,21 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
                              files.cert);
   }
   if (files.need_ca || !files.ca.empty()) {
-    check_readable(ca_flag.c_str(), files.ca);
-    if (int rc = mbedtls_x509_crt_parse_file(&c->ca_, files.ca.c_str()); rc != 0)
+    file_text ca;
+    read_credential(ca, ca_flag, files.ca, {"CERTIFICATE"});
+    if (int rc = mbedtls_x509_crt_parse(&c->ca_, ca.data(), ca.size()); rc != 0)
       throw credential_error(ca_flag + " " + files.ca + ": not a valid certificate bundle (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
+    require_whole_der(ca, der_bytes(c->ca_), ca_flag, files.ca);
     require_valid_cas(c->ca_, ca_flag, files.ca);
   }
   if (!files.crl.empty()) {
-    check_readable("--crl", files.crl);
+    file_text crl;
+    read_credential(crl, "--crl", files.crl, {"X509 CRL"});
     // PEM or DER: mbedTLS tells them apart by the PEM header.
-    if (int rc = mbedtls_x509_crl_parse_file(&c->crl_, files.crl.c_str()); rc != 0)
+    if (int rc = mbedtls_x509_crl_parse(&c->crl_, crl.data(), crl.size()); rc != 0)
       throw credential_error("--crl " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");
+    require_whole_der(crl, c->crl_.raw.len, "--crl", files.crl);
     c->crl_loaded_ = true;
     require_usable_crls(c->crl_, c->ca_, files.crl);
   }

@@ -2,14 +2,12 @@
 
 #include <mbedtls/sha256.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include "config/read_file.hpp"
 
 namespace tunnel::tls {
 namespace {
 
-constexpr long long max_file_bytes = 64LL << 20;
+constexpr std::size_t max_file_bytes = 64u << 20;
 
 void feed(mbedtls_sha256_context& h, const void* p, std::size_t n) {
   mbedtls_sha256_update(&h, static_cast<const unsigned char*>(p), n);
@@ -23,23 +21,18 @@ void feed_field(mbedtls_sha256_context& h, const std::string& s) {
 }
 
 void feed_file(mbedtls_sha256_context& h, const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    feed_field(h, std::string("unreadable: ") + std::strerror(errno));
+  // A FIFO or a device would block the check (and the process with it): only a regular
+  // file within the bound counts as content; anything else is its reason.
+  const auto r = config::read_regular_file(path, max_file_bytes);
+  if (!r.error.empty()) {
+    feed_field(h, "unreadable: " + r.error);
+    const std::int64_t marker = -1;
+    feed(h, &marker, sizeof marker);
     return;
   }
-  unsigned char buf[16384];
-  long long total = 0;
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    total += static_cast<long long>(n);
-    if (total > max_file_bytes) break;
-    feed(h, buf, n);
-  }
-  const bool failed = std::ferror(f) != 0 || total > max_file_bytes;
-  std::fclose(f);
+  feed(h, r.bytes.data(), r.bytes.size());
   // The length after the content marks where this file ended.
-  const std::int64_t marker = failed ? -1 : total;
+  const std::int64_t marker = static_cast<std::int64_t>(r.bytes.size());
   feed(h, &marker, sizeof marker);
 }
 

@@ -82,7 +82,8 @@ std::optional<psk_entry> parse_psk(std::string_view text, std::string& why) {
 
 psk_entry load_psk_file(const std::string& path) {
   const std::string flag = "--psk-file " + path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO must not block the open (it is refused just below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw credential_error(flag + ": cannot read file (" + std::strerror(errno) + ")");
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -997,7 +997,7 @@ STARTUP_MISTAKES = [
     ("missing-cert", TUNNEL_OUT, {"cert": "/nonexistent/server.crt"}, ["--cert", "/nonexistent/server.crt"]),
     ("missing-ca", TUNNEL_IN, {"ca": "/nonexistent/ca.crt"}, ["--ca", "/nonexistent/ca.crt"]),
     ("key-not-matching-cert", TUNNEL_OUT, {"key": "CLIENT_A_KEY"}, ["--key", "does not match"]),
-    ("not-a-certificate", TUNNEL_IN, {"cert": "CA_KEY"}, ["--cert", "not a valid certificate"]),
+    ("not-a-certificate", TUNNEL_IN, {"cert": "CA_KEY"}, ["--cert", "PRIVATE KEY PEM block where only CERTIFICATE belongs"]),
     ("bad-listen-address", TUNNEL_OUT, {"listen": "127.0.0.1"}, ["--listen", "127.0.0.1"]),
     ("bad-target-port", TUNNEL_OUT, {"target": "127.0.0.1:70000"}, ["--target", "port"]),
     ("unbracketed-ipv6", TUNNEL_IN, {"connect": "::1:8443"}, ["--connect", "brackets"]),
@@ -1074,6 +1074,66 @@ def test_unreadable_file_exits_2_with_one_line(pki, tmp_dir):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("tunnel-out: error: --cert ") and str(unreadable) in lines[0], lines[0]
     assert "read" in lines[0], lines[0]
+
+
+def _bad_credential_file(kind: str, pki, tmp_dir):
+    """A credential file with one structural mistake, for --ca (or --cert for der-trailing)."""
+    ca_pem = pki.ca_cert.read_bytes()
+    path = tmp_dir / f"{kind}.pem"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "text-after-pem":
+        path.write_bytes(ca_pem + b"garbage\n")
+    elif kind == "text-before-pem":
+        path.write_bytes(b"junk\n" + ca_pem)
+    elif kind == "unterminated-block":
+        path.write_bytes(ca_pem + b"-----BEGIN CERTIFICATE-----\nMIIB\n")
+    elif kind == "private-key-in-bundle":
+        path.write_bytes(ca_pem + pki.ca_key.read_bytes())
+    elif kind == "der-trailing":
+        der = subprocess.run(["openssl", "x509", "-in", str(pki.ca_cert), "-outform", "DER"],
+                             capture_output=True, check=True).stdout
+        path.write_bytes(der + b"\0\0\0")
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.write(ca_pem)
+            f.truncate(17 * 1024 * 1024)
+    return path
+
+
+CREDENTIAL_FILE_MISTAKES = [
+    ("fifo", "not a regular file (a FIFO)"),
+    ("directory", "not a regular file (a directory)"),
+    ("text-after-pem", "text outside its PEM blocks"),
+    ("text-before-pem", "text outside its PEM blocks"),
+    ("unterminated-block", "unterminated PEM block"),
+    ("private-key-in-bundle", "PRIVATE KEY PEM block where only CERTIFICATE belongs"),
+    ("der-trailing", "bytes after its DER content"),
+    ("huge", "larger than"),
+]
+
+
+@pytest.mark.parametrize("kind,words", CREDENTIAL_FILE_MISTAKES, ids=[k for k, _ in CREDENTIAL_FILE_MISTAKES])
+def test_credential_file_mistake_exits_2_at_once(pki, tmp_dir, kind, words):
+    # A FIFO must not block start-up (nor --check-config) waiting for a writer, and stray or
+    # half-written content must not be skipped silently.
+    bad = _bad_credential_file(kind, pki, tmp_dir)
+    r = run_cli(TUNNEL_OUT, _base_args(pki, TUNNEL_OUT, ca=str(bad), extra=["--check-config"]), timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"tunnel-out: error: --ca {bad}: "), lines[0]
+    assert words in lines[0], lines[0]
+
+
+def test_a_fifo_as_the_config_file_is_refused_at_once(tmp_dir):
+    fifo = tmp_dir / "tunnel.toml"
+    os.mkfifo(fifo)
+    r = run_cli(TUNNEL_OUT, ["--config", str(fifo), "--check-config"], timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(r.stderr.splitlines()) == 1 and "not a regular file (a FIFO)" in r.stderr, r.stderr
 
 
 def test_version_and_help_exit_0():

@@ -244,11 +244,17 @@ def _break_expired_ca(crt, key, ca_path, tmp_dir):
     tt.write_atomic(ca_path, Path(ca_path).read_bytes() + past.cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _break_fifo_ca(crt, key, ca_path, tmp_dir):
+    # A FIFO in place of the CA: reading it must not block the reload (and the process).
+    os.unlink(ca_path)
+    os.mkfifo(ca_path)
+
+
 @pytest.mark.parametrize(
     "breakage,words",
     [(_break_unreadable, "--key"), (_break_key_mismatch, "does not match"),
-     (_break_parse_error, "--cert"), (_break_expired_ca, "expired")],
-    ids=["unreadable-file", "key-not-matching", "parse-error", "expired-ca"],
+     (_break_parse_error, "--cert"), (_break_expired_ca, "expired"), (_break_fifo_ca, "not a regular file")],
+    ids=["unreadable-file", "key-not-matching", "parse-error", "expired-ca", "fifo-ca"],
 )
 def test_failed_reload_keeps_old_credentials_and_process(pki, procs, servers, server_files, tmp_dir,
                                                          breakage, words):
