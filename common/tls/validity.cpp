@@ -1,5 +1,8 @@
 #include "tls/validity.hpp"
 
+#include <mbedtls/md.h>
+#include <mbedtls/pk.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -84,6 +87,24 @@ void require_valid_cas(const mbedtls_x509_crt& bundle, const std::string& flag, 
   }
 }
 
+namespace {
+
+// Whether `ca`'s key verifies `crl`'s signature (mbedTLS checks it only during a peer's
+// verification, where a bad one refuses every peer). The signature fields are private in
+// mbedTLS 3.6's struct; MBEDTLS_PRIVATE is its own way to reach them.
+bool signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt& ca) {
+  const mbedtls_md_type_t md_type = crl.MBEDTLS_PRIVATE(sig_md);
+  const mbedtls_md_info_t* md = mbedtls_md_info_from_type(md_type);
+  if (md == nullptr) return false;
+  unsigned char hash[MBEDTLS_MD_MAX_SIZE];
+  if (mbedtls_md(md, crl.tbs.p, crl.tbs.len, hash) != 0) return false;
+  return mbedtls_pk_verify_ext(crl.MBEDTLS_PRIVATE(sig_pk), crl.MBEDTLS_PRIVATE(sig_opts),
+                               const_cast<mbedtls_pk_context*>(&ca.pk), md_type, hash, mbedtls_md_get_size(md),
+                               crl.MBEDTLS_PRIVATE(sig).p, crl.MBEDTLS_PRIVATE(sig).len) == 0;
+}
+
+}  // namespace
+
 void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path) {
   const std::int64_t now = now_unix();
   for (const mbedtls_x509_crl* l = &crls; l != nullptr && l->raw.p != nullptr; l = l->next) {
@@ -91,14 +112,24 @@ void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& c
     if (l->next_update.year != 0 && unix_seconds(l->next_update) < now)
       throw credential_error("--crl " + path + ": stale since " + iso(l->next_update) +
                              " (nextUpdate); every peer would be refused: publish a fresh CRL");
-    bool issuer_known = false;
-    for (const mbedtls_x509_crt* c = &cas; c != nullptr && c->raw.p != nullptr; c = c->next) {
-      if (c->subject_raw.len == l->issuer_raw.len &&
-          std::memcmp(c->subject_raw.p, l->issuer_raw.p, l->issuer_raw.len) == 0)
-        issuer_known = true;
+    if (unix_seconds(l->this_update) > now)
+      throw credential_error("--crl " + path + ": not valid before " + iso(l->this_update) +
+                             " (thisUpdate); every peer would be refused until then: check the clocks");
+    const mbedtls_x509_crt* issuer = nullptr;  // a CA of that name (the last one tried)
+    bool verified = false;
+    for (const mbedtls_x509_crt* c = &cas; c != nullptr && c->raw.p != nullptr && !verified; c = c->next) {
+      if (c->subject_raw.len != l->issuer_raw.len ||
+          std::memcmp(c->subject_raw.p, l->issuer_raw.p, l->issuer_raw.len) != 0)
+        continue;
+      issuer = c;
+      verified = signed_by(*l, *c);
     }
-    if (!issuer_known)
+    if (issuer == nullptr)
       throw credential_error("--crl " + path + ": issued by none of the CAs in --ca, so it would never be checked");
+    if (!verified)
+      throw credential_error("--crl " + path + ": names " + subject_of(*issuer) +
+                             " as its issuer, but its signature does not verify with that CA's key; every peer "
+                             "would be refused");
   }
 }
 

@@ -471,11 +471,18 @@ def test_a_session_resumed_before_a_crl_reload_is_not_resumed_after_it(pki, ca, 
     assert target.connection_count == 2
 
 
-@pytest.mark.parametrize("problem", ["stale", "foreign-issuer"])
-def test_unusable_crl_exits_2_at_start(pki, ca, tmp_dir, problem):
+@pytest.mark.parametrize("problem,words", [("stale", "stale since"), ("foreign-issuer", "issued by none"),
+                                           ("from-the-future", "not valid before"),
+                                           ("not-signed-by-the-ca", "signature does not verify")])
+def test_unusable_crl_exits_2_at_start(pki, ca, tmp_dir, problem, words):
+    # Each of these would make every peer refused; refuse the CRL instead.
     crl = tmp_dir / "ca.crl"
     if problem == "stale":
         crl.write_bytes(tt.make_crl(ca, [], next_update=datetime.timedelta(days=-1)))
+    elif problem == "from-the-future":
+        crl.write_bytes(tt.make_crl(ca, [], last_update=datetime.timedelta(days=2)))
+    elif problem == "not-signed-by-the-ca":
+        crl.write_bytes(tt.make_crl(ca, [], signing_key=tt.new_ca("impostor").key))
     else:
         crl.write_bytes(tt.make_crl(tt.new_ca("other"), []))
     r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--cert", str(pki.server.cert),
@@ -483,6 +490,7 @@ def test_unusable_crl_exits_2_at_start(pki, ca, tmp_dir, problem):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("tunnel-out: error: --crl "), r.stderr
     assert len(r.stderr.splitlines()) == 1
+    assert words in r.stderr, r.stderr
 
 
 # --------------------------------------------------------------------------------------

@@ -104,11 +104,16 @@ def issue(ca: Authority, cn: str, server: bool = True, days: float = 7,
 
 
 def make_crl(ca: Authority, revoked_serials: list[int], der: bool = False,
-             next_update: datetime.timedelta = datetime.timedelta(days=7)) -> bytes:
+             next_update: datetime.timedelta = datetime.timedelta(days=7),
+             last_update: datetime.timedelta | None = None, signing_key=None) -> bytes:
+    """A CRL in `ca`'s name; `last_update` (from now) and `signing_key` (another key than
+    `ca`'s) make broken ones."""
+    if last_update is None:
+        last_update = min(-datetime.timedelta(minutes=5), next_update - datetime.timedelta(days=1))
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
-        .last_update(min(now() - datetime.timedelta(minutes=5), now() + next_update - datetime.timedelta(days=1)))
+        .last_update(now() + last_update)
         .next_update(now() + next_update)
     )
     for serial in revoked_serials:
@@ -116,7 +121,7 @@ def make_crl(ca: Authority, revoked_serials: list[int], der: bool = False,
             x509.RevokedCertificateBuilder().serial_number(serial)
             .revocation_date(now() - datetime.timedelta(minutes=1)).build()
         )
-    crl = builder.sign(ca.key, hashes.SHA256())
+    crl = builder.sign(signing_key or ca.key, hashes.SHA256())
     return crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM)
 
 
