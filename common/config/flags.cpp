@@ -79,10 +79,18 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
 
 namespace {
 
+// `value` of `flag` when it lies in lo..hi; else the one-line refusal.
+long long bounded_count(const char* flag, long long value, long long lo, long long hi) {
+  if (value < lo || value > hi)
+    throw usage_error(std::string(flag) + " " + std::to_string(value) + ": must be " + std::to_string(lo) + ".." +
+                      std::to_string(hi));
+  return value;
+}
+
 void validate_udp(const raw_flags& f, service& s) {
   if (!f.udp) {
-    if (f.mtu != -1) throw usage_error("--mtu: only with --udp");
-    if (f.max_flows != -1) throw usage_error("--max-flows: only with --udp");
+    if (f.mtu) throw usage_error("--mtu: only with --udp");
+    if (f.max_flows) throw usage_error("--max-flows: only with --udp");
     if (!f.flow_idle_timeout.empty()) throw usage_error("--flow-idle-timeout: only with --udp");
     return;
   }
@@ -93,22 +101,30 @@ void validate_udp(const raw_flags& f, service& s) {
                       ": UDP mode needs host:port");
   s.udp.enabled = true;
   s.tls.carrier = tls::transport::datagram;
-  if (f.mtu != -1) {
+  if (f.mtu) {
     // Below 576 (the IPv4 minimum reassembly size) the handshake fragments absurdly; above
     // 16384 a record could not fill the datagram anyway.
-    if (f.mtu < 576 || f.mtu > 16384) throw usage_error("--mtu " + std::to_string(f.mtu) + ": must be 576..16384");
-    s.udp.mtu = static_cast<std::uint16_t>(f.mtu);
+    s.udp.mtu = static_cast<std::uint16_t>(bounded_count("--mtu", *f.mtu, 576, 16384));
   }
-  if (f.max_flows == 0 || f.max_flows < -1 || f.max_flows > 1'000'000)
-    throw usage_error("--max-flows " + std::to_string(f.max_flows) + ": must be 1..1000000");
   // One socket per flow on either side, and each flow holds a DTLS context (~50 KiB).
-  s.udp.max_flows = f.max_flows > 0 ? static_cast<std::size_t>(f.max_flows)
-                                    : std::min<std::size_t>(default_max_conns(), 10'000);
+  s.udp.max_flows = f.max_flows ? static_cast<std::size_t>(bounded_count("--max-flows", *f.max_flows, 1, 1'000'000))
+                                : std::min<std::size_t>(default_max_conns(), 10'000);
   if (!f.flow_idle_timeout.empty()) {
     s.udp.flow_idle = duration_flag("--flow-idle-timeout", f.flow_idle_timeout);
     // UDP has no close: a flow with no idle limit would hold its slot forever.
     if (s.udp.flow_idle.count() == 0) throw usage_error("--flow-idle-timeout: must be greater than 0");
   }
+}
+
+// Whether dialling `target` reaches `listen` itself: the same address, or the same port on a
+// loopback address of a wildcard listener. (Names are not resolved here.)
+bool dials_itself(const net::address& listen, const net::address& target) {
+  if (listen.is_unix() || target.is_unix()) return listen.is_unix() && target.is_unix() && listen.path == target.path;
+  if (listen.port != target.port) return false;
+  if (listen.host == target.host) return true;
+  const bool wildcard = listen.host == "0.0.0.0" || listen.host == "::";
+  const bool loopback = target.host == "localhost" || target.host == "::1" || target.host.rfind("127.", 0) == 0;
+  return wildcard && loopback;
 }
 
 // "postgres", "plc-7", "db.site-a": what a TLS SNI may carry, short enough for a label.
@@ -136,6 +152,9 @@ service validate(tls::role side, const raw_flags& f) {
     throw usage_error("--connect " + f.target + ": tunnel-out is reached over TCP (host:port)");
   if (server && s.listen.is_unix())
     throw usage_error("--listen " + f.listen + ": the TLS port must be TCP (host:port)");
+  if (dials_itself(s.listen, s.target))
+    throw usage_error(std::string(server ? "--target " : "--connect ") + f.target + ": the address this process " +
+                      "listens on (--listen " + f.listen + "); every connection would loop back into it");
   s.files = {f.cert, f.key, f.ca};
   if (f.tls_min == "1.3") s.tls.min_version = tls::version::tls1_3;
   else if (f.tls_min == "1.2") s.tls.min_version = tls::version::tls1_2;
@@ -186,12 +205,9 @@ service validate(tls::role side, const raw_flags& f) {
   if (s.limits.connect.count() == 0) throw usage_error("--connect-timeout: must be greater than 0");
   if (s.limits.handshake.count() == 0) throw usage_error("--handshake-timeout: must be greater than 0");
 
-  if (f.max_conns == 0 || f.max_conns < -1 || f.max_conns > 1'000'000)
-    throw usage_error("--max-conns " + std::to_string(f.max_conns) + ": must be 1..1000000");
-  s.max_conns = f.max_conns > 0 ? static_cast<std::size_t>(f.max_conns) : default_max_conns();
-  if (f.threads == 0 || f.threads < -1 || f.threads > 256)
-    throw usage_error("--threads " + std::to_string(f.threads) + ": must be 1..256");
-  s.threads = f.threads > 0 ? static_cast<unsigned>(f.threads)
+  s.max_conns = f.max_conns ? static_cast<std::size_t>(bounded_count("--max-conns", *f.max_conns, 1, 1'000'000))
+                            : default_max_conns();
+  s.threads = f.threads ? static_cast<unsigned>(bounded_count("--threads", *f.threads, 1, 256))
                             : std::max(1u, std::thread::hardware_concurrency());
   if (f.busy_poll < 0 || f.busy_poll > 10'000)
     throw usage_error("--busy-poll " + std::to_string(f.busy_poll) + ": must be 0..10000 (microseconds)");

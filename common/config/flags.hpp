@@ -4,6 +4,7 @@
 // One definition of what each setting means, whichever way it was written.
 #include <CLI/CLI.hpp>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,15 +24,15 @@ struct raw_flags {
   std::vector<std::string> allow_cn, allow_dns, allow_uri, allow_ip, allow_spki, pins;
   std::string connect_timeout = "10s", handshake_timeout = "10s", idle_timeout = "1h",
               close_timeout = "60s", shutdown_timeout = "30s";
-  long long max_conns = -1;
-  long long threads = -1;
+  std::optional<long long> max_conns;  // unset: from the open-file limit
+  std::optional<long long> threads;    // unset: one per core
   long long busy_poll = 0;  // microseconds
   std::string log_level = "info", log_format = "text";
   std::string status, user;
   bool check_config = false;
-  // UDP mode; -1 / "" mean "not given", so that using them without --udp is an error.
+  // UDP mode; unset / "" mean "not given", so that using them without --udp is an error.
   bool udp = false;
-  long long mtu = -1, max_flows = -1;
+  std::optional<long long> mtu, max_flows;
   std::string flow_idle_timeout;
   trust_flags trust;  // --crl, --psk-file, --reload-interval, --expiry-warning
   mux_flags mux;      // --mode, --pool, --keepalive, --rotate-after

@@ -163,6 +163,7 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
 void require_usable_for(const credentials& c, bool as_server, const credential_files& files) {
   if (!c.has_own_cert()) return;
   const std::string where = files.flag_prefix + "cert " + files.cert;
+  require_current_leaf(c.leaf(), where);
   const char* oid = as_server ? MBEDTLS_OID_SERVER_AUTH : MBEDTLS_OID_CLIENT_AUTH;
   const std::size_t oid_len = as_server ? MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH) : MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH);
   if (mbedtls_x509_crt_check_extended_key_usage(&c.leaf(), oid, oid_len) != 0)

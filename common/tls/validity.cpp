@@ -133,6 +133,15 @@ void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& c
   }
 }
 
+void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where) {
+  const std::int64_t now = now_unix();
+  if (unix_seconds(leaf.valid_from) > now)
+    throw credential_error(where + ": not valid before " + iso(leaf.valid_from) +
+                           "; every peer would refuse it until then (check the clocks)");
+  if (unix_seconds(leaf.valid_to) < now)
+    throw credential_error(where + ": expired on " + iso(leaf.valid_to) + "; every peer would refuse it");
+}
+
 void report_own_expiry(const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before) {
   const std::int64_t not_after = unix_seconds(leaf.valid_to);
   ops::metrics::get().certificate_expiry_unix.store(not_after, std::memory_order_relaxed);

@@ -21,9 +21,13 @@ std::int64_t now_unix();
 // peer fail, so loading it is a mistake better reported now than per handshake.
 void require_valid_cas(const mbedtls_x509_crt& bundle, const std::string& flag, const std::string& path);
 
+// Throws credential_error (naming `where`) when our own leaf is not valid now: every peer
+// would refuse it, and a reload that brings it in would break a working tunnel.
+void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where);
+
 // Throws credential_error when a CRL in `crls` is past its nextUpdate (mbedTLS would then
-// refuse every peer) or was issued by none of the CAs in `cas` (it would never be used,
-// and revocation would silently go unchecked).
+// refuse every peer), not valid yet, not signed by the CA it names, or issued by none of the
+// CAs in `cas` (it would never be used, and revocation would silently go unchecked).
 void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path);
 
 // Our own leaf: sets ops::metrics::certificate_expiry_unix, and logs a warning when it

@@ -1017,6 +1017,14 @@ STARTUP_MISTAKES = [
     ("busy-poll-negative", TUNNEL_OUT, {"extra": ["--busy-poll", "-5"]}, ["--busy-poll", "0..10000"]),
     ("resumption-too-long", TUNNEL_OUT, {"extra": ["--resumption", "25h"]}, ["--resumption", "1s to 24h"]),
     ("resumption-too-short", TUNNEL_IN, {"extra": ["--resumption", "500ms"]}, ["--resumption", "1s to 24h"]),
+    # -1 once meant "not given" inside; from the user it is a mistake like any other.
+    ("threads-minus-one", TUNNEL_OUT, {"extra": ["--threads", "-1"]}, ["--threads -1", "1..256"]),
+    ("max-conns-minus-one", TUNNEL_IN, {"max_conns": "-1"}, ["--max-conns -1", "1..1000000"]),
+    ("mtu-minus-one-without-udp", TUNNEL_OUT, {"extra": ["--mtu", "-1"]}, ["--mtu", "only with --udp"]),
+    ("connect-to-itself", TUNNEL_IN, {"listen": "127.0.0.1:28500", "connect": "127.0.0.1:28500"},
+     ["--connect 127.0.0.1:28500", "loop back"]),
+    ("target-on-own-wildcard-port", TUNNEL_OUT, {"listen": "0.0.0.0:28501", "target": "127.0.0.1:28501"},
+     ["--target 127.0.0.1:28501", "loop back"]),
 ]
 
 

@@ -244,6 +244,14 @@ def _break_expired_ca(crt, key, ca_path, tmp_dir):
     tt.write_atomic(ca_path, Path(ca_path).read_bytes() + past.cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _break_not_yet_valid_cert(crt, key, ca_path, tmp_dir):
+    # A certificate and key that match, but not valid for another day: a "successful"
+    # reload would have every peer refuse us.
+    leaf = tt.issue(tt.new_ca("next year's CA"), "tunnel-out-v2", starts_in=datetime.timedelta(days=1))
+    tt.write_atomic(crt, leaf.cert_pem())
+    tt.write_atomic(key, leaf.key_pem(), 0o600)
+
+
 def _break_fifo_ca(crt, key, ca_path, tmp_dir):
     # A FIFO in place of the CA: reading it must not block the reload (and the process).
     os.unlink(ca_path)
@@ -253,8 +261,9 @@ def _break_fifo_ca(crt, key, ca_path, tmp_dir):
 @pytest.mark.parametrize(
     "breakage,words",
     [(_break_unreadable, "--key"), (_break_key_mismatch, "does not match"),
-     (_break_parse_error, "--cert"), (_break_expired_ca, "expired"), (_break_fifo_ca, "not a regular file")],
-    ids=["unreadable-file", "key-not-matching", "parse-error", "expired-ca", "fifo-ca"],
+     (_break_parse_error, "--cert"), (_break_expired_ca, "expired"), (_break_fifo_ca, "not a regular file"),
+     (_break_not_yet_valid_cert, "not valid before")],
+    ids=["unreadable-file", "key-not-matching", "parse-error", "expired-ca", "fifo-ca", "not-yet-valid-cert"],
 )
 def test_failed_reload_keeps_old_credentials_and_process(pki, procs, servers, server_files, tmp_dir,
                                                          breakage, words):
@@ -469,6 +478,20 @@ def test_a_session_resumed_before_a_crl_reload_is_not_resumed_after_it(pki, ca, 
     assert_refused(tin)
     assert "revoked" in out.wait_for_log("handshake failed")["reason"].lower()
     assert target.connection_count == 2
+
+
+@pytest.mark.parametrize("when,words", [("expired", "expired on"), ("not-yet-valid", "not valid before")])
+def test_own_certificate_outside_its_validity_exits_2_at_start(ca, pki, tmp_dir, when, words):
+    leaf = (tt.issue(ca, "tunnel-out", days=-1) if when == "expired"
+            else tt.issue(ca, "tunnel-out", starts_in=datetime.timedelta(days=1)))
+    crt, key = tmp_dir / "server.crt", tmp_dir / "server.key"
+    tt.write_atomic(crt, leaf.cert_pem())
+    tt.write_atomic(key, leaf.key_pem(), 0o600)
+    r = run_cli(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--cert", str(crt),
+                             "--key", str(key), "--ca", str(pki.ca_cert)])
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"tunnel-out: error: --cert {crt}: {words}"), r.stderr
 
 
 @pytest.mark.parametrize("problem,words", [("stale", "stale since"), ("foreign-issuer", "issued by none"),

@@ -78,8 +78,9 @@ class Leaf:
 
 
 def issue(ca: Authority, cn: str, server: bool = True, days: float = 7,
-          sans: list[x509.GeneralName] | None = None) -> Leaf:
-    """A leaf signed by `ca`; server leaves get localhost / 127.0.0.1 / ::1 by default."""
+          sans: list[x509.GeneralName] | None = None, starts_in: datetime.timedelta | None = None) -> Leaf:
+    """A leaf signed by `ca`; server leaves get localhost / 127.0.0.1 / ::1 by default.
+    `days` (negative: already expired) and `starts_in` (not valid yet) count from now."""
     import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -93,7 +94,7 @@ def issue(ca: Authority, cn: str, server: bool = True, days: float = 7,
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now() - datetime.timedelta(hours=1))
+        .not_valid_before(now() + starts_in if starts_in else now() - datetime.timedelta(days=max(1, -days + 1)))
         .not_valid_after(now() + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
