@@ -6,11 +6,11 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "net/held_datagrams.hpp"
 #include "mux/flow.hpp"
 #include "net/udp_socket.hpp"
 #include "ops/flow_log.hpp"
@@ -21,8 +21,10 @@ namespace tunnel::client {
 struct udp_flow {
   using clock = std::chrono::steady_clock;
 
-  udp_flow(asio::io_context& io, net::udp::endpoint from)
-      : legacy(from), key(net::endpoint_key(from)), secure(io), wake(io, asio::steady_timer::time_point::max()) {}
+  // `held_bytes`: the relay's total of held datagrams (held_datagrams.hpp).
+  udp_flow(asio::io_context& io, net::udp::endpoint from, std::size_t& held_bytes)
+      : legacy(from), key(net::endpoint_key(from)), secure(io), wake(io, asio::steady_timer::time_point::max()),
+        queued(held_bytes) {}
 
   net::udp::endpoint legacy;  // the legacy client this flow belongs to
   std::string key;
@@ -30,7 +32,7 @@ struct udp_flow {
   std::unique_ptr<tls::dtls_engine> tls;  // set once the socket is connected
   // Wakes the flow's coroutine when a deadline may have moved or the flow has ended.
   asio::steady_timer wake;
-  std::deque<std::vector<unsigned char>> queued;  // legacy datagrams awaiting the handshake
+  net::held_datagrams queued;  // legacy datagrams awaiting the handshake
   clock::time_point started = clock::now();
   clock::time_point last_activity = clock::now();
   bool ready = false;  // handshake done: datagrams go straight through

@@ -24,9 +24,6 @@ using clock = std::chrono::steady_clock;
 
 // Datagrams handled per wake-up of one socket before yielding to the other flows.
 constexpr int batch = 64;
-// Legacy datagrams held while a flow's handshake runs; a client that sends faster than a
-// handshake completes loses the rest (counted), as it would on a congested network.
-constexpr std::size_t max_queued = 32;
 // mbedTLS acts on an expired timer only when it next reads; look again after this long
 // instead of spinning if it left one expired.
 constexpr auto timer_recheck = 10ms;
@@ -106,7 +103,7 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
             .kv("refused_total", flow_limit_.total());
       return;
     }
-    auto flow = std::make_unique<udp_flow>(io_, from);
+    auto flow = std::make_unique<udp_flow>(io_, from, held_bytes_);
     f = flow.get();
     f->rec.peer = net::describe(from);
     f->rec.target = svc_.target.to_string();
@@ -114,9 +111,8 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
     asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
   }
   if (!f->ready) {
-    if (f->queued.size() >= max_queued)
+    if (!f->queued.push(d))
       return net::log_drop(queue_full_, "datagram dropped: queue full while the DTLS handshake runs", from, d.size());
-    f->queued.emplace_back(d.begin(), d.end());
     return;
   }
   send_secure(*f, d);
@@ -208,11 +204,7 @@ asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
   ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
   f.ready = true;
   f.last_activity = clock::now();
-  while (!f.queued.empty() && !f.ended) {
-    const auto d = std::move(f.queued.front());
-    f.queued.pop_front();
-    send_secure(f, d);
-  }
+  while (!f.queued.empty() && !f.ended) send_secure(f, f.queued.pop());
   // `||`: the flow ends when either does: tunnel-out's socket failing or closing, or the
   // watch returning on idle expiry or shutdown (end() wakes it).
   if (!f.ended) co_await (secure_to_legacy(f) || watch(f));

@@ -95,7 +95,7 @@ asio::awaitable<void> udp_relay::probe_dtls() {
     co_await pause.async_wait(as_result);
     if (!on_tls_ || stopping_) co_return;
     // A handshake of its own, with no legacy client behind it: no flow pays for the test.
-    udp_flow probe(io_, net::udp::endpoint{});
+    udp_flow probe(io_, net::udp::endpoint{}, held_bytes_);
     probe.probe = true;
     probe.rec.peer = "(DTLS probe)";
     probe.rec.target = svc_.target.to_string();
@@ -168,11 +168,7 @@ asio::awaitable<void> udp_relay::run_tls_flow(udp_flow& f, mux::session* session
   ops::log_flow_authorized(f.rec, version, cipher, false);
   f.ready = true;
   f.last_activity = clock::now();
-  while (!f.queued.empty() && !f.ended) {
-    const auto d = std::move(f.queued.front());
-    f.queued.pop_front();
-    send_over_tls(f, d);
-  }
+  while (!f.queued.empty() && !f.ended) send_over_tls(f, f.queued.pop());
   co_await watch_tls(f);
 }
 
