@@ -77,9 +77,23 @@ asio::awaitable<void> status_server::accept_loop() {
       continue;
     }
     backoff.succeeded();
-    if (active_ >= max_active) continue;  // the socket closes as it goes out of scope
+    // Full: make room by closing the oldest connection that has not sent its request yet;
+    // with none (every one is being answered), the socket closes as it goes out of scope.
+    if (active_ >= max_active && !evict_oldest_reader()) continue;
     asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
   }
+}
+
+bool status_server::evict_oldest_reader() {
+  while (!readers_.empty()) {
+    auto r = readers_.front().lock();
+    readers_.pop_front();
+    if (!r) continue;
+    std::error_code ignored;
+    r->socket->close(ignored);  // its read ends at once; serve() then winds up
+    return true;
+  }
+  return false;
 }
 
 asio::awaitable<void> status_server::serve(net::generic_socket socket) {
@@ -89,7 +103,13 @@ asio::awaitable<void> status_server::serve(net::generic_socket socket) {
     ~leave() { --n; }
   } guard{active_};
   using namespace std::chrono_literals;
-  auto head = co_await net::with_timeout(read_head(socket), 5s);
+  auto watched = std::make_shared<reader>(reader{&socket});
+  readers_.push_back(watched);
+  if (readers_.size() > 4 * max_active)  // forget the ones long gone
+    std::erase_if(readers_, [](const std::weak_ptr<reader>& r) { return r.expired(); });
+  // Probes send their request at once: 2 s is plenty, and bounds what an idle one holds.
+  auto head = co_await net::with_timeout(read_head(socket), 2s);
+  watched.reset();  // answering now: no longer the one to push out
   std::string reply;
   const auto [method, path] = head ? parse_request_line(*head) : std::pair<std::string, std::string>{};
   if (method.empty()) {

@@ -3,10 +3,14 @@
 //   GET /healthz  200 "ok" while the process runs
 //   GET /readyz   200 "ready" or 503 with the reason (listeners, credentials, next hop)
 //   GET /metrics  Prometheus text exposition (ops::metrics)
-// Requests are bounded (8 KiB, 5 s, 64 at once); anything else gets 404/405/400.
+// Requests are bounded (8 KiB, 2 s to send the request, 5 s to take the reply, 64 at once);
+// anything else gets 404/405/400. When 64 are open, a new connection pushes out the oldest
+// one still sending its request: idle connections cannot lock the probes out.
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "net/address.hpp"
@@ -29,10 +33,18 @@ class status_server {
  private:
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> serve(net::generic_socket socket);
+  // Closes the oldest connection still reading its request head; false when there is none.
+  bool evict_oldest_reader();
+
+  // A connection while it reads its request head (serve() owns it; the list only watches).
+  struct reader {
+    net::generic_socket* socket;
+  };
 
   net::generic_acceptor acceptor_;
   readiness_check ready_;
   int active_ = 0;
+  std::deque<std::weak_ptr<reader>> readers_;  // oldest first; gone ones are skipped
 };
 
 // Parses the request line of an HTTP request head; returns {method, path} or empty

@@ -169,6 +169,21 @@ def test_healthz_answers_and_unknown_paths_are_404(procs, servers):
         assert s.recv(100).startswith(b"HTTP/1.1 400")
 
 
+def test_idle_connections_cannot_lock_the_probes_out(procs, servers):
+    # 64 connections that never send a request fill the endpoint; a probe after them is
+    # still answered (the oldest silent one is pushed out), again and again.
+    out = procs.tunnel_out(servers.echo().address, "--status", "127.0.0.1:0")
+    address = status_address(out)
+    idle = [socket.create_connection(harness.split_address(address), timeout=5) for _ in range(64)]
+    try:
+        for _ in range(3):
+            assert http_get(address, "/healthz", timeout=3) == (200, "ok\n")
+            idle.append(socket.create_connection(harness.split_address(address), timeout=5))
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_readyz_follows_tunnel_out_going_away_and_returning(procs, servers):
     echo = servers.echo()
     out = procs.tunnel_out(echo.address)
