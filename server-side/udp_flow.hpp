@@ -6,7 +6,9 @@
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "net/udp_socket.hpp"
@@ -38,6 +40,9 @@ struct udp_flow {
   clock::time_point started = clock::now();
   clock::time_point last_activity = clock::now();
   bool authorized = false;
+  bool holds_slot = false;  // counted in --max-flows (from authorization on)
+  // While the handshake runs: this flow's place among the relay's half-open ones.
+  std::optional<std::list<udp_flow*>::iterator> half_open;
   bool ended = false;
   ops::flow_record rec;
 };

@@ -1,5 +1,7 @@
 #include "udp_relay.hpp"
 
+#include <algorithm>
+
 #include <psa/crypto.h>
 
 #include <asio/co_spawn.hpp>
@@ -39,7 +41,8 @@ udp_relay::udp_relay(asio::io_context& io, const config::service& svc, net::udp:
       source_(std::move(source)),
       socket_(std::move(socket)),
       target_(net::resolve_udp(io, svc.target, false)),
-      budget_(std::move(budget)) {}
+      budget_(std::move(budget)),
+      half_open_limit_(std::clamp<std::size_t>(svc.udp.max_flows, 16, 1024)) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -151,18 +154,15 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
     g.output().clear();
     return net::log_drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
   }
-  if (!budget_->take()) {
-    g.output().clear();
-    if (flow_limit_.count())
-      ops::warn("flow refused: limit reached")
-          .kv("peer", net::describe(from))
-          .kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
-          .kv("refused_since_last_log", flow_limit_.since_last_log())
-          .kv("refused_total", flow_limit_.total());
-    return;
+  if (half_open_.size() >= half_open_limit_) {
+    udp_flow& oldest = *half_open_.front();
+    ops::warn("handshake pushed out by newer ones").kv("peer", oldest.rec.peer).kv("half_open",
+                                                                                   std::uint64_t{half_open_limit_});
+    end(oldest, "handshake pushed out", false);
   }
   auto flow = std::make_unique<udp_flow>(io_, std::move(gate_), from, cid);
   udp_flow& f = *flow;
+  f.half_open = half_open_.insert(half_open_.end(), &f);
   f.rec.peer = net::describe(from);
   f.rec.target = svc_.target.to_string();
   f.tls->on_timer_change([&f] { f.wake.cancel(); });
@@ -198,10 +198,28 @@ void udp_relay::drive(udp_flow& f) {
   read_records(f);
 }
 
+void udp_relay::leave_half_open(udp_flow& f) {
+  if (!f.half_open) return;
+  half_open_.erase(*f.half_open);
+  f.half_open.reset();
+}
+
 void udp_relay::authorize(udp_flow& f) {
   // The certificate chained to --ca and passed the allow-list inside the handshake: only
-  // now does anything reach the target.
+  // now does the flow take a --max-flows slot, and anything reach the target.
+  leave_half_open(f);
   f.rec.identity = f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown");
+  if (!budget_->take()) {
+    if (flow_limit_.count())
+      ops::warn("flow refused: limit reached")
+          .kv("peer", f.rec.peer)
+          .kv("identity", f.rec.identity)
+          .kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
+          .kv("refused_since_last_log", flow_limit_.since_last_log())
+          .kv("refused_total", flow_limit_.total());
+    return end(f, "flow limit reached", true);
+  }
+  f.holds_slot = true;
   ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
   if (const auto ec = net::connect_udp(f.target, target_)) {
     ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", ec.message());
@@ -262,7 +280,8 @@ void udp_relay::forward_to_peer(udp_flow& f, std::span<const unsigned char> payl
 void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
   if (f.ended) return;
   f.ended = true;
-  budget_->give_back();
+  if (f.holds_slot) budget_->give_back();
+  leave_half_open(f);
   by_cid_.erase(f.cid);
   if (auto it = by_addr_.find(f.peer_key); it != by_addr_.end() && it->second == &f) by_addr_.erase(it);
   // Tell tunnel-in the session is gone, so its flow does not wait for replies that will

@@ -72,6 +72,13 @@ class udp_relay {
   // The cookie gate's context, reset for every unverified ClientHello and handed to a new
   // flow once one comes back with a valid cookie.
   std::unique_ptr<tls::dtls_engine> gate_;
+  // Flows whose handshake runs, oldest first. They hold an mbedTLS context but no
+  // --max-flows slot (a slot is taken once the peer's certificate is verified), and at
+  // most half_open_limit_ of them live at once: the oldest is pushed out for a new one, so
+  // handshakes a client never finishes cannot lock real peers out.
+  std::list<udp_flow*> half_open_;
+  std::size_t half_open_limit_;
+  void leave_half_open(udp_flow& f);
   std::unordered_map<std::uint64_t, udp_flow*> by_cid_;  // every live flow
   std::unordered_map<std::string, udp_flow*> by_addr_;
   // All coroutines run on one thread and finish each datagram before the next wait, so one

@@ -214,6 +214,26 @@ def test_tunnel_out_max_flows_is_enforced(procs, echo):
             s.close()
 
 
+def test_handshakes_left_half_open_do_not_lock_real_peers_out(procs, echo):
+    if OVER_TLS:
+        pytest.skip("DTLS only: over TLS a flow opens inside an authenticated connection")
+    # A --max-flows slot is taken once the peer's certificate is verified: twenty clients
+    # that pass the cookie exchange and stop (no certificate needed) hold none, and the
+    # oldest of them is pushed out when more arrive.
+    out, tin = udp_pair(procs, echo.address, out_args=["--max-flows", "2"])
+    hello = udp_tools.capture_client_hello()
+    stalled = [udp_tools.half_open_dtls(out.listen, hello) for _ in range(20)]
+    client = udp_tools.udp_socket()
+    try:
+        assert ping(client, tin.listen, b"real peer") == b"real peer"
+        assert out.wait_for_log("handshake pushed out by newer ones")["half_open"] == 16
+        assert not out.logs_with_msg("flow refused: limit reached")
+    finally:
+        client.close()
+        for s in stalled:
+            s.close()
+
+
 def test_idle_flows_expire_and_the_next_datagram_opens_a_new_one(procs, echo, client):
     out, tin = udp_pair(procs, echo.address, out_args=["--flow-idle-timeout", "1s"],
                         in_args=["--flow-idle-timeout", "1s"])

@@ -299,3 +299,27 @@ def capture_client_hello(timeout: float = 5.0) -> bytes:
 # A DTLS record's content type and, for a handshake record, the message type at byte 13.
 HANDSHAKE = 22
 HELLO_VERIFY_REQUEST = 3
+
+
+def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0) -> socket.socket:
+    """A DTLS client that passes the cookie exchange and stops: it sends `client_hello`
+    (capture_client_hello's), answers the HelloVerifyRequest with the same hello carrying
+    the cookie, waits for the server's first flight and says nothing more. Returns the
+    socket (keep it open: the flow is half-open until the server gives up)."""
+    s = udp_socket()
+    s.settimeout(timeout)
+    host, port = server.rsplit(":", 1)
+    s.sendto(client_hello, (host, int(port)))
+    hvr = s.recv(65535)
+    assert hvr[0] == HANDSHAKE and hvr[13] == HELLO_VERIFY_REQUEST, hvr[:16]
+    cookie = hvr[13 + 12 + 3:13 + 12 + 3 + hvr[13 + 12 + 2]]
+    # The ClientHello body: version (2), random (32), session id (1 + n), cookie (1 + m), ...
+    body = client_hello[13 + 12:]
+    at = 2 + 32 + 1 + body[34]
+    body = body[:at] + bytes([len(cookie)]) + cookie + body[at + 1 + body[at]:]
+    n = len(body).to_bytes(3, "big")
+    handshake = bytes([1]) + n + (1).to_bytes(2, "big") + b"\0\0\0" + n + body  # message_seq 1
+    record = client_hello[:3] + b"\0\0" + (1).to_bytes(6, "big") + len(handshake).to_bytes(2, "big") + handshake
+    s.sendto(record, (host, int(port)))
+    s.recv(65535)  # the server's flight: it now holds a flow for us
+    return s
