@@ -90,8 +90,9 @@ void udp_relay::route(std::span<const unsigned char> d, const net::udp::endpoint
     udp_flow& f = *it->second;
     if (from != f.peer) {
       // A new source address is believed only for a record that authenticates under this
-      // session's keys and is no replay; anyone can copy a CID off the wire.
-      if (!f.tls->handshake_done() || f.tls->check_record(d) != 0)
+      // session's keys, is no replay, and is newer than every record seen (RFC 9146 6):
+      // anyone can copy a CID off the wire, and a reordered one must not move it back.
+      if (!f.tls->handshake_done() || !f.tls->newer_than_seen(d) || f.tls->check_record(d) != 0)
         return net::log_drop(unverified_move_, "datagram dropped: unauthenticated record from a new address", from,
                     d.size());
       ops::info("flow moved to a new address")

@@ -146,6 +146,17 @@ int dtls_engine::check_record(std::span<const unsigned char> datagram) const {
   return mbedtls_ssl_check_record(&ssl_, copy.data(), copy.size());
 }
 
+bool dtls_engine::newer_than_seen(std::span<const unsigned char> datagram) const {
+  // DTLS 1.2 record header: type (1), version (2), epoch (2), sequence number (6), ...
+  if (datagram.size() < 11) return false;
+  const unsigned epoch = (unsigned{datagram[3]} << 8) | datagram[4];
+  std::uint64_t seq = 0;
+  for (std::size_t i = 5; i < 11; ++i) seq = (seq << 8) | datagram[i];
+  // mbedTLS's replay window state: the highest validated sequence number of the current
+  // epoch (MBEDTLS_PRIVATE is its own accessor for fields it keeps private).
+  return epoch == ssl_.MBEDTLS_PRIVATE(in_epoch) && seq > ssl_.MBEDTLS_PRIVATE(in_window_top);
+}
+
 bool dtls_engine::handshake_done() const {
   return mbedtls_ssl_is_handshake_over(const_cast<mbedtls_ssl_context*>(&ssl_));
 }

@@ -62,6 +62,10 @@ class dtls_engine {
   // before, without changing this session (for moving a flow to a new source address).
   // Returns 0 when authentic, an mbedTLS code otherwise.
   int check_record(std::span<const unsigned char> datagram) const;
+  // Whether `datagram`'s first record is newer than every record this session has taken
+  // (its epoch, and its sequence number above the highest validated): a flow moves to a
+  // new address only for such a record, so a late or copied one cannot move it back.
+  bool newer_than_seen(std::span<const unsigned char> datagram) const;
 
   // Datagrams mbedTLS produced, in order; the caller sends and clears them.
   std::vector<datagram>& output() { return out_; }

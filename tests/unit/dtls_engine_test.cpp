@@ -131,6 +131,27 @@ TEST_CASE("check_record accepts an authentic record once and leaves the session 
   CHECK(p.server->check_record(record) != 0);  // now a replay
 }
 
+TEST_CASE("only a record newer than every one taken counts as newer: a late one does not") {
+  dtls_pair p;
+  REQUIRE(p.handshake());
+  std::vector<std::vector<unsigned char>> records;
+  const unsigned char msg[] = "x";
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(p.client->write({msg, 1}) == 1);
+    records.push_back(p.client->output().front());
+    p.client->output().clear();
+  }
+  unsigned char buf[16];
+  p.server->feed(records[0]);
+  REQUIRE(p.server->read({buf, sizeof buf}) == 1);
+  p.server->feed(records[2]);
+  REQUIRE(p.server->read({buf, sizeof buf}) == 1);
+  CHECK(p.server->check_record(records[1]) == 0);     // authentic and never seen: reordered
+  CHECK_FALSE(p.server->newer_than_seen(records[1]));  // but older than record 3
+  REQUIRE(p.client->write({msg, 1}) == 1);
+  CHECK(p.server->newer_than_seen(p.client->output().front()));
+}
+
 TEST_CASE("the record payload for the MTU is below the MTU, and larger writes fail") {
   dtls_pair p;
   REQUIRE(p.handshake());
