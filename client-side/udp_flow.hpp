@@ -22,9 +22,9 @@ struct udp_flow {
   using clock = std::chrono::steady_clock;
 
   // `held_bytes`: the relay's total of held datagrams (held_datagrams.hpp).
-  udp_flow(asio::io_context& io, net::udp::endpoint from, std::size_t& held_bytes)
+  udp_flow(asio::io_context& io, net::udp::endpoint from, std::shared_ptr<std::size_t> held_bytes)
       : legacy(from), key(net::endpoint_key(from)), secure(io), wake(io, asio::steady_timer::time_point::max()),
-        queued(held_bytes) {}
+        queued(std::move(held_bytes)) {}
 
   net::udp::endpoint legacy;  // the legacy client this flow belongs to
   std::string key;

@@ -92,7 +92,8 @@ class udp_relay {
   // direction serves every flow.
   std::array<unsigned char, net::max_udp_payload + 1> datagram_{};
   std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
-  std::size_t held_bytes_ = 0;  // datagrams all flows hold while their handshakes run
+  // Datagrams all flows hold while their handshakes run (shared with the flows).
+  std::shared_ptr<std::size_t> held_bytes_ = std::make_shared<std::size_t>(0);
   net::drop_counter oversize_{ops::udp_drop::oversized}, queue_full_{ops::udp_drop::queue_full},
       flow_limit_{ops::udp_drop::flow_limit}, send_failed_{ops::udp_drop::other}, empty_{ops::udp_drop::other},
       mux_queue_full_{ops::udp_drop::mux_queue_full};

@@ -10,8 +10,9 @@
 using tunnel::net::held_datagrams;
 
 TEST_CASE("a flow holds at most its count and its bytes of datagrams") {
-  std::size_t relay = 0;
-  held_datagrams q(relay);
+  auto total = std::make_shared<std::size_t>(0);
+  const std::size_t& relay = *total;
+  held_datagrams q(total);
   const std::vector<unsigned char> small(100, 1);
   for (std::size_t i = 0; i < held_datagrams::max_count; ++i) CHECK(q.push(small));
   CHECK_FALSE(q.push(small));  // the count
@@ -28,12 +29,13 @@ TEST_CASE("a flow holds at most its count and its bytes of datagrams") {
 }
 
 TEST_CASE("all flows of a relay together hold at most the relay's bound") {
-  std::size_t relay = 0;
+  auto total = std::make_shared<std::size_t>(0);
+  const std::size_t& relay = *total;
   std::vector<std::unique_ptr<held_datagrams>> flows;
   const std::vector<unsigned char> d(60000, 3);
   std::size_t kept = 0;
   for (int i = 0; i < 200; ++i) {  // a burst from 200 source addresses
-    flows.push_back(std::make_unique<held_datagrams>(relay));
+    flows.push_back(std::make_unique<held_datagrams>(total));
     if (flows.back()->push(d)) ++kept;
   }
   CHECK(kept == held_datagrams::max_relay_bytes / d.size());
