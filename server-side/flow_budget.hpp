@@ -22,6 +22,8 @@ class flow_budget {
   // Gives one place back (exactly once per successful take). Any thread.
   void give_back() { used_.fetch_sub(1, std::memory_order_relaxed); }
 
+  // Whether a take() now would fail (any thread; a hint: another may take or give back).
+  bool full() const { return used_.load(std::memory_order_relaxed) >= max_; }
   std::size_t max() const { return max_; }
 
  private:

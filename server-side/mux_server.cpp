@@ -153,6 +153,9 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   mux::session_settings settings;
   settings.client = false;
   settings.keepalive = svc.mux.keepalive;
+  // A client answers the drain ping within a round trip; on a slow, full path that can
+  // take a while, so allow it the keepalive bound (at least 5 s) before refusing OPENs.
+  settings.drain_limit = std::max<std::chrono::milliseconds>(std::chrono::seconds(5), svc.mux.keepalive);
   mux::session session(secure, settings);
   session.on_accept([&host, conn, ex](std::unique_ptr<mux::stream> st) {
     ++conn->live_streams;

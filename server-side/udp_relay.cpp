@@ -155,6 +155,12 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
     g.output().clear();
     return net::log_drop(garbage_, "datagram dropped: invalid ClientHello", from, d.size());
   }
+  // With every --max-flows slot taken, refuse here: cheaper for both sides than a whole
+  // handshake refused at its end (a slot is still only taken once the peer is verified).
+  if (budget_->full()) {
+    g.output().clear();
+    return refuse_for_limit(net::describe(from), "");
+  }
   if (half_open_.size() >= half_open_limit_) {
     udp_flow& oldest = *half_open_.front();
     ops::warn("handshake pushed out by newer ones").kv("peer", oldest.rec.peer).kv("half_open",
@@ -199,6 +205,16 @@ void udp_relay::drive(udp_flow& f) {
   read_records(f);
 }
 
+void udp_relay::refuse_for_limit(const std::string& peer, const std::string& identity) {
+  if (!flow_limit_.count()) return;
+  auto line = ops::warn("flow refused: limit reached");
+  line.kv("peer", peer);
+  if (!identity.empty()) line.kv("identity", identity);
+  line.kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
+      .kv("refused_since_last_log", flow_limit_.since_last_log())
+      .kv("refused_total", flow_limit_.total());
+}
+
 void udp_relay::leave_half_open(udp_flow& f) {
   if (!f.half_open) return;
   half_open_.erase(*f.half_open);
@@ -211,13 +227,7 @@ void udp_relay::authorize(udp_flow& f) {
   leave_half_open(f);
   f.rec.identity = f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown");
   if (!budget_->take()) {
-    if (flow_limit_.count())
-      ops::warn("flow refused: limit reached")
-          .kv("peer", f.rec.peer)
-          .kv("identity", f.rec.identity)
-          .kv("max_flows", static_cast<std::uint64_t>(svc_.udp.max_flows))
-          .kv("refused_since_last_log", flow_limit_.since_last_log())
-          .kv("refused_total", flow_limit_.total());
+    refuse_for_limit(f.rec.peer, f.rec.identity);
     return end(f, "flow limit reached", true);
   }
   f.holds_slot = true;

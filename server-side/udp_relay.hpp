@@ -79,6 +79,8 @@ class udp_relay {
   std::list<udp_flow*> half_open_;
   std::size_t half_open_limit_;
   void leave_half_open(udp_flow& f);
+  // The rate-limited warning for a flow refused by --max-flows (`identity` "" when unknown).
+  void refuse_for_limit(const std::string& peer, const std::string& identity);
   std::unordered_map<std::uint64_t, udp_flow*> by_cid_;  // every live flow
   std::unordered_map<std::string, udp_flow*> by_addr_;
   // All coroutines run on one thread and finish each datagram before the next wait, so one

@@ -40,35 +40,34 @@ file_read read_regular_file(const std::string& path, std::size_t max_bytes) {
     out.error = "not a regular file (" + kind_of(out.info.st_mode) + ")";
     return out;
   }
-  const auto too_large = [&] {
-    return "larger than " + std::to_string(max_bytes) + " bytes";
-  };
   if (static_cast<unsigned long long>(out.info.st_size) > max_bytes) {
-    out.error = too_large();
+    out.error = "larger than " + std::to_string(max_bytes) + " bytes";
     return out;
   }
-  out.bytes.resize(static_cast<std::size_t>(out.info.st_size));
+  // Blocking reads from here on (some filesystems answer EAGAIN to non-blocking ones).
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  // One allocation, never grown: the content may be a private key, and a reallocation
+  // would leave a copy behind that nobody wipes. One spare byte tells a file that grew.
+  const auto size = static_cast<std::size_t>(out.info.st_size);
+  out.bytes.resize(size + 1);
   std::size_t used = 0;
-  for (;;) {
-    if (used == out.bytes.size()) {  // the file grew while read: look for more, within the bound
-      if (used >= max_bytes + 1) break;
-      out.bytes.resize(std::min(max_bytes + 1, used + 4096));
-    }
+  while (used < out.bytes.size()) {
     const ssize_t n = ::read(fd, out.bytes.data() + used, out.bytes.size() - used);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       out.error = std::string("cannot read file (") + std::strerror(errno) + ")";
-      out.bytes.clear();
-      return out;
+      break;
     }
     if (n == 0) break;
     used += static_cast<std::size_t>(n);
   }
-  out.bytes.resize(used);
-  if (used > max_bytes) {
-    out.error = too_large();
+  if (out.error.empty() && used > size) out.error = "changed while being read: try again";
+  if (!out.error.empty()) {
+    explicit_bzero(out.bytes.data(), out.bytes.size());
     out.bytes.clear();
+    return out;
   }
+  out.bytes.resize(used);  // shrinking keeps the one allocation
   return out;
 }
 

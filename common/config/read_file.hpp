@@ -14,7 +14,9 @@ struct file_read {
   struct stat info {};  // the opened file's status (mode, size) on success
 };
 
-// Reads all of `path` when it is a regular file of at most `max_bytes`.
+// Reads all of `path` when it is a regular file of at most `max_bytes`, into one
+// allocation (the caller may wipe it: it is the only copy). A file that grows while read
+// is refused ("changed while being read"), as a reload would be retried.
 file_read read_regular_file(const std::string& path, std::size_t max_bytes);
 
 }  // namespace tunnel::config

@@ -62,7 +62,12 @@ void session::mark_ready() {
 
 bool session::accepting() const { return !ended_ && !closing_ && !retiring() && failure_.empty(); }
 
-bool session::usable() const { return accepting() && streams_.size() < settings_.max_streams; }
+bool session::usable() const {
+  // Our own OPENs have no credit to wait for: while the connection does not drain, take no
+  // streams well before the queue bound that ends a session whose peer does not read.
+  return accepting() && streams_.size() < settings_.max_streams &&
+         out_.size() < outbound_limit + settings_.reply_queue_limit / 2;
+}
 
 asio::awaitable<std::string> session::run() {
   using namespace asio::experimental::awaitable_operators;

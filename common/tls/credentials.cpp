@@ -11,7 +11,6 @@ extern "C" {
 
 #include <algorithm>
 #include <cctype>
-#include <initializer_list>
 #include <string_view>
 
 #include "config/read_file.hpp"
@@ -41,27 +40,27 @@ struct file_text {
   std::size_t size() const { return bytes.size() + (pem() ? 1 : 0); }
 };
 
-// What is wrong with a PEM file's structure, or "": every block terminated and of one of
-// `labels`, and nothing but white space outside the blocks. (mbedTLS skips what is not a
-// block it wants, so a half-written bundle or stray text would pass unnoticed.)
-std::string pem_structure_error(const std::string& text, std::initializer_list<std::string_view> labels) {
-  std::size_t at = 0;
-  const auto skip_space = [&] {
-    while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
-  };
-  for (skip_space(); at < text.size(); skip_space()) {
-    constexpr std::string_view begin = "-----BEGIN ", dashes = "-----";
-    if (text.compare(at, begin.size(), begin) != 0) return "has text outside its PEM blocks";
+// What is wrong with a PEM file's blocks, or "": every "-----BEGIN X-----" line well formed
+// and its block ended by "-----END X-----". Text around the blocks (OpenSSL's "Bag
+// Attributes", a certificate's text dump, comment lines) and blocks of other kinds (a key
+// next to a certificate) are left to the parser, which takes what it wants, as OpenSSL
+// does; but mbedTLS silently skips a block cut short, so half a bundle would pass.
+// Nothing from the file is echoed but a well-formed label: a damaged key must not end up
+// in an error line.
+std::string pem_structure_error(const std::string& text) {
+  constexpr std::string_view begin = "-----BEGIN ", dashes = "-----";
+  for (std::size_t at = text.find(begin); at != std::string::npos; at = text.find(begin, at)) {
     const std::size_t label_at = at + begin.size();
+    const std::size_t line_end = std::min(text.find('\n', label_at), text.size());
     const std::size_t label_end = text.find(dashes, label_at);
-    if (label_end == std::string::npos) return "has a malformed PEM header";
-    const std::string_view label(text.data() + label_at, label_end - label_at);
-    if (std::find(labels.begin(), labels.end(), label) == labels.end())
-      return "holds a " + std::string(label) + " PEM block where only " + std::string(*labels.begin()) +
-             " belongs";
-    const std::string end_line = "-----END " + std::string(label) + "-----";
+    if (label_end == std::string::npos || label_end > line_end || label_end - label_at > 40)
+      return "has a malformed PEM header";
+    const std::string label = text.substr(label_at, label_end - label_at);
+    if (label.empty() || label.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ") != std::string::npos)
+      return "has a malformed PEM header";
+    const std::string end_line = "-----END " + label + "-----";
     const std::size_t end_at = text.find(end_line, label_end);
-    if (end_at == std::string::npos) return "has an unterminated PEM block (" + std::string(label) + ")";
+    if (end_at == std::string::npos) return "has an unterminated PEM block (" + label + ")";
     at = end_at + end_line.size();
   }
   return "";
@@ -69,14 +68,13 @@ std::string pem_structure_error(const std::string& text, std::initializer_list<s
 
 // Reads a credential file for `flag`, refusing what is not a regular file within the
 // bound, and (PEM) what pem_structure_error finds.
-void read_credential(file_text& out, const std::string& flag, const std::string& path,
-                     std::initializer_list<std::string_view> labels) {
+void read_credential(file_text& out, const std::string& flag, const std::string& path) {
   if (path.empty()) throw credential_error(flag + " is required");
   auto r = config::read_regular_file(path, max_credential_bytes);
   if (!r.error.empty()) throw credential_error(flag + " " + path + ": " + r.error);
   out.bytes = std::move(r.bytes);
   if (out.pem()) {
-    if (const std::string why = pem_structure_error(out.bytes, labels); !why.empty())
+    if (const std::string why = pem_structure_error(out.bytes); !why.empty())
       throw credential_error(flag + " " + path + ": " + why);
   }
 }
@@ -121,8 +119,8 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   std::shared_ptr<credentials> c(new credentials());
   if (files.need_own_cert || !files.cert.empty() || !files.key.empty()) {
     file_text cert, key;
-    read_credential(cert, cert_flag, files.cert, {"CERTIFICATE"});
-    read_credential(key, key_flag, files.key, {"PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "EC PARAMETERS"});
+    read_credential(cert, cert_flag, files.cert);
+    read_credential(key, key_flag, files.key);
     if (int rc = mbedtls_x509_crt_parse(&c->chain_, cert.data(), cert.size()); rc != 0)
       throw credential_error(cert_flag + " " + files.cert + ": not a valid certificate (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
@@ -140,7 +138,7 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   }
   if (files.need_ca || !files.ca.empty()) {
     file_text ca;
-    read_credential(ca, ca_flag, files.ca, {"CERTIFICATE"});
+    read_credential(ca, ca_flag, files.ca);
     if (int rc = mbedtls_x509_crt_parse(&c->ca_, ca.data(), ca.size()); rc != 0)
       throw credential_error(ca_flag + " " + files.ca + ": not a valid certificate bundle (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");
@@ -149,7 +147,7 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   }
   if (!files.crl.empty()) {
     file_text crl;
-    read_credential(crl, "--crl", files.crl, {"X509 CRL"});
+    read_credential(crl, "--crl", files.crl);
     // PEM or DER: mbedTLS tells them apart by the PEM header.
     if (int rc = mbedtls_x509_crl_parse(&c->crl_, crl.data(), crl.size()); rc != 0)
       throw credential_error("--crl " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");

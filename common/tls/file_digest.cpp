@@ -1,5 +1,6 @@
 #include "tls/file_digest.hpp"
 
+#include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
 #include "config/read_file.hpp"
@@ -23,7 +24,7 @@ void feed_field(mbedtls_sha256_context& h, const std::string& s) {
 void feed_file(mbedtls_sha256_context& h, const std::string& path) {
   // A FIFO or a device would block the check (and the process with it): only a regular
   // file within the bound counts as content; anything else is its reason.
-  const auto r = config::read_regular_file(path, max_file_bytes);
+  auto r = config::read_regular_file(path, max_file_bytes);
   if (!r.error.empty()) {
     feed_field(h, "unreadable: " + r.error);
     const std::int64_t marker = -1;
@@ -31,6 +32,7 @@ void feed_file(mbedtls_sha256_context& h, const std::string& path) {
     return;
   }
   feed(h, r.bytes.data(), r.bytes.size());
+  mbedtls_platform_zeroize(r.bytes.data(), r.bytes.size());  // it may be a private key
   // The length after the content marks where this file ended.
   const std::int64_t marker = static_cast<std::int64_t>(r.bytes.size());
   feed(h, &marker, sizeof marker);

@@ -75,6 +75,11 @@ std::int64_t unix_seconds(const mbedtls_x509_time& t) {
   return days * 86400 + t.hour * 3600 + t.min * 60 + t.sec;
 }
 
+// How far ahead of our clock a fresh CRL's thisUpdate or our new certificate's notBefore
+// may be: a file issued a moment ago on a host whose clock runs ahead must not be refused
+// (a failed interval reload is not tried again until the file changes).
+constexpr std::int64_t clock_skew = 10 * 60;
+
 void require_valid_cas(const mbedtls_x509_crt& bundle, const std::string& flag, const std::string& path) {
   const std::int64_t now = now_unix();
   for (const mbedtls_x509_crt* c = &bundle; c != nullptr && c->raw.p != nullptr; c = c->next) {
@@ -112,7 +117,7 @@ void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& c
     if (l->next_update.year != 0 && unix_seconds(l->next_update) < now)
       throw credential_error("--crl " + path + ": stale since " + iso(l->next_update) +
                              " (nextUpdate); every peer would be refused: publish a fresh CRL");
-    if (unix_seconds(l->this_update) > now)
+    if (unix_seconds(l->this_update) > now + clock_skew)
       throw credential_error("--crl " + path + ": not valid before " + iso(l->this_update) +
                              " (thisUpdate); every peer would be refused until then: check the clocks");
     const mbedtls_x509_crt* issuer = nullptr;  // a CA of that name (the last one tried)
@@ -135,7 +140,7 @@ void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& c
 
 void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where) {
   const std::int64_t now = now_unix();
-  if (unix_seconds(leaf.valid_from) > now)
+  if (unix_seconds(leaf.valid_from) > now + clock_skew)
     throw credential_error(where + ": not valid before " + iso(leaf.valid_from) +
                            "; every peer would refuse it until then (check the clocks)");
   if (unix_seconds(leaf.valid_to) < now)

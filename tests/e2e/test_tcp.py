@@ -997,7 +997,7 @@ STARTUP_MISTAKES = [
     ("missing-cert", TUNNEL_OUT, {"cert": "/nonexistent/server.crt"}, ["--cert", "/nonexistent/server.crt"]),
     ("missing-ca", TUNNEL_IN, {"ca": "/nonexistent/ca.crt"}, ["--ca", "/nonexistent/ca.crt"]),
     ("key-not-matching-cert", TUNNEL_OUT, {"key": "CLIENT_A_KEY"}, ["--key", "does not match"]),
-    ("not-a-certificate", TUNNEL_IN, {"cert": "CA_KEY"}, ["--cert", "PRIVATE KEY PEM block where only CERTIFICATE belongs"]),
+    ("not-a-certificate", TUNNEL_IN, {"cert": "CA_KEY"}, ["--cert", "not a valid certificate"]),
     ("bad-listen-address", TUNNEL_OUT, {"listen": "127.0.0.1"}, ["--listen", "127.0.0.1"]),
     ("bad-target-port", TUNNEL_OUT, {"target": "127.0.0.1:70000"}, ["--target", "port"]),
     ("unbracketed-ipv6", TUNNEL_IN, {"connect": "::1:8443"}, ["--connect", "brackets"]),
@@ -1092,14 +1092,12 @@ def _bad_credential_file(kind: str, pki, tmp_dir):
         os.mkfifo(path)
     elif kind == "directory":
         path.mkdir()
-    elif kind == "text-after-pem":
-        path.write_bytes(ca_pem + b"garbage\n")
-    elif kind == "text-before-pem":
-        path.write_bytes(b"junk\n" + ca_pem)
     elif kind == "unterminated-block":
         path.write_bytes(ca_pem + b"-----BEGIN CERTIFICATE-----\nMIIB\n")
-    elif kind == "private-key-in-bundle":
-        path.write_bytes(ca_pem + pki.ca_key.read_bytes())
+    elif kind == "damaged-header":
+        # Four dashes: the label must not run on into the key and out in the error line.
+        key = pki.ca_key.read_bytes().replace(b"-----BEGIN PRIVATE KEY-----", b"-----BEGIN PRIVATE KEY----", 1)
+        path.write_bytes(ca_pem + key)
     elif kind == "der-trailing":
         der = subprocess.run(["openssl", "x509", "-in", str(pki.ca_cert), "-outform", "DER"],
                              capture_output=True, check=True).stdout
@@ -1114,10 +1112,8 @@ def _bad_credential_file(kind: str, pki, tmp_dir):
 CREDENTIAL_FILE_MISTAKES = [
     ("fifo", "not a regular file (a FIFO)"),
     ("directory", "not a regular file (a directory)"),
-    ("text-after-pem", "text outside its PEM blocks"),
-    ("text-before-pem", "text outside its PEM blocks"),
-    ("unterminated-block", "unterminated PEM block"),
-    ("private-key-in-bundle", "PRIVATE KEY PEM block where only CERTIFICATE belongs"),
+    ("unterminated-block", "unterminated PEM block (CERTIFICATE)"),
+    ("damaged-header", "malformed PEM header"),
     ("der-trailing", "bytes after its DER content"),
     ("huge", "larger than"),
 ]
@@ -1134,6 +1130,21 @@ def test_credential_file_mistake_exits_2_at_once(pki, tmp_dir, kind, words):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"tunnel-out: error: --ca {bad}: "), lines[0]
     assert words in lines[0], lines[0]
+
+
+def test_credential_files_as_tools_write_them_are_accepted(pki, tmp_dir):
+    # Text around the PEM blocks (openssl pkcs12's "Bag Attributes", a certificate's text
+    # dump, comment lines in a CA bundle) and a certificate and its key in one file load as
+    # OpenSSL would load them.
+    ca = tmp_dir / "bundle.pem"
+    ca.write_bytes(b"# the site CA\nBag Attributes\n    friendlyName: ca\nsubject=CN = ca\n\n"
+                   + pki.ca_cert.read_bytes() + b"\n# end\n")
+    both = tmp_dir / "server-and-key.pem"
+    both.write_bytes(b"Certificate:\n    Data: ...\n" + pki.server.cert.read_bytes() + pki.server.key.read_bytes())
+    both.chmod(0o600)
+    r = run_cli(TUNNEL_OUT, _base_args(pki, TUNNEL_OUT, cert=str(both), key=str(both), ca=str(ca),
+                                       extra=["--check-config"]))
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_fifo_as_the_config_file_is_refused_at_once(tmp_dir):
