@@ -79,7 +79,7 @@ asio::awaitable<void> status_server::accept_loop() {
     backoff.succeeded();
     // Full: make room by closing the oldest connection that has not sent its request yet;
     // with none (every one is being answered), the socket closes as it goes out of scope.
-    if (active_ >= max_active && !evict_oldest_reader()) continue;
+    if (*active_ >= max_active && !evict_oldest_reader()) continue;
     asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
   }
 }
@@ -97,11 +97,13 @@ bool status_server::evict_oldest_reader() {
 }
 
 asio::awaitable<void> status_server::serve(net::generic_socket socket) {
-  ++active_;
+  // The count is shared: a connection still open at exit has its coroutine destroyed
+  // with the event loop, after this object.
   struct leave {
-    int& n;
-    ~leave() { --n; }
+    std::shared_ptr<int> n;
+    ~leave() { --*n; }
   } guard{active_};
+  ++*active_;
   using namespace std::chrono_literals;
   auto watched = std::make_shared<reader>(reader{&socket});
   readers_.push_back(watched);

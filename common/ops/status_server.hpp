@@ -43,7 +43,7 @@ class status_server {
 
   net::generic_acceptor acceptor_;
   readiness_check ready_;
-  int active_ = 0;
+  std::shared_ptr<int> active_ = std::make_shared<int>(0);  // connections being served
   std::deque<std::weak_ptr<reader>> readers_;  // oldest first; gone ones are skipped
 };
 
