@@ -40,6 +40,10 @@ struct udp_flow {
   clock::time_point started = clock::now();
   clock::time_point last_activity = clock::now();
   bool authorized = false;
+  // The last handshake flight sent (record sequence numbers left out) and when: the same
+  // flight again within a moment is a resend a copied record asked for (handshake_flight.hpp).
+  std::uint64_t last_flight = 0;
+  clock::time_point last_flight_at{};
   bool holds_slot = false;  // counted in --max-flows (from authorization on)
   // While the handshake runs: this flow's place among the relay's half-open ones.
   std::optional<std::list<udp_flow*>::iterator> half_open;

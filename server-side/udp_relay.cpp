@@ -1,5 +1,7 @@
 #include "udp_relay.hpp"
 
+#include "tls/handshake_flight.hpp"
+
 #include <algorithm>
 
 #include <psa/crypto.h>
@@ -24,6 +26,9 @@ namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
+// The same handshake flight is sent again at most this often (mbedTLS's own retransmission
+// timer starts at 1 s, so its resends are never held back).
+constexpr auto resend_interval = std::chrono::milliseconds(500);
 
 // Datagrams handled per wake-up of one socket before yielding, so one busy flow cannot
 // starve the others on the thread.
@@ -268,6 +273,20 @@ void udp_relay::read_records(udp_flow& f) {
 }
 
 void udp_relay::send_to_peer(udp_flow& f) {
+  if (!f.tls->handshake_done() && !f.tls->output().empty()) {
+    // mbedTLS resends its whole last flight for every copy of the peer's last handshake
+    // record, and anyone can copy one (the address passed the cookie, so only that peer is
+    // hit). A real peer asks again only after its retransmission timer (1 s and up); the
+    // same flight again sooner than that is not sent.
+    const auto now = clock::now();
+    const std::uint64_t flight = tls::flight_fingerprint(f.tls->output());
+    if (flight == f.last_flight && now - f.last_flight_at < resend_interval) {
+      f.tls->output().clear();
+      return;
+    }
+    f.last_flight = flight;
+    f.last_flight_at = now;
+  }
   for (const auto& out : f.tls->output())
     if (net::send_datagram(socket_, out, f.peer)) net::log_drop(send_failed_, "datagram dropped: send failed", f.peer, out.size());
   f.tls->output().clear();

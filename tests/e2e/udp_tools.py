@@ -301,11 +301,12 @@ HANDSHAKE = 22
 HELLO_VERIFY_REQUEST = 3
 
 
-def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0) -> socket.socket:
+def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0) -> tuple[socket.socket, bytes]:
     """A DTLS client that passes the cookie exchange and stops: it sends `client_hello`
     (capture_client_hello's), answers the HelloVerifyRequest with the same hello carrying
     the cookie, waits for the server's first flight and says nothing more. Returns the
-    socket (keep it open: the flow is half-open until the server gives up)."""
+    socket (keep it open: the flow is half-open until the server gives up) and the
+    ClientHello record with the cookie."""
     s = udp_socket()
     s.settimeout(timeout)
     host, port = server.rsplit(":", 1)
@@ -322,4 +323,4 @@ def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0) -> so
     record = client_hello[:3] + b"\0\0" + (1).to_bytes(6, "big") + len(handshake).to_bytes(2, "big") + handshake
     s.sendto(record, (host, int(port)))
     s.recv(65535)  # the server's flight: it now holds a flow for us
-    return s
+    return s, record

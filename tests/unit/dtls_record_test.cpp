@@ -5,6 +5,7 @@
 #include "net/udp_drops.hpp"
 #include "net/udp_socket.hpp"
 #include "tls/dtls_record.hpp"
+#include "tls/handshake_flight.hpp"
 
 using namespace tunnel;
 using tls::record_kind;
@@ -96,4 +97,24 @@ TEST_CASE("a drop counter logs the first drop, then at most once per interval") 
   CHECK(c.count(t0 + 1s));
   CHECK(c.since_last_log() == 3);
   CHECK(c.total() == 4);
+}
+
+TEST_CASE("a resent handshake flight has the fingerprint of the first; another flight does not") {
+  // Two records in one datagram: type, version, epoch, sequence number, length, body.
+  const auto record = [](unsigned char seq, std::vector<unsigned char> body) {
+    std::vector<unsigned char> r = {22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, seq, 0, static_cast<unsigned char>(body.size())};
+    r.insert(r.end(), body.begin(), body.end());
+    return r;
+  };
+  const auto datagram = [&](unsigned char first_seq, unsigned char last_byte) {
+    auto d = record(first_seq, {1, 2, 3});
+    const auto second = record(static_cast<unsigned char>(first_seq + 1), {4, 5, last_byte});
+    d.insert(d.end(), second.begin(), second.end());
+    return d;
+  };
+  const std::vector<std::vector<unsigned char>> first = {datagram(1, 6)}, resent = {datagram(7, 6)},
+                                                other = {datagram(1, 9)};
+  CHECK(tunnel::tls::flight_fingerprint(first) == tunnel::tls::flight_fingerprint(resent));
+  CHECK(tunnel::tls::flight_fingerprint(first) != tunnel::tls::flight_fingerprint(other));
+  CHECK(tunnel::tls::flight_fingerprint({}) == 0);
 }
