@@ -45,6 +45,12 @@ class writer {
   void sample(const char* name, const std::string& extra_labels, T value) {
     sample(name, extra_labels, std::to_string(value));
   }
+  // A metric with one sample and no labels of its own.
+  template <class T>
+  void single(const char* name, const char* type, const char* help, T value) {
+    header(name, type, help);
+    sample(name, "", value);
+  }
   std::string take() { return std::move(out_); }
 
  private:
@@ -92,8 +98,7 @@ std::string metrics::render() const {
            "program=\"" + escape_label(program_) + "\",version=\"" TUNNEL_VERSION "\",mbedtls=\"" MBEDTLS_VERSION_STRING "\"",
            1);
 
-  w.header("tunnel_connections_active", "gauge", "Connections being relayed now.");
-  w.sample("tunnel_connections_active", "", load(connections_active));
+  w.single("tunnel_connections_active", "gauge", "Connections being relayed now.", load(connections_active));
   w.header("tunnel_connections_total", "counter", "Connections accepted, by how they ended.");
   for (std::size_t i = 0; i < connections.size(); ++i)
     w.sample("tunnel_connections_total", std::string("outcome=\"") + outcome_names[i] + "\"", load(connections[i]));
@@ -108,9 +113,8 @@ std::string metrics::render() const {
     w.sample("tunnel_handshake_failures_total", std::string("reason=\"") + handshake_failure_names[i] + "\"",
              load(handshake_failures[i]));
 
-  w.header("tunnel_handshakes_resumed_total", "counter",
-           "Successful TLS handshakes that resumed an earlier session (no certificates exchanged).");
-  w.sample("tunnel_handshakes_resumed_total", "", load(handshakes_resumed));
+  w.single("tunnel_handshakes_resumed_total", "counter",
+           "Successful TLS handshakes that resumed an earlier session (no certificates exchanged).", load(handshakes_resumed));
   w.header("tunnel_handshake_duration_seconds", "histogram", "Duration of successful TLS handshakes.");
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < histogram::bounds.size(); ++i) {
@@ -122,10 +126,8 @@ std::string metrics::render() const {
   w.sample("tunnel_handshake_duration_seconds_sum", "", number(load(handshake_seconds.sum_us) / 1e6));
   w.sample("tunnel_handshake_duration_seconds_count", "", load(handshake_seconds.count));
 
-  w.header("tunnel_udp_flows_active", "gauge", "UDP flows open now.");
-  w.sample("tunnel_udp_flows_active", "", load(udp_flows_active));
-  w.header("tunnel_udp_flows_total", "counter", "UDP flows opened.");
-  w.sample("tunnel_udp_flows_total", "", load(udp_flows_total));
+  w.single("tunnel_udp_flows_active", "gauge", "UDP flows open now.", load(udp_flows_active));
+  w.single("tunnel_udp_flows_total", "counter", "UDP flows opened.", load(udp_flows_total));
   w.header("tunnel_udp_datagrams_total", "counter", "UDP datagrams relayed, by direction.");
   w.sample("tunnel_udp_datagrams_total", "direction=\"up\"", load(udp_datagrams_up));
   w.sample("tunnel_udp_datagrams_total", "direction=\"down\"", load(udp_datagrams_down));
@@ -137,33 +139,25 @@ std::string metrics::render() const {
   w.header("tunnel_mux_sessions", "gauge", "Mux connections, by state (ready: the peer has answered).");
   w.sample("tunnel_mux_sessions", "state=\"open\"", load(mux_sessions_active));
   w.sample("tunnel_mux_sessions", "state=\"ready\"", load(mux_sessions_ready));
-  w.header("tunnel_mux_streams_active", "gauge", "Legacy connections carried as mux streams now.");
-  w.sample("tunnel_mux_streams_active", "", load(mux_streams_active));
-  w.header("tunnel_mux_window_growth_bytes", "gauge",
-           "Receive windows grown for long paths: bytes of connection window past the initial 4 MiB, all mux connections (at most 256 MiB).");
-  w.sample("tunnel_mux_window_growth_bytes", "", load(mux_window_growth_bytes));
-  w.header("tunnel_mux_window_growth_refused_total", "counter",
-           "Mux connections whose windows could not grow as far as their path asked: the 256 MiB was in use.");
-  w.sample("tunnel_mux_window_growth_refused_total", "", load(mux_window_growth_refused));
+  w.single("tunnel_mux_streams_active", "gauge", "Legacy connections carried as mux streams now.", load(mux_streams_active));
+  w.single("tunnel_mux_window_growth_bytes", "gauge",
+           "Receive windows grown for long paths: bytes of connection window past the initial 4 MiB, all mux connections (at most 256 MiB).", load(mux_window_growth_bytes));
+  w.single("tunnel_mux_window_growth_refused_total", "counter",
+           "Mux connections whose windows could not grow as far as their path asked: the 256 MiB was in use.", load(mux_window_growth_refused));
 
-  w.header("tunnel_accept_failures_total", "counter",
-           "Failed accept() calls (out of file descriptors or memory); accepting backs off meanwhile.");
-  w.sample("tunnel_accept_failures_total", "", load(accept_failures));
-  w.header("tunnel_log_lines_suppressed_total", "counter",
-           "Warning and error lines left out of the log: over 20 at once or 5 a second of one message.");
-  w.sample("tunnel_log_lines_suppressed_total", "", load(log_lines_suppressed));
+  w.single("tunnel_accept_failures_total", "counter",
+           "Failed accept() calls (out of file descriptors or memory); accepting backs off meanwhile.", load(accept_failures));
+  w.single("tunnel_log_lines_suppressed_total", "counter",
+           "Warning and error lines left out of the log: over 20 at once or 5 a second of one message.", load(log_lines_suppressed));
 
-  w.header("tunnel_reloads_total", "counter", "Credential reloads that succeeded.");
-  w.sample("tunnel_reloads_total", "", load(reloads));
-  w.header("tunnel_reload_failures_total", "counter", "Credential reloads that failed (old credentials kept).");
-  w.sample("tunnel_reload_failures_total", "", load(reload_failures));
+  w.single("tunnel_reloads_total", "counter", "Credential reloads that succeeded.", load(reloads));
+  w.single("tunnel_reload_failures_total", "counter", "Credential reloads that failed (old credentials kept).", load(reload_failures));
 
   const auto expiry = load(certificate_expiry_unix);
   if (expiry != 0) {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
-    w.header("tunnel_certificate_expiry_seconds", "gauge", "Seconds until our own certificate expires.");
-    w.sample("tunnel_certificate_expiry_seconds", "", expiry - now);
+    w.single("tunnel_certificate_expiry_seconds", "gauge", "Seconds until our own certificate expires.", expiry - now);
   }
   return w.take();
 }
