@@ -206,14 +206,12 @@ void session::forget(stream& s) {
 }
 
 void session::drop(stream& s, std::error_code ec) {
-  // The stream is over both ways (PROTOCOL.md): what its relay has not taken goes, as TCP
-  // drops a reset connection's unread bytes, and goes back to the connection window.
-  const std::size_t unread = s.in_.size() - s.in_begin_;
+  // The stream is over both ways (PROTOCOL.md): forget() gives what its relay has not taken
+  // back to the connection window, and the bytes go, as TCP drops a reset connection's.
+  forget(s);
   std::vector<std::byte>().swap(s.in_);  // (= {} would keep the capacity)
   s.in_begin_ = 0;
-  streams_.erase(s.id());
   s.fail(ec);
-  if (unread > 0) return_connection_credit(unread);
 }
 
 // ---- the three coroutines -------------------------------------------------------------
@@ -394,8 +392,6 @@ bool session::dispatch(const frame& f) {
     case frame_type::reset:
       if (auto it = streams_.find(f.stream); it != streams_.end()) {
         drop(*it->second, error_for(f.code));
-        changed();
-        maybe_finish();
       }
       break;
     case frame_type::window:
