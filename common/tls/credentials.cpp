@@ -148,10 +148,9 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   if (!files.crl.empty()) {
     file_text crl;
     read_credential(crl, "--crl", files.crl);
-    // PEM or DER: mbedTLS tells them apart by the PEM header.
+    // PEM or DER: mbedTLS tells them apart by the PEM header (and refuses bytes after DER).
     if (int rc = mbedtls_x509_crl_parse(&c->crl_, crl.data(), crl.size()); rc != 0)
       throw credential_error("--crl " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");
-    require_whole_der(crl, c->crl_.raw.len, "--crl", files.crl);
     c->crl_loaded_ = true;
     require_usable_crls(c->crl_, c->ca_, files.crl);
   }
