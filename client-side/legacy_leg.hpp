@@ -45,7 +45,6 @@ asio::awaitable<void> serve_legacy(const config::service& svc, std::shared_ptr<c
   net::generic_socket& socket = conn.socket;
   rec.target = svc.target.to_string();
   rec.service = svc.name;
-  net::set_low_latency(socket);
   if (legacy_tls) {
     co_await serve_legacy_tls(svc, std::move(legacy_tls), std::move(socket), relay, rec);
     co_return;

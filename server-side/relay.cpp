@@ -27,7 +27,6 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   ops::connection_record rec;
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
-  net::set_low_latency(socket);
   const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
   // The first record decides between mux and plain TLS; it counts against the handshake time.
   const auto limit = p.first().limits.handshake;

@@ -4,6 +4,7 @@
 
 #include "config/cli.hpp"
 #include "config/duration.hpp"
+#include "config/number_flag.hpp"
 
 namespace tunnel::config {
 namespace {
@@ -61,19 +62,19 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--idle-timeout", f.idle_timeout, "DUR with no byte either way before closing (default 1h, 0: never)");
   app.add_option("--close-timeout", f.close_timeout, "DUR the other direction may run after a half-close (default 60s, 0: no limit)");
   app.add_option("--shutdown-timeout", f.shutdown_timeout, "DUR live connections get after SIGTERM (default 30s)");
-  app.add_option("--max-conns", f.max_conns, "N connections at once; more are closed at once (default: from the open-file limit)");
-  app.add_option("--threads", f.threads, "N worker threads (default: number of cores)");
+  app.add_option("--max-conns", f.max_conns, "N connections at once; more are closed at once (default: from the open-file limit)")->check(decimal_number());
+  app.add_option("--threads", f.threads, "N worker threads (default: number of cores)")->check(decimal_number());
   app.add_option("--busy-poll", f.busy_poll,
                  "USEC a worker with nothing to do keeps looking for work before it sleeps: lower latency for "
-                 "CPU time (0..10000, default 0: off)");
+                 "CPU time (0..10000, default 0: off)")->check(decimal_number());
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error (default info)");
   app.add_option("--log-format", f.log_format, "text|json (default text)");
   app.add_option("--status", f.status, "ADDR for the HTTP endpoint /healthz, /readyz, /metrics (default: none)");
   app.add_option("--user", f.user, "NAME to switch to after binding, when started as root");
   app.add_flag("--check-config", f.check_config, "validate the settings and files, print them, exit 0 (or 2)");
   app.add_flag("--udp", f.udp, "carry UDP datagrams instead of TCP: DTLS 1.2 on the secure leg, one session per flow");
-  app.add_option("--mtu", f.mtu, "N: largest datagram on the DTLS leg, 576..16384 (default 1400; --udp)");
-  app.add_option("--max-flows", f.max_flows, "N UDP flows at once; more are dropped (default: from the open-file limit, at most 10000; --udp)");
+  app.add_option("--mtu", f.mtu, "N: largest datagram on the DTLS leg, 576..16384 (default 1400; --udp)")->check(decimal_number());
+  app.add_option("--max-flows", f.max_flows, "N UDP flows at once; more are dropped (default: from the open-file limit, at most 10000; --udp)")->check(decimal_number());
   app.add_option("--flow-idle-timeout", f.flow_idle_timeout, "DUR with no datagram either way before a UDP flow ends (default 60s; --udp)");
 }
 

@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "config/duration.hpp"
+#include "config/number_flag.hpp"
 
 namespace tunnel::config {
 
@@ -11,7 +12,7 @@ void add_mux_flags(CLI::App& app, mux_flags& f, tls::role side) {
     app.add_option("--mode", f.mode,
                    "auto|mux|raw: streams over pooled connections (mux), one TLS connection per "
                    "legacy connection (raw), or mux when tunnel-out offers it (auto, the default)");
-    app.add_option("--pool", f.pool, "N mux connections kept up to tunnel-out (default: --threads)");
+    app.add_option("--pool", f.pool, "N mux connections kept up to tunnel-out (default: --threads)")->check(decimal_number());
     app.add_option("--rotate-after", f.rotate_after,
                    "SIZE or DUR: replace a mux connection after this many bytes or this long "
                    "(repeatable; default 16GiB and 24h; 0 disables that limit)");

@@ -47,11 +47,11 @@ std::string describe(const generic_endpoint& ep) {
   return "unknown";
 }
 
-void set_low_latency(generic_socket& s) {
+void set_low_latency(int native_socket) {
   // No look at the family first (a getsockname per connection): on a Unix socket the
   // option fails with EOPNOTSUPP, which changes nothing.
   int one = 1;
-  (void)::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  (void)::setsockopt(native_socket, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 }  // namespace tunnel::net

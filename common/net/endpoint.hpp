@@ -26,7 +26,9 @@ generic_endpoint unix_endpoint(const std::string& path);
 std::string describe(const generic_endpoint& ep);
 
 // Best-effort TCP_NODELAY on inet sockets: the tunnel forwards what it reads at once, so
-// Nagle would only add latency to request/response protocols.
-void set_low_latency(generic_socket& s);
+// Nagle would only add latency to request/response protocols. Set on a listening socket, it
+// is inherited by every connection accepted from it (Linux copies it at accept).
+void set_low_latency(int native_socket);
+inline void set_low_latency(generic_socket& s) { set_low_latency(s.native_handle()); }
 
 }  // namespace tunnel::net

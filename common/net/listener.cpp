@@ -80,6 +80,8 @@ generic_acceptor listen_on(asio::io_context& io, const address& at, const unix_s
   if (at.is_unix()) apply_access(at.path, access);
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + ": " + ec.message());
+  // Set once here: every accepted connection inherits it, with no setsockopt per connection.
+  if (!at.is_unix()) set_low_latency(acceptor.native_handle());
   return acceptor;
 }
 

@@ -29,7 +29,10 @@ asio::awaitable<io_result> plain_stream::read_some(std::span<std::byte> buffer) 
     if (pending_taken_ == pending_.size()) pending_.clear(), pending_taken_ = 0;
     co_return io_result{{}, n};
   }
-  co_return co_await read_soon(socket_, asio::buffer(buffer.data(), buffer.size()), std::exchange(readable_, false));
+  const io_result r =
+      co_await read_soon(socket_, asio::buffer(buffer.data(), buffer.size()), std::exchange(readable_, false));
+  if (r.ec == asio::error::eof) input_ended_ = true;
+  co_return r;
 }
 
 asio::awaitable<std::error_code> plain_stream::write_all(std::span<const std::byte> data) {
@@ -38,6 +41,13 @@ asio::awaitable<std::error_code> plain_stream::write_all(std::span<const std::by
 
 asio::awaitable<std::error_code> plain_stream::shutdown_send() {
   std::error_code ec;
+  // The peer's input has ended too, so both ways are over: close() sends the FIN, and is the
+  // system call the connection needs anyway (a connection per request pays one less).
+  // Nothing can be left unread to turn the close into a reset.
+  if (input_ended_) {
+    socket_.close(ec);
+    co_return ec;
+  }
   socket_.shutdown(generic_socket::shutdown_send, ec);
   co_return ec;
 }

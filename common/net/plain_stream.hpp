@@ -32,6 +32,7 @@ class plain_stream {
   std::vector<std::byte> pending_;
   std::size_t pending_taken_ = 0;
   bool readable_ = false;  // wait_readable just saw data: the next read goes straight to the socket
+  bool input_ended_ = false;  // a read returned the peer's end of input
 };
 
 static_assert(byte_stream<plain_stream>);

@@ -37,6 +37,7 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
   if (::getsockname(fds.front(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
     throw std::runtime_error("socket activation: descriptor 3 is not a socket");
   const int protocol = ss.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
+  if (protocol == IPPROTO_TCP) net::set_low_latency(fds.front());  // inherited by what it accepts
   net::generic_acceptor acceptor(io, asio::generic::stream_protocol(ss.ss_family, protocol), fds.front());
   info("using the listening socket passed by systemd instead of binding --listen")
       .kv("listen", at.to_string())

@@ -1021,6 +1021,12 @@ STARTUP_MISTAKES = [
     ("threads-minus-one", TUNNEL_OUT, {"extra": ["--threads", "-1"]}, ["--threads -1", "1..256"]),
     ("max-conns-minus-one", TUNNEL_IN, {"max_conns": "-1"}, ["--max-conns -1", "1..1000000"]),
     ("mtu-minus-one-without-udp", TUNNEL_OUT, {"extra": ["--mtu", "-1"]}, ["--mtu", "only with --udp"]),
+    # Numbers are decimal: CLI11 alone would read 0x10 as 16 and 010 as 8, and clamp a value
+    # past 64 bits to its largest, echoing a number nobody typed.
+    ("threads-in-hex", TUNNEL_OUT, {"extra": ["--threads", "0x10"]}, ["--threads", "0x10: not a decimal whole number"]),
+    ("pool-with-leading-zero", TUNNEL_IN, {"extra": ["--pool", "010"]}, ["--pool", "010: not a decimal whole number"]),
+    ("max-conns-past-64-bits", TUNNEL_IN, {"max_conns": "99999999999999999999"},
+     ["--max-conns", "99999999999999999999: not a decimal whole number"]),
     ("connect-to-itself", TUNNEL_IN, {"listen": "127.0.0.1:28500", "connect": "127.0.0.1:28500"},
      ["--connect 127.0.0.1:28500", "loop back"]),
     ("target-on-own-wildcard-port", TUNNEL_OUT, {"listen": "0.0.0.0:28501", "target": "127.0.0.1:28501"},

@@ -113,3 +113,50 @@ TEST_CASE("read_now: the end of input is eof; write_now to a closed peer fails w
   CHECK(net::write_now(p.a.socket(), asio::buffer(msg, 7), ec) == 0);
   CHECK(ec == asio::error::broken_pipe);
 }
+
+namespace {
+asio::awaitable<void> read_to_end_then_shut(net::plain_stream& s, std::vector<std::byte>& got, std::error_code& ec) {
+  std::vector<std::byte> buffer(64);
+  for (;;) {
+    const auto r = co_await s.read_some(buffer);
+    if (r.ec) break;
+    got.insert(got.end(), buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(r.bytes));
+  }
+  ec = co_await s.shutdown_send();
+}
+
+asio::awaitable<void> shut(net::plain_stream& s, std::error_code& ec) { ec = co_await s.shutdown_send(); }
+}  // namespace
+
+TEST_CASE("plain_stream: shutdown_send after the end of input closes; the peer reads all, then EOF") {
+  socket_pair p;
+  const char reply[] = "reply";
+  REQUIRE(::send(p.fds[0], reply, 5, 0) == 5);  // queued for the peer before our close
+  REQUIRE(::shutdown(p.fds[1], SHUT_WR) == 0);   // the peer is done sending
+  std::vector<std::byte> got;
+  std::error_code ec;
+  asio::co_spawn(p.io, read_to_end_then_shut(p.a, got, ec), asio::detached);
+  p.io.run();
+  CHECK(!ec);
+  CHECK(got.empty());
+  CHECK(!p.a.socket().is_open());  // one close() did the shutdown's work
+  char buf[16];
+  CHECK(::recv(p.fds[1], buf, sizeof buf, 0) == 5);
+  CHECK(::recv(p.fds[1], buf, sizeof buf, 0) == 0);  // FIN, no reset
+}
+
+TEST_CASE("plain_stream: shutdown_send with input still open only half-closes") {
+  socket_pair p;
+  std::error_code ec;
+  asio::co_spawn(p.io, shut(p.a, ec), asio::detached);
+  p.io.run();
+  CHECK(!ec);
+  CHECK(p.a.socket().is_open());
+  char buf[16];
+  CHECK(::recv(p.fds[1], buf, sizeof buf, 0) == 0);  // the peer sees our end of input
+  const char late[] = "late";
+  REQUIRE(::send(p.fds[1], late, 4, 0) == 4);  // and can still send to us
+  std::error_code rec;
+  CHECK(net::read_now(p.a.socket(), asio::buffer(buf), rec) == 4);
+  CHECK(!rec);
+}
