@@ -87,15 +87,27 @@ namespace {
 struct reachability_cache {
   std::chrono::steady_clock::time_point checked{};
   std::string verdict = "not checked yet";
+  // Set while a dial is under way: probes that arrive meanwhile wait for its verdict instead
+  // of each dialling too (a dial to a silent host takes the full 2 s, and probes keep coming).
+  std::shared_ptr<asio::steady_timer> probing;
 };
 
 // A free coroutine, not a capturing coroutine lambda: GCC 12 mishandles the latter.
 asio::awaitable<std::string> probe(net::address to, std::shared_ptr<reachability_cache> cache) {
   // Probes run on the main context only, so the cache needs no lock.
   if (std::chrono::steady_clock::now() - cache->checked < 1s) co_return cache->verdict;
+  if (auto under_way = cache->probing) {
+    co_await under_way->async_wait(as_result);  // woken by cancel() when the dial is over
+    co_return cache->verdict;
+  }
+  auto under_way = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor,
+                                                        asio::steady_timer::time_point::max());
+  cache->probing = under_way;
   auto dialed = co_await net::dial(to, 2s);
   cache->checked = std::chrono::steady_clock::now();
   cache->verdict = dialed.ec ? "tunnel-out " + to.to_string() + " unreachable: " + dialed.ec.message() : "";
+  cache->probing.reset();
+  under_way->cancel();
   std::error_code ignored;
   dialed.socket.close(ignored);
   co_return cache->verdict;

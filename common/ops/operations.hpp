@@ -19,7 +19,8 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
                                         const net::unix_socket_access& access = {});
 
 // Readiness of the next hop, for /readyz on tunnel-in: a TCP connect to `to`, at most one
-// probe per second (results are cached), bounded by 2 s. "" when reachable.
+// probe per second (results are cached), bounded by 2 s, and never two at once (probes
+// that arrive during a dial wait for its verdict). "" when reachable.
 readiness_check next_hop_reachable(const net::address& to);
 
 // `base`, then `also` (a synchronous check, "" when fine): the first reason wins.

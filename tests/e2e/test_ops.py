@@ -9,6 +9,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -203,6 +204,55 @@ def test_readyz_follows_tunnel_out_going_away_and_returning(procs, servers):
         assert time.monotonic() < deadline, "/readyz did not return to ready"
         time.sleep(0.2)
     echo_through(tin.address, b"back again")
+
+
+def syn_sent_by(pid: int, port: int) -> int:
+    """Connection attempts of process `pid` to 127.0.0.1:`port` still waiting for an answer."""
+    out = subprocess.run(["ss", "-tnpH", "state", "syn-sent", "dst", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(f"pid={pid}," in line for line in out.splitlines())
+
+
+def test_readyz_probes_during_a_slow_dial_share_it(procs):
+    # tunnel-out behind a full backlog: the kernel drops the SYNs, so each dial lasts the
+    # probe's whole 2 s. Twenty probes in that time must make one dial, not twenty.
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    try:
+        # raw mode: no mux pool dialling beside the probes.
+        tin = procs.tunnel_in(f"127.0.0.1:{port}", "--mode", "raw", "--status", "127.0.0.1:0")
+        address = status_address(tin)
+        results: list[tuple[int, str]] = []
+        probes = [threading.Thread(target=lambda: results.append(http_get(address, "/readyz", timeout=10)))
+                  for _ in range(20)]
+        for t in probes:
+            t.start()
+        deadline = time.monotonic() + 1.5
+        most = 0
+        while time.monotonic() < deadline:
+            most = max(most, syn_sent_by(tin.proc.pid, port))
+            time.sleep(0.1)
+        for t in probes:
+            t.join(timeout=10)
+        assert most == 1, f"{most} dials at once for 20 probes"
+        assert len(results) == 20
+        for status, body in results:
+            assert status == 503 and "unreachable" in body, (status, body)
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
 
 
 def test_status_address_in_use_is_a_start_up_error(pki, servers):
