@@ -149,6 +149,7 @@ def main():
         ("One client paced at 1,000 req/s: p50", "ms", g("paced", "p50_ms"), "low", True),
         ("… CPU of both tunnel ends, % of one core", "%", g("paced", "cpu_pct_both"), "low", False),
         ("New connection per request (-k 0, 10 clients)", "req/s", g("cpr", "rps"), "high", True),
+        ("… CPU per request of the relay processes (both ends)", "µs", g("cpr", "cpu_us_per_req"), "low", False),
         ("Memory per idle connection @1000 (in+out)", "KiB", g("mem1000", "kib_per_conn"), "low", False),
         ("… client side (tunnel-in / stunnel client)", "KiB", g("mem1000", "kib_per_conn_in"), "low", False),
         ("… server side (tunnel-out / stunnel server)", "KiB", g("mem1000", "kib_per_conn_out"), "low", False),
@@ -255,6 +256,18 @@ def main():
           + (f"The target (≥ 10× stunnel's {fmt(st_cpr)}) is {fmt(10 * st_cpr)} req/s, "
              f"{fmt_ratio(ratio(10 * st_cpr, hop))} this floor." if st_cpr else ""))
         P("")
+        cpu = {v: F.med("cpr", v, "cpu_us_per_req") for v in ["stunnel", "hop"] + ours_present}
+        if all(cpu[v] is not None for v in cpu):
+            direct_cpr = F.med("cpr", "direct", "rps")
+            P("CPU per request at -k 0, all relay processes together (load-independent): "
+              + ", ".join(f"{v} {fmt(cpu[v])} µs" for v in cpu) + ". "
+              + "".join(f"{o} spends {fmt_ratio(ratio(cpu[o], cpu['stunnel']))} of stunnel's and "
+                        f"{fmt_ratio(ratio(cpu[o], cpu['hop']))} of the hop's. " for o in ours_present)
+              + (f"redis-benchmark and redis-server take the rest of the two cores, at most "
+                 f"{fmt(2e6 / direct_cpr)} µs of CPU per request (two cores ÷ direct's rate), which every "
+                 f"variant pays on top of its own."
+                 if direct_cpr else ""))
+            P("")
 
     # ------------------------------------------------------------ held connections
     held = []

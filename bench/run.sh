@@ -423,10 +423,16 @@ cpr() {  # cpr VARIANT REP : one connection-per-request run (-k 0, 10 clients), 
   local v="$1" rep="$2" n=${CPR_N[$1]:-0} line rps avg mn p50 p95 p99 mx
   [ "$n" = 0 ] && return 0
   say "cpr rep $rep $v n=$n c=10 -k 0 (load $(loadavg))"
+  # CPU the relay processes (both tunnel ends, stunnel's two, the hop's one) spend per
+  # request: what the rate would follow with cores to spare (load-independent).
+  local pids=(${STACK_PIDS[$v]:-}) p t0=0 t1=0
+  for p in "${pids[@]}"; do t0=$((t0 + $(cpu_ticks "$p"))); done
   line=$(rb "${STACK_PORT[$v]}" "$n" 10 0 $((60 + 8 * ${RR_SECS%.*})))
   if [ -z "$line" ]; then record cpr "$v" "$rep" failed 1; say "cpr $v failed"; return 0; fi
+  for p in "${pids[@]}"; do t1=$((t1 + $(cpu_ticks "$p"))); done
   IFS=, read -r _ rps avg mn p50 p95 p99 mx <<<"$line"
   record cpr "$v" "$rep" rps "$rps"
+  [ ${#pids[@]} -gt 0 ] && record cpr "$v" "$rep" cpu_us_per_req "$(python3 -c "print(($t1 - $t0) / $CLK_TCK * 1e6 / $n)")"
   record cpr "$v" "$rep" p50_ms "$p50"
   record cpr "$v" "$rep" p99_ms "$p99"
 }
