@@ -12,6 +12,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
+#include <optional>
 #include <sys/socket.h>
 #include <vector>
 
@@ -46,25 +47,43 @@ std::error_code prepare_transparent(generic_socket& s, const generic_endpoint& t
   return ec;
 }
 
-// Connects `s` (opened by open_for) to `to`. A connection the kernel has completed by the
-// time connect() returns (on loopback, always) is taken at once; Asio's async_connect would
-// send every one through the event loop first (an epoll_ctl and one more pass per connection,
-// which a legacy client opening a connection per request pays each time).
-asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_endpoint& to) {
+// Starts connecting `s` (opened by open_for) to `to` and reports what connect() already
+// knows: settled (connected, or the failure itself) or still under way. A connection the
+// kernel has completed by the time connect() returns (on loopback, always) is taken at
+// once; Asio's async_connect would send every one through the event loop first (an
+// epoll_ctl and one more pass per connection, which a legacy client opening a connection
+// per request pays each time).
+struct connect_state {
+  bool settled = false;
+  std::error_code ec;
+};
+
+connect_state connect_now(generic_socket& s, const generic_endpoint& to) {
   const auto call = [&] { return ::connect(s.native_handle(), to.data(), static_cast<socklen_t>(to.size())); };
-  if (call() == 0) co_return std::error_code{};
-  if (errno != EINPROGRESS && errno != EINTR) co_return last_socket_error();
+  if (call() == 0) return {true, {}};
+  if (errno != EINPROGRESS && errno != EINTR) return {true, last_socket_error()};
   // Calling connect() again is how a non-blocking connect tells its outcome in one system
   // call: 0 once established, the failure itself (ECONNREFUSED), or EALREADY while the
   // handshake is still under way.
-  if (call() == 0 || errno == EISCONN) co_return std::error_code{};
-  if (errno != EALREADY && errno != EINPROGRESS && errno != EINTR) co_return last_socket_error();
+  if (call() == 0 || errno == EISCONN) return {true, {}};
+  if (errno != EALREADY && errno != EINPROGRESS && errno != EINTR) return {true, last_socket_error()};
+  return {false, {}};
+}
+
+// The outcome of a connect connect_now left under way.
+asio::awaitable<std::error_code> finish_connect(generic_socket& s) {
   auto [ec] = co_await s.async_wait(generic_socket::wait_write, as_result);
   if (ec) co_return ec;
   int error = 0;
   socklen_t length = sizeof error;
   if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) co_return last_socket_error();
   co_return std::error_code(error, asio::error::get_system_category());
+}
+
+asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_endpoint& to) {
+  const connect_state state = connect_now(s, to);
+  if (state.settled) co_return state.ec;
+  co_return co_await finish_connect(s);
 }
 
 // The addresses to try for `to`, in order. A numeric host is its own answer: no
@@ -135,9 +154,37 @@ asio::awaitable<dial_result> connect_patiently(const address& to, const generic_
   }
 }
 
+// The common case, an IP-literal target, without the timeout's machinery (two more
+// coroutines, a timer, a parallel group) when connect() settles at once, as on loopback.
+// Nullopt: not that case, or no descriptor to spare (the patient path waits for one).
+asio::awaitable<std::optional<dial_result>> dial_literal(const address& to, std::chrono::milliseconds timeout) {
+  if (to.is_unix()) co_return std::nullopt;
+  std::error_code ec;
+  const auto literal = asio::ip::make_address(to.host, ec);
+  if (ec) co_return std::nullopt;
+  dial_result out{{}, generic_socket(co_await asio::this_coro::executor)};
+  const auto endpoint = to_generic(asio::ip::tcp::endpoint(literal, to.port));
+  if ((out.ec = open_for(out.socket, endpoint))) {
+    if (out_of_descriptors(out.ec)) co_return std::nullopt;
+    co_return out;
+  }
+  const connect_state state = connect_now(out.socket, endpoint);
+  out.ec = state.ec;
+  if (!state.settled) {
+    auto outcome = co_await with_timeout(finish_connect(out.socket), timeout);
+    out.ec = outcome ? *outcome : std::error_code(asio::error::timed_out);
+  }
+  std::error_code ignored;
+  if (out.ec) out.socket.close(ignored);
+  else set_low_latency(out.socket);
+  co_return out;
+}
+
 }  // namespace
 
 asio::awaitable<dial_result> dial(const address& to, std::chrono::milliseconds timeout) {
+  std::optional<dial_result> direct = co_await dial_literal(to, timeout);
+  if (direct) co_return std::move(*direct);
   auto outcome = co_await with_timeout(connect_patiently(to, nullptr), timeout);
   if (outcome) co_return std::move(*outcome);
   co_return dial_result{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
