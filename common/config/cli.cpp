@@ -90,11 +90,12 @@ std::string first_line(const std::string& text) {
 
 }  // namespace
 
-std::size_t default_max_conns() {
+std::size_t default_max_conns(unsigned threads) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 10000;
   const auto fds = static_cast<std::size_t>(lim.rlim_cur);
-  return fds > 128 ? (fds - 64) / 2 : 32;
+  const std::size_t reserve = 64 + 64 + 3 * std::size_t{threads};
+  return fds > reserve + 64 ? (fds - reserve) / 2 : 32;
 }
 
 cli_outcome parse_command_line(tls::role side, int argc, char** argv) {

@@ -23,8 +23,11 @@ std::string describe(const settings& all);
 // opened here (credentials::load does that); the config file is.
 cli_outcome parse_command_line(tls::role side, int argc, char** argv);
 
-// Default for --max-conns: half the open-file limit (two sockets per connection) less a
-// reserve for listeners and logs.
-std::size_t default_max_conns();
+// Default for --max-conns: half the open-file limit (two sockets per connection) once a
+// reserve is set aside for what else the process holds: each worker's event loop (3
+// descriptors), the status endpoint's connections (64), listeners, logs, and the files a
+// reload opens. Without it the limit would be reached below --max-conns, and /healthz and
+// reloads would fail first.
+std::size_t default_max_conns(unsigned threads);
 
 }  // namespace tunnel::config

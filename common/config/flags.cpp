@@ -109,7 +109,7 @@ void validate_udp(const raw_flags& f, service& s) {
   }
   // One socket per flow on either side, and each flow holds a DTLS context (~50 KiB).
   s.udp.max_flows = f.max_flows ? static_cast<std::size_t>(bounded_count("--max-flows", *f.max_flows, 1, 1'000'000))
-                                : std::min<std::size_t>(default_max_conns(), 10'000);
+                                : std::min<std::size_t>(default_max_conns(s.threads), 10'000);
   if (!f.flow_idle_timeout.empty()) {
     s.udp.flow_idle = duration_flag("--flow-idle-timeout", f.flow_idle_timeout);
     // UDP has no close: a flow with no idle limit would hold its slot forever.
@@ -206,10 +206,10 @@ service validate(tls::role side, const raw_flags& f) {
   if (s.limits.connect.count() == 0) throw usage_error("--connect-timeout: must be greater than 0");
   if (s.limits.handshake.count() == 0) throw usage_error("--handshake-timeout: must be greater than 0");
 
-  s.max_conns = f.max_conns ? static_cast<std::size_t>(bounded_count("--max-conns", *f.max_conns, 1, 1'000'000))
-                            : default_max_conns();
   s.threads = f.threads ? static_cast<unsigned>(bounded_count("--threads", *f.threads, 1, 256))
-                            : std::max(1u, std::thread::hardware_concurrency());
+                        : std::max(1u, std::thread::hardware_concurrency());
+  s.max_conns = f.max_conns ? static_cast<std::size_t>(bounded_count("--max-conns", *f.max_conns, 1, 1'000'000))
+                            : default_max_conns(s.threads);
   if (f.busy_poll < 0 || f.busy_poll > 10'000)
     throw usage_error("--busy-poll " + std::to_string(f.busy_poll) + ": must be 0..10000 (microseconds)");
   s.busy_poll = std::chrono::microseconds(f.busy_poll);

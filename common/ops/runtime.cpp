@@ -56,6 +56,10 @@ void runtime::serve(net::generic_acceptor acceptor, std::size_t max_conns, handl
 asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
                                            handler on_connection) {
   accept_backoff backoff(net::bound_address(acceptor));
+  // This listener's connections: --max-conns is a service's own limit, so load on another
+  // port (handshakes held open there by anyone who can reach it) never uses it up.
+  // Shared with each connection's completion, which may run after this loop has ended.
+  auto here = std::make_shared<std::atomic<std::size_t>>(0);
   while (!stopping_) {
     worker& w = *workers_[next_worker_];
     next_worker_ = (next_worker_ + 1) % workers_.size();
@@ -68,7 +72,7 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
       continue;
     }
     backoff.succeeded();
-    if (active_.load(std::memory_order_relaxed) >= max_conns) {
+    if (here->load(std::memory_order_relaxed) >= max_conns) {
       std::error_code ignored;
       warn("connection refused: limit reached")
           .kv("peer", net::describe(peer))
@@ -77,17 +81,19 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
       metrics::get().count(outcome::limit);
       continue;
     }
+    here->fetch_add(1, std::memory_order_relaxed);
     active_.fetch_add(1, std::memory_order_relaxed);
     metrics::get().connections_active.fetch_add(1, std::memory_order_relaxed);
-    spawn(w, net::accepted{std::move(socket), peer}, on_connection);
+    spawn(w, net::accepted{std::move(socket), peer}, on_connection, here);
   }
 }
 
-void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection) {
-  asio::post(w.io, [this, &w, conn = std::move(conn), on_connection]() mutable {
+void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection,
+                    std::shared_ptr<std::atomic<std::size_t>> listener_count) {
+  asio::post(w.io, [this, &w, conn = std::move(conn), on_connection, listener_count]() mutable {
     auto it = w.live.emplace(w.live.end());
     asio::co_spawn(w.io, on_connection(std::move(conn)),
-                   asio::bind_cancellation_slot(it->slot(), [this, &w, it](std::exception_ptr e) {
+                   asio::bind_cancellation_slot(it->slot(), [this, &w, it, listener_count](std::exception_ptr e) {
                      if (e) {
                        try {
                          std::rethrow_exception(e);
@@ -97,6 +103,7 @@ void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection)
                      }
                      // The signal is erased after this handler returns, not inside it.
                      asio::post(w.io, [&w, it] { w.live.erase(it); });
+                     listener_count->fetch_sub(1, std::memory_order_relaxed);
                      active_.fetch_sub(1, std::memory_order_relaxed);
                      metrics::get().connections_active.fetch_sub(1, std::memory_order_relaxed);
                    }));

@@ -39,7 +39,8 @@ class runtime {
   asio::io_context& worker_context(std::size_t i) { return workers_.at(i)->io; }
 
   // Starts accepting on `acceptor` (which must belong to main_context()); at most
-  // `max_conns` connections live at once, the rest are closed at once with a warning.
+  // `max_conns` connections of this acceptor live at once, the rest are closed at once
+  // with a warning.
   void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
 
   // Registers `hook` to run on the main context when SIGTERM/SIGINT arrives, right after
@@ -82,7 +83,8 @@ class runtime {
 
   asio::awaitable<void> accept_loop(net::generic_acceptor& acceptor, std::size_t max_conns,
                                     handler on_connection);
-  void spawn(worker& w, net::accepted conn, const handler& on_connection);
+  void spawn(worker& w, net::accepted conn, const handler& on_connection,
+             std::shared_ptr<std::atomic<std::size_t>> listener_count);
   asio::awaitable<void> watch_signals();
   asio::awaitable<void> repeat(std::chrono::milliseconds interval, std::function<void()> task);
   asio::awaitable<void> drain();

@@ -675,7 +675,8 @@ def s_client(pki, address: str, *extra: str, cred=None, quiet: bool = True) -> s
     `quiet`: only the data on stdout (otherwise s_client's report too: New/Reused, ...)."""
     host, port = split_address(address)
     cred = cred or pki.client_a
-    args = ["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile", str(pki.ca_cert),
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    args = ["openssl", "s_client", "-connect", target, "-CAfile", str(pki.ca_cert),
             "-cert", str(cred.cert), "-key", str(cred.key), "-verify_return_error", "-ign_eof",
             *(["-quiet"] if quiet else []), *extra]
     return subprocess.run(args, input=b"", capture_output=True, timeout=20)

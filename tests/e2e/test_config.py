@@ -154,6 +154,26 @@ def test_one_service_on_a_port_ignores_sni(procs, pki, servers, tmp_dir):
     assert b"only one" in got.stdout, got.stderr.decode(errors="replace")
 
 
+def test_max_conns_counts_each_service_on_its_own(procs, pki, servers, tmp_dir):
+    """Connections held open on one service (no handshake needed) never use up another's
+    --max-conns: the limit is the service's own, not the process's."""
+    target = servers.sender(b"small but served\n")
+    top = {**credential_keys(pki.server), "ca": str(pki.ca_cert), "log-format": "json"}
+    services = {"big": {"listen": "127.0.0.1:0", "target": target.address, "max-conns": 1000},
+                "small": {"listen": "[::1]:0", "target": target.address, "max-conns": 2}}  # another port
+    out, listens = start_with_config(procs, TUNNEL_OUT, write_config(tmp_dir / "limits.toml", top, services), 2,
+                                     "tunnel-out")
+    held = [connect(harness.split_address(listens["big"])) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # accepted and counted before the next connection arrives
+        got = s_client(pki, listens["small"], "-servername", "localhost")
+        assert b"small but served" in got.stdout, got.stderr.decode(errors="replace")
+        assert not out.logs_with_msg("connection refused: limit reached"), out.log_text()
+    finally:
+        for s in held:
+            s.close()
+
+
 # --------------------------------------------------------------------------------------
 # mistakes: each refused with exit code 2, one line naming file, line and key
 
