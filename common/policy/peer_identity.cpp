@@ -60,6 +60,7 @@ std::string join(const std::vector<std::string>& items) {
 peer_identity identity_of(const mbedtls_x509_crt& crt) {
   peer_identity id;
   id.cn = common_name(&crt.subject);
+  id.has_san = mbedtls_x509_crt_has_ext_type(&crt, MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) != 0;
   for (const mbedtls_x509_sequence* seq = &crt.subject_alt_names; seq != nullptr && seq->buf.p;
        seq = seq->next) {
     mbedtls_x509_subject_alternative_name san{};

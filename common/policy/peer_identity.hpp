@@ -16,6 +16,7 @@ struct peer_identity {
   std::vector<std::string> dns;   // DNS SANs as written in the certificate
   std::vector<std::string> uri;   // URI SANs (SPIFFE IDs live here)
   std::vector<std::string> ip;    // IP SANs in canonical text form
+  bool has_san = false;           // a subjectAltName extension of any kind (then the CN names nothing)
   spki_digest spki{};
   std::string psk;                // PSK mode: the pre-shared key's identity (no certificate)
 

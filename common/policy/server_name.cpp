@@ -30,7 +30,9 @@ bool certifies_name(const peer_identity& peer, std::string_view name) {
     return std::find(peer.ip.begin(), peer.ip.end(), *ip) != peer.ip.end();
   if (std::any_of(peer.dns.begin(), peer.dns.end(), [&](const std::string& d) { return dns_matches(d, name); }))
     return true;
-  return peer.dns.empty() && peer.ip.empty() && same_ascii(peer.cn, name);
+  // RFC 6125 6.4.4: the CN is looked at only in a certificate with no subjectAltName at all
+  // (a URI or e-mail SAN alone still rules it out), as mbedTLS's own name check does.
+  return !peer.has_san && peer.dns.empty() && peer.ip.empty() && same_ascii(peer.cn, name);
 }
 
 }  // namespace tunnel::policy
