@@ -163,6 +163,9 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   });
   session.on_accept_flow([&host, conn, ex](std::unique_ptr<mux::flow> f) { accept_flow(host, conn, ex, std::move(f)); });
   host.add(&session, ex);
+  // A reload between the end of the handshake and add() found no session to retire: this
+  // one was judged by the replaced credentials, so it takes no new streams either.
+  if (secure.tls().context().replaced()) session.goaway(mux::reset_code::shutdown, "credentials reloaded");
   const std::string reason = co_await session.run();
   host.remove(&session);
   // Let the streams log their end (they fail at once now) before this connection counts as

@@ -1,5 +1,8 @@
 #include "tls/context.hpp"
 
+#include <mbedtls/sha256.h>
+#include <mbedtls/x509_crt.h>
+
 // psa_util.h lacks extern "C" guards in mbedTLS 3.6.
 extern "C" {
 #include <mbedtls/psa_util.h>
@@ -60,6 +63,31 @@ void check(int rc, const char* what) {
   if (rc != 0) throw std::runtime_error(std::string("TLS configuration failed: ") + what);
 }
 
+// The CA bundle and CRLs (or the pre-shared key) as one SHA-256: what the chain check
+// depends on besides the allow-lists.
+std::array<unsigned char, 32> digest_of_trust(credentials& creds) {
+  mbedtls_sha256_context sha;
+  mbedtls_sha256_init(&sha);
+  mbedtls_sha256_starts(&sha, 0);
+  const auto add = [&](const void* p, std::size_t n) {
+    const std::uint64_t length = n;  // framed: no two lists of blobs hash alike
+    mbedtls_sha256_update(&sha, reinterpret_cast<const unsigned char*>(&length), sizeof length);
+    mbedtls_sha256_update(&sha, static_cast<const unsigned char*>(p), n);
+  };
+  if (const auto& psk = creds.psk()) {
+    add(psk->identity.data(), psk->identity.size());
+    add(psk->key.data(), psk->key.size());
+  }
+  if (creds.has_ca())
+    for (const mbedtls_x509_crt* c = creds.ca(); c && c->raw.p; c = c->next) add(c->raw.p, c->raw.len);
+  add("crl", 3);
+  for (const mbedtls_x509_crl* c = creds.crl(); c && c->raw.p; c = c->next) add(c->raw.p, c->raw.len);
+  std::array<unsigned char, 32> out{};
+  mbedtls_sha256_finish(&sha, out.data());
+  mbedtls_sha256_free(&sha);
+  return out;
+}
+
 }  // namespace
 
 tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds)
@@ -72,6 +100,7 @@ tls_context::tls_context(tls_options options, std::shared_ptr<credentials> creds
       if (options_.side == role::server) tickets_ = std::make_unique<ticket_issuer>(options_.resumption);
       else sessions_ = std::make_unique<session_cache>(options_.resumption);
     }
+    trust_ = digest_of_trust(*creds_);
     configure(config_, options_.mux_alpn);
     // A client offering other ALPN protocols only is served raw by a config that offers none
     // (mbedTLS would refuse it: it has no ALPN selection callback).
@@ -149,9 +178,31 @@ std::size_t tls_context::forget_expired() const {
   return (tickets_ ? tickets_->forget_expired() : 0) + (sessions_ ? sessions_->forget_expired() : 0);
 }
 
-void tls_context::retire() const {
+void tls_context::retire(std::function<std::shared_ptr<const tls_context>()> now) const {
+  {
+    std::lock_guard lock(replaced_mutex_);
+    now_ = std::move(now);
+  }
+  replaced_.store(true, std::memory_order_release);
   if (tickets_) tickets_->retire();
   if (sessions_) sessions_->retire();
+}
+
+std::shared_ptr<const tls_context> tls_context::replacement() const {
+  std::function<std::shared_ptr<const tls_context>()> now;
+  {
+    std::lock_guard lock(replaced_mutex_);
+    now = now_;
+  }
+  return now ? now() : nullptr;
+}
+
+int tls_context::verify_chain(mbedtls_x509_crt* chain) const {
+  if (!creds_->has_ca()) return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+  std::uint32_t flags = 0;
+  // The profile of MBEDTLS_SSL_PRESET_DEFAULT, which the handshakes use.
+  return mbedtls_x509_crt_verify_with_profile(chain, creds_->ca(), creds_->crl(), &mbedtls_x509_crt_profile_default,
+                                              nullptr, &flags, nullptr, nullptr);
 }
 
 bool tls_context::resumes() const {

@@ -5,8 +5,12 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cookie.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -102,10 +106,28 @@ class tls_context {
   // With resumption: erases every ticket key and saved session, and takes no new ones, once
   // a reload has replaced this context: no new connection may resume through it. (Const
   // like the handshakes that use them: the issuer and the cache lock their own state.)
-  void retire() const;
+  // `now`: what a handshake still running on this context must also pass at its end (the
+  // source's current context, looked up then).
+  void retire(std::function<std::shared_ptr<const tls_context>()> now) const;
+  // A reload has replaced this context (retire() ran). A handshake that was still running
+  // on it was judged by the old CA, CRL and allow-list; run_handshake checks it again
+  // against replacement() (engine::admitted_after_reload), so that a peer the reload
+  // revoked does not get in through a connection it had opened before.
+  bool replaced() const { return replaced_.load(std::memory_order_acquire); }
+  // The context in force now, for a replaced one; null when there is none to ask.
+  std::shared_ptr<const tls_context> replacement() const;
+  // What the chain check trusts: the CA bundle and CRL (or the pre-shared key), as a
+  // digest. Two contexts with the same one reach the same verdict on any certificate chain.
+  const std::array<unsigned char, 32>& trust_digest() const { return trust_; }
+  // The chain check of this context on `chain`, outside a handshake: 0 when it passes.
+  int verify_chain(mbedtls_x509_crt* chain) const;
 
  private:
   tls_options options_;
+  mutable std::atomic<bool> replaced_{false};
+  mutable std::mutex replaced_mutex_;  // guards now_
+  mutable std::function<std::shared_ptr<const tls_context>()> now_;
+  std::array<unsigned char, 32> trust_{};
   void configure(mbedtls_ssl_config& config, bool mux_alpn);
   // DTLS only: cookies, connection IDs, retransmission, DTLS 1.2 suites.
   void configure_datagram(mbedtls_ssl_config& config, bool server);

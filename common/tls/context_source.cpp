@@ -68,7 +68,10 @@ bool context_source::reload(reload_trigger why) {
   }
   // `fresh` now holds the previous context; it is freed here or by the last connection
   // that still uses it. Its resumption secrets go now: no new connection resumes through it.
-  fresh->retire();
+  fresh->retire([weak = weak_from_this()]() -> std::shared_ptr<const tls_context> {
+    const auto source = weak.lock();
+    return source ? source->current() : nullptr;
+  });
   m.reloads.fetch_add(1, std::memory_order_relaxed);
   describe_loaded(*current(), "credentials reloaded", trigger);
   return true;

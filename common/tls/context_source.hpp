@@ -17,7 +17,7 @@ namespace tunnel::tls {
 
 enum class reload_trigger { signal, interval };
 
-class context_source {
+class context_source : public std::enable_shared_from_this<context_source> {
  public:
   // Loads the files and builds the first context; reports our certificate's expiry.
   // Throws credential_error (a bad file, naming the flag) or std::runtime_error (mbedTLS).

@@ -138,6 +138,22 @@ bool engine::admits(const policy::peer_identity& peer, std::string* why) const {
   return false;
 }
 
+bool engine::admitted_after_reload(const tls_context& now) const {
+  const bool psk = context_->creds().psk().has_value();
+  if (!context_->options().verify_peer && !psk) return true;  // this leg authenticates no peer
+  if (now.trust_digest() != context_->trust_digest()) {
+    if (psk || resumed_) return false;
+    const mbedtls_x509_crt* chain = mbedtls_ssl_get_peer_cert(&ssl_);
+    // mbedTLS takes the chain non-const; verification does not change it.
+    if (!chain || now.verify_chain(const_cast<mbedtls_x509_crt*>(chain)) != 0) return false;
+  }
+  if (psk) return true;  // the same key
+  if (!peer_) return false;
+  if (is_client()) return now.admits(*peer_);
+  if (alpn() == mux::alpn_name) return now.admits_any(*peer_);
+  return choice_.route && now.admits(*peer_, *choice_.route);
+}
+
 bool engine::refused_by_policy() const {
   // An SNI naming no service here fails the handshake in the ClientHello.
   return refused_by_policy_ || (!choice_.route && !choice_.asked.empty());

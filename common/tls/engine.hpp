@@ -48,9 +48,15 @@ class engine {
 
   bool handshake_done() const;
   bool is_client() const { return context_->options().side == role::client; }
+  const tls_context& context() const { return *context_; }
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const;
+  // After a handshake that a reload overtook (context().replaced()): whether `now`, the
+  // context in force, admits this peer too. Its allow-list always decides; its CA and CRL
+  // too when they differ from the ones the handshake used, by checking the peer's chain
+  // again (a resumed session or a pre-shared key has none to check: refused then).
+  bool admitted_after_reload(const tls_context& now) const;
   // The handshake resumed an earlier session (tls/resumption.hpp): no certificates were
   // exchanged, and peer() is the identity the earlier full handshake verified.
   bool resumed() const { return resumed_; }

@@ -35,6 +35,16 @@ asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono
   const auto started = std::chrono::steady_clock::now();
   auto result = co_await net::with_timeout(stream.handshake(), limit);
   auto& m = ops::metrics::get();
+  // A reload during the handshake: the peer must pass the credentials in force now too.
+  if (result && !*result && stream.tls().context().replaced()) {
+    const auto now = stream.tls().context().replacement();
+    if (!now || !stream.tls().admitted_after_reload(*now)) {
+      m.count(ops::outcome::handshake_failed);
+      m.count(ops::handshake_failure::policy);
+      co_return handshake_outcome{.reason = "refused by the credentials reloaded during the handshake",
+                                  .kind = ops::handshake_failure::policy};
+    }
+  }
   if (result && !*result) {
     m.handshake_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (stream.tls().resumed()) m.handshakes_resumed.fetch_add(1, std::memory_order_relaxed);

@@ -8,6 +8,8 @@ import datetime
 import os
 import shutil
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -346,6 +348,45 @@ def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, serve
     live.sendall(b"after\n")
     assert recv_all(live, 6) == b"after\n"
     live.close()
+
+
+@pytest.mark.parametrize("alpn", [None, "tunnel-mux/1"])
+def test_a_connection_opened_before_a_crl_reload_cannot_handshake_by_the_old_crl(pki, ca, procs, servers, tmp_dir,
+                                                                                alpn):
+    # A client opens TCP, waits for the reload that revokes it, and only then handshakes:
+    # the connection's credentials snapshot is the old one, so the handshake would pass by
+    # the old CRL. It must be refused (and the target never dialled).
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, []))
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, "--crl", str(crl))
+    host, port = harness.split_address(out.listen)
+    early = socket.create_connection((host, port), timeout=5)
+    try:
+        time.sleep(0.2)  # accepted: its snapshot of the credentials is taken
+        tt.write_atomic(crl, tt.make_crl(ca, [pki.client_b.certificate.serial_number]))
+        out.signal(signal.SIGHUP)
+        reloaded(out, "SIGHUP")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_verify_locations(str(pki.ca_cert))
+        ctx.load_cert_chain(str(pki.client_b.cert), str(pki.client_b.key))
+        if alpn:
+            ctx.set_alpn_protocols([alpn])
+        refused = False
+        try:
+            with ctx.wrap_socket(early, server_hostname="localhost") as s:
+                s.settimeout(5)
+                s.sendall(b"revoked but in?\n")
+                refused = s.recv(100) == b""
+        except (ssl.SSLError, ConnectionError):
+            refused = True
+        assert refused, "a revoked client got in over a connection opened before the reload"
+        failed = out.wait_for_log("handshake failed")
+        assert "reloaded during the handshake" in failed["reason"], failed  # the new CRL revokes it
+        assert target.connection_count == 0
+    finally:
+        early.close()
 
 
 @pytest.mark.parametrize("revoking", ["tunnel-out", "tunnel-in"])

@@ -120,3 +120,33 @@ TEST_CASE("an engine whose handshake failed before a cipher suite was chosen des
   CHECK(server.ciphersuite().empty());  // mbedTLS has no suite to name: NULL, not a crash
   CHECK(!server.version().empty());
 }
+
+TEST_CASE("a handshake a reload overtook: the allow-list in force decides, and a changed CA checks the chain again") {
+  pair_fixture f;
+  tls::engine client(f.client_ctx), server(f.server_ctx);
+  auto [crc, src] = handshake(client, server, 1 << 20);
+  REQUIRE(crc == 0);
+  REQUIRE(src == 0);
+  const auto rebuilt = [&](tls::tls_options opts, tls::credential_files files) {
+    return std::make_shared<tls::tls_context>(std::move(opts), tls::credentials::load(files));
+  };
+  // The same files (a reload that renewed nothing the chain check uses): admitted.
+  const auto same = rebuilt(f.server_ctx->options(), f.server_files);
+  CHECK(same->trust_digest() == f.server_ctx->trust_digest());
+  CHECK(server.admitted_after_reload(*same));
+  // The client taken off the allow-list.
+  auto narrower = f.server_ctx->options();
+  narrower.routes.front().allow.cn = {"client-b"};
+  CHECK_FALSE(server.admitted_after_reload(*rebuilt(narrower, f.server_files)));
+  // Another CA bundle (the old CA withdrawn): the chain no longer verifies.
+  auto other_ca = f.server_files;
+  other_ca.ca = f.pki.path("foreign-ca.crt");
+  const auto withdrawn = rebuilt(f.server_ctx->options(), other_ca);
+  CHECK(withdrawn->trust_digest() != f.server_ctx->trust_digest());
+  CHECK_FALSE(server.admitted_after_reload(*withdrawn));
+  // The client side, the same way: tunnel-out's chain checked against the CA in force.
+  CHECK(client.admitted_after_reload(*rebuilt(f.client_ctx->options(), f.client_files)));
+  auto client_other_ca = f.client_files;
+  client_other_ca.ca = f.pki.path("foreign-ca.crt");
+  CHECK_FALSE(client.admitted_after_reload(*rebuilt(f.client_ctx->options(), client_other_ca)));
+}

@@ -273,7 +273,7 @@ TEST_CASE("a context a reload replaced erases its resumption secrets and takes n
   first_connection(f);
   auto& cache = *f.client_ctx->sessions();
   REQUIRE(cache.size() == 4);
-  f.client_ctx->retire();
+  f.client_ctx->retire([] { return std::shared_ptr<const tls::tls_context>(); });
   CHECK(cache.size() == 0);
   // Connections that still use the old contexts: full handshakes, and nothing is kept after.
   full_connection(f.client_ctx, f.server_ctx);
@@ -281,7 +281,7 @@ TEST_CASE("a context a reload replaced erases its resumption secrets and takes n
   auto fresh_client = std::make_shared<tls::tls_context>(f.client_ctx->options(), tls::credentials::load(f.client_files));
   full_connection(fresh_client, f.server_ctx);
   REQUIRE(fresh_client->sessions()->size() == 4);
-  f.server_ctx->retire();  // no key opens the tickets it sealed, none seals new ones
+  f.server_ctx->retire([] { return std::shared_ptr<const tls::tls_context>(); });  // no key opens the tickets it sealed, none seals new ones
   full_connection(fresh_client, f.server_ctx);
   CHECK(fresh_client->sessions()->size() == 3);  // one spent on the refused resumption, none new
 }
