@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
   running live;  // destroyed before rt
   try {
     ops::init_logging("tunnel-in", proc.log_level, proc.log_format);
+    ops::identify_metrics("tunnel-in", cfg);
     tls::init_library();
     for (const auto& svc : cfg.services) {
       sources.push_back(ops::load_credentials(svc, svc.tls));

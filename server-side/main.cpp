@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<server::udp_relay>> udp;  // destroyed before rt, whose context they use
   try {
     ops::init_logging("tunnel-out", proc.log_level, proc.log_format);
+    ops::identify_metrics("tunnel-out", cfg);
     tls::init_library();
     for (const auto& p : ports) sources.push_back(ops::load_credentials(p.first(), p.tls()));
     for (const auto& svc : cfg.services)

@@ -45,6 +45,12 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
   return acceptor;
 }
 
+void identify_metrics(const char* program, const config::settings& cfg) {
+  std::string service = "all";
+  if (cfg.services.size() == 1) service = cfg.services.front().name.empty() ? "default" : cfg.services.front().name;
+  metrics::get().set_identity(program, service);
+}
+
 std::shared_ptr<tls::context_source> load_credentials(const config::service& svc, tls::tls_options options) {
   return load_credentials(svc, std::move(options), svc.files);
 }

@@ -18,6 +18,11 @@ namespace tunnel::ops {
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
                                         const net::unix_socket_access& access = {});
 
+// Labels the metrics with the program and its service: the one service's name ("default"
+// without --service), or "all" when the process runs several (the counters are the
+// process's, not a service's).
+void identify_metrics(const char* program, const config::settings& cfg);
+
 // Readiness of the next hop, for /readyz on tunnel-in: a TCP connect to `to`, at most one
 // probe per second (results are cached), bounded by 2 s, and never two at once (probes
 // that arrive during a dial wait for its verdict). "" when reachable.

@@ -116,7 +116,9 @@ def test_metrics_move_by_the_bytes_and_connections_relayed(procs, servers):
         assert metric(m, "tunnel_connections_active") == 0
         assert metric(m, "tunnel_handshake_duration_seconds_count") == 2
         assert metric(m, "tunnel_handshake_duration_seconds_bucket", le="+Inf") == 2
-        assert metric(m, "tunnel_build_info") == 1
+        program = "tunnel-out" if proc is out else "tunnel-in"
+        assert metric(m, "tunnel_build_info", program=program, service="default") == 1
+        assert all(dict(labels).get("service") == "default" for _, labels in m), "a series without its service"
 
 
 def test_metrics_count_a_refused_client_by_reason(procs, servers, pki):
