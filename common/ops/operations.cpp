@@ -36,6 +36,20 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
   socklen_t len = sizeof ss;
   if (::getsockname(fds.front(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
     throw std::runtime_error("socket activation: descriptor 3 is not a socket");
+  // Only a listening stream socket can be served; anything else (a UDP socket, one never
+  // put in listening state, an Accept=yes connection) would fail every accept() for good
+  // while the process reported itself ready.
+  const auto option = [&](int name) {
+    int value = -1;
+    socklen_t size = sizeof value;
+    return ::getsockopt(fds.front(), SOL_SOCKET, name, &value, &size) == 0 ? value : -1;
+  };
+  if (option(SO_TYPE) != SOCK_STREAM)
+    throw std::runtime_error("socket activation: descriptor 3 is not a stream socket (ListenStream= in the .socket unit)");
+  if (option(SO_ACCEPTCONN) != 1)
+    throw std::runtime_error("socket activation: descriptor 3 is not listening (Accept=no in the .socket unit)");
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX)
+    throw std::runtime_error("socket activation: descriptor 3 is not an IPv4, IPv6 or Unix socket");
   const int protocol = ss.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
   if (protocol == IPPROTO_TCP) net::set_low_latency(fds.front());  // inherited by what it accepts
   net::generic_acceptor acceptor(io, asio::generic::stream_protocol(ss.ss_family, protocol), fds.front());

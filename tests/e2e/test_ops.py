@@ -349,6 +349,24 @@ def test_socket_activation_serves_the_inherited_socket(procs, servers):
     echo_through(tin.address, b"through an inherited socket")
 
 
+@pytest.mark.parametrize("kind,words", [("udp", "not a stream socket"), ("unlistened", "not listening")])
+def test_socket_activation_with_a_socket_that_cannot_accept_exits_2(pki, kind, words):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    fd = s.fileno()
+    args = ["--listen", "127.0.0.1:1", "--target", "127.0.0.1:9", "--cert", str(pki.server.cert),
+            "--key", str(pki.server.key), "--ca", str(pki.ca_cert)]
+    script = (f"exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "
+              + " ".join(shlex.quote(a) for a in [str(TUNNEL_OUT), *args]))
+    try:
+        r = subprocess.run(["/bin/bash", "-c", script], pass_fds=(fd,), capture_output=True, text=True, timeout=20)
+    finally:
+        s.close()
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tunnel-out: error: socket activation") and words in last, r.stderr
+
+
 # --------------------------------------------------------------------------------------
 # privilege drop
 
