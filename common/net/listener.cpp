@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include <asio/ip/tcp.hpp>
+#include <optional>
 #include <stdexcept>
 
 #include "net/endpoint.hpp"
@@ -52,17 +53,35 @@ void remove_stale_unix_socket(const std::string& path) {
   ::unlink(path.c_str());
 }
 
-// chmod/chown the socket file (fchmod on a socket does not reach its file).
-void apply_access(const std::string& path, const unix_socket_access& access) {
-  if (access.owner || access.group) {
-    const uid_t uid = access.owner ? *access.owner : static_cast<uid_t>(-1);
-    const gid_t gid = access.group ? *access.group : static_cast<gid_t>(-1);
-    if (::chown(path.c_str(), uid, gid) != 0)
-      throw std::runtime_error("cannot set the owner of " + path + " (--socket-owner): " + std::strerror(errno));
-  }
-  if (access.mode && ::chmod(path.c_str(), *access.mode) != 0)
-    throw std::runtime_error("cannot set the mode of " + path + " (--socket-mode): " + std::strerror(errno));
+// The owner of the socket file (fchown on a socket does not reach its file). lchown: between
+// bind() and here someone who may write to the directory could put a symlink in its place,
+// and chown() as root would then give them whatever file it points at.
+void apply_owner(const std::string& path, const unix_socket_access& access) {
+  if (!access.owner && !access.group) return;
+  const uid_t uid = access.owner ? *access.owner : static_cast<uid_t>(-1);
+  const gid_t gid = access.group ? *access.group : static_cast<gid_t>(-1);
+  if (::lchown(path.c_str(), uid, gid) != 0)
+    throw std::runtime_error("cannot set the owner of " + path + " (--socket-owner): " + std::strerror(errno));
 }
+
+// The mode is given to the socket file as bind() creates it, through the umask, rather than
+// set afterwards by path (chmod follows a symlink swapped in meanwhile). Start-up is single
+// threaded here, so the process-wide umask is ours for the moment.
+class creation_mode {
+ public:
+  explicit creation_mode(std::optional<mode_t> mode) : active_(mode.has_value()) {
+    if (active_) previous_ = ::umask(static_cast<mode_t>(~*mode & 0777));
+  }
+  ~creation_mode() {
+    if (active_) ::umask(previous_);
+  }
+  creation_mode(const creation_mode&) = delete;
+  creation_mode& operator=(const creation_mode&) = delete;
+
+ private:
+  bool active_;
+  mode_t previous_ = 0;
+};
 
 }  // namespace
 
@@ -73,11 +92,14 @@ generic_acceptor listen_on(asio::io_context& io, const address& at, const unix_s
   std::error_code ec;
   acceptor.open(ep.protocol(), ec);
   if (!ec && !at.is_unix()) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) {
+    const creation_mode mode(at.is_unix() ? access.mode : std::nullopt);
+    acceptor.bind(ep, ec);
+  }
   if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + ": " + ec.message());
   // Until listen(), a connect() to the new file is refused: nobody gets in before the
-  // mode and owner are in place.
-  if (at.is_unix()) apply_access(at.path, access);
+  // owner is in place.
+  if (at.is_unix()) apply_owner(at.path, access);
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + at.to_string() + ": " + ec.message());
   // Set once here: every accepted connection inherits it, with no setsockopt per connection.

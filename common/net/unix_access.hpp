@@ -7,8 +7,8 @@
 namespace tunnel::net {
 
 struct unix_socket_access {
-  std::optional<mode_t> mode;  // chmod; nullopt: as the umask left it
-  std::optional<uid_t> owner;  // chown; nullopt: unchanged (the process's user)
+  std::optional<mode_t> mode;  // the file's mode at bind(); nullopt: as the umask leaves it
+  std::optional<uid_t> owner;  // lchown; nullopt: unchanged (the process's user)
   std::optional<gid_t> group;  // nullopt: unchanged
 
   bool empty() const { return !mode && !owner && !group; }
