@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdio>
+#include <utility>
 
 namespace tunnel::ops {
 namespace {
@@ -21,10 +22,62 @@ bool needs_quotes(std::string_view v) {
 
 }  // namespace
 
+namespace {
+
+// The code point of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, no surrogates, nothing past U+10FFFF) and its length; length 0 if there
+// is none.
+std::pair<char32_t, std::size_t> utf8_at(std::string_view s) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char lead = byte(0);
+  std::size_t length = 0;
+  char32_t cp = 0, least = 0;
+  if (lead >= 0xc2 && lead <= 0xdf) length = 2, cp = lead & 0x1f, least = 0x80;
+  else if (lead >= 0xe0 && lead <= 0xef) length = 3, cp = lead & 0x0f, least = 0x800;
+  else if (lead >= 0xf0 && lead <= 0xf4) length = 4, cp = lead & 0x07, least = 0x10000;
+  else return {0, 0};
+  if (s.size() < length) return {0, 0};
+  for (std::size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xc0) != 0x80) return {0, 0};
+    cp = (cp << 6) | (byte(i) & 0x3f);
+  }
+  if (cp < least || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return {0, 0};
+  return {cp, length};
+}
+
+void append_u16(std::string& out, unsigned unit) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "\\u%04x", unit);
+  out += buf;
+}
+
+}  // namespace
+
 std::string json_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
-  for (unsigned char c : s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Certificate fields and peer names are not trusted to be UTF-8: a well-formed
+      // character is written as its \u escape (a pair for one past U+FFFF), so the line
+      // stays ASCII and decodes to what was sent; any other byte becomes U+FFFD.
+      const auto [cp, length] = utf8_at(s.substr(i));
+      if (length == 0) {
+        append_u16(out, 0xfffd);
+        ++i;
+        continue;
+      }
+      if (cp > 0xffff) {
+        append_u16(out, 0xd800 + ((cp - 0x10000) >> 10));
+        append_u16(out, 0xdc00 + ((cp - 0x10000) & 0x3ff));
+      } else {
+        append_u16(out, cp);
+      }
+      i += length;
+      continue;
+    }
+    ++i;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -32,15 +85,8 @@ std::string json_escape(std::string_view s) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20 || c >= 0x7f) {
-          // Non-ASCII bytes are escaped one by one: certificate fields are not trusted to
-          // be valid UTF-8, and a JSON line must stay parseable whatever they hold.
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+        if (c < 0x20 || c == 0x7f) append_u16(out, c);
+        else out += static_cast<char>(c);
     }
   }
   return out;
