@@ -7,6 +7,7 @@
 #include "net/listener.hpp"
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
+#include "ops/privileges.hpp"
 #include "ops/runtime.hpp"
 #include "mux_pool.hpp"
 #include "mux_relay.hpp"
@@ -136,6 +137,7 @@ int main(int argc, char** argv) {
   try {
     ops::init_logging("tunnel-in", proc.log_level, proc.log_format);
     ops::identify_metrics("tunnel-in", cfg);
+    ops::keep_out_of_core_dumps();
     tls::init_library();
     for (const auto& svc : cfg.services) {
       sources.push_back(ops::load_credentials(svc, svc.tls));

@@ -10,6 +10,7 @@
 #include "net/udp_socket.hpp"
 #include "ops/log.hpp"
 #include "ops/operations.hpp"
+#include "ops/privileges.hpp"
 #include "ops/runtime.hpp"
 #include "mux_server.hpp"
 #include "port.hpp"
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
   try {
     ops::init_logging("tunnel-out", proc.log_level, proc.log_format);
     ops::identify_metrics("tunnel-out", cfg);
+    ops::keep_out_of_core_dumps();
     tls::init_library();
     for (const auto& p : ports) sources.push_back(ops::load_credentials(p.first(), p.tls()));
     for (const auto& svc : cfg.services)

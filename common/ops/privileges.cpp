@@ -29,4 +29,6 @@ void drop_privileges(const std::string& user) {
   ::prctl(PR_SET_DUMPABLE, 0);
 }
 
+void keep_out_of_core_dumps() { ::prctl(PR_SET_DUMPABLE, 0); }
+
 }  // namespace tunnel::ops

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -380,6 +382,37 @@ def test_user_flag_drops_root_after_binding_and_serves(procs, servers):
     assert uids == ["65534"] * 4, status
     tin = procs.tunnel_in(out.listen)
     echo_through(tin.address, b"served as nobody")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+def test_the_process_is_not_dumpable_even_without_user(pki):
+    # Started as an unprivileged user with no --user (as under DynamicUser= or in a
+    # container): its memory holds the key, so it must not be dumpable. The kernel then
+    # gives its /proc files to root.
+    own = Path(tempfile.mkdtemp(prefix="tunnel-nd-"))  # the test's tmp_dir is root's only
+    own.chmod(0o755)
+    files = {}
+    for name, source in (("cert", pki.server.cert), ("key", pki.server.key), ("ca", pki.ca_cert)):
+        files[name] = own / f"{name}.pem"
+        shutil.copy(source, files[name])
+        os.chown(files[name], 65534, 65534)
+        os.chmod(files[name], 0o600)
+    p = subprocess.Popen([str(TUNNEL_OUT), "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9",
+                          "--cert", str(files["cert"]), "--key", str(files["key"]), "--ca", str(files["ca"])],
+                         user=65534, group=65534, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if "listening" in line:
+                break
+        else:
+            raise AssertionError("tunnel-out did not start: " + p.stderr.read())
+        status = Path(f"/proc/{p.pid}/status").read_text()
+        assert next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1] == "65534"
+        assert os.stat(f"/proc/{p.pid}/environ").st_uid == 0, "dumpable: /proc files belong to the user"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def test_user_flag_with_unknown_user_is_a_start_up_error(pki):
