@@ -1,6 +1,9 @@
 #include "relay.hpp"
 
 #include <asio/this_coro.hpp>
+#include <cstring>
+#include <netinet/in.h>
+#include <optional>
 
 #include "net/plain_stream.hpp"
 #include "net/pump.hpp"
@@ -8,6 +11,7 @@
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "policy/penalty_box.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
@@ -19,6 +23,27 @@ namespace tunnel::server {
 
 using namespace std::chrono_literals;
 
+namespace {
+
+// The peer's IP address as the penalty box keys it (IPv4 mapped into IPv6); nullopt for a
+// Unix socket, where there is no remote source to keep out.
+std::optional<policy::penalty_box::source> source_of(const net::generic_endpoint& ep) {
+  policy::penalty_box::source out{};
+  const sockaddr* sa = ep.data();
+  if (sa->sa_family == AF_INET6 && ep.size() >= sizeof(sockaddr_in6)) {
+    std::memcpy(out.data(), &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, 16);
+    return out;
+  }
+  if (sa->sa_family == AF_INET && ep.size() >= sizeof(sockaddr_in)) {
+    out[10] = out[11] = 0xff;
+    std::memcpy(out.data() + 12, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, 4);
+    return out;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls::tls_context> context,
                                        net::accepted conn, mux_host* mux) {
   // Cancelled only at the shutdown deadline: let every step see its operation aborted and
@@ -27,6 +52,16 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   ops::connection_record rec;
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
+  auto& box = policy::penalty_box::process();
+  const auto source = source_of(conn.peer);
+  if (source && box.penalised(*source, policy::penalty_box::clock::now())) {
+    ops::warn("connection refused").kv("peer", rec.peer)
+        .kv("reason", "source penalised: an earlier handshake from it failed after costing much CPU");
+    ops::metrics::get().count(ops::outcome::penalised);
+    std::error_code ignored;
+    socket.close(ignored);
+    co_return;
+  }
   const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
   // The first record decides between mux and plain TLS; it counts against the handshake time.
   const auto limit = p.first().limits.handshake;
@@ -45,6 +80,14 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
         .kv("peer", rec.peer)
         .kv("identity", peer ? peer->describe() : std::string("unknown"))
         .kv("reason", hs.reason);
+    const auto cpu = secure.tls().handshake_cpu();
+    if (source) {
+      if (const auto penalty = box.failed(*source, cpu, policy::penalty_box::clock::now()))
+        ops::warn("source penalised: a failed handshake cost much CPU")
+            .kv("peer", rec.peer)
+            .kv("cpu_ms", std::chrono::duration<double, std::milli>(cpu).count())
+            .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
+    }
     secure.close();
     co_return;
   }

@@ -9,7 +9,7 @@ namespace tunnel::ops {
 namespace {
 
 constexpr const char* outcome_names[] = {"closed", "error", "timeout", "handshake_failed",
-                                         "probe", "limit", "unreachable", "shutdown"};
+                                         "probe", "limit", "unreachable", "shutdown", "penalised"};
 constexpr const char* handshake_failure_names[] = {"policy", "verify", "timeout", "protocol"};
 constexpr const char* udp_drop_names[] = {"oversized", "queue_full", "garbage", "unknown_session",
                                           "flow_limit", "other", "mux_queue_full"};

@@ -21,6 +21,7 @@ enum class outcome : std::size_t {
   limit,              // refused by --max-conns
   unreachable,        // the next hop could not be dialled
   shutdown,           // closed by the shutdown deadline
+  penalised,          // refused at once: its source's failed handshakes cost too much CPU
   count_
 };
 

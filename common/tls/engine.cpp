@@ -1,5 +1,7 @@
 #include "tls/engine.hpp"
 
+#include <ctime>
+
 #include "mux/frame.hpp"
 #include "policy/server_name.hpp"
 #include "tls/error.hpp"
@@ -159,10 +161,20 @@ bool engine::refused_by_policy() const {
   return refused_by_policy_ || (!choice_.route && !choice_.asked.empty());
 }
 
+namespace {
+std::chrono::nanoseconds thread_cpu() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+}  // namespace
+
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
   handshake_scope scope(slot_);
+  const auto cpu_before = thread_cpu();
   int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });
+  handshake_cpu_ += thread_cpu() - cpu_before;
   if (rc == 0 && !peer_) rc = finish_handshake();
   if (rc != MBEDTLS_ERR_SSL_WANT_READ) {  // over, one way or the other: drop what is no longer needed
     offered_.reset();

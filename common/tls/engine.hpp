@@ -4,6 +4,7 @@
 // output() holds. Every call returns at once (never blocks, never waits for I/O).
 #include <mbedtls/ssl.h>
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -52,6 +53,9 @@ class engine {
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const;
+  // CPU time this thread spent inside mbedTLS's handshake for this connection so far (a
+  // peer's chain is verified there: see policy/penalty_box.hpp).
+  std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }
   // After a handshake that a reload overtook (context().replaced()): whether `now`, the
   // context in force, admits this peer too. Its allow-list always decides; its CA and CRL
   // too when they differ from the ones the handshake used, by checking the peer's chain
@@ -97,6 +101,7 @@ class engine {
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
+  std::chrono::nanoseconds handshake_cpu_{0};
   handshake_slot slot_;               // for the ticket callbacks (tls/resumption.hpp)
   std::optional<known_peer> offered_;  // client: the server of the session offered
   bool resumed_ = false;

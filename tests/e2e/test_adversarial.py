@@ -13,11 +13,13 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import harness
 import hardening as hd
+import trust_tools as tt
 import udp_tools
 from harness import connect, echo_roundtrip, sha256
 from hardening import metric
@@ -167,6 +169,44 @@ def test_handshake_flood_without_certificates_leaves_a_real_client_working(pki, 
 
 # --------------------------------------------------------------------------------------
 # malformed records
+
+
+def handshake_with_chain(address: tuple, cert: Path, key: Path) -> None:
+    """One TLS 1.3 client handshake presenting `cert` (the chain) and reading until closed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(str(cert), str(key))
+    with socket.create_connection(address, timeout=30) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.settimeout(30)
+                s.recv(10)
+        except (ssl.SSLError, ConnectionError, socket.timeout):
+            pass
+
+
+def test_a_chain_that_costs_seconds_to_check_gets_its_source_penalised(procs, servers, tmp_dir):
+    # mbedTLS checks each signature along a client's chain, with whatever RSA exponent the
+    # chain's keys carry, before it finds the chain does not reach the CA: a chain free to
+    # make costs tunnel-out a second or more. The source that sent it is kept out after.
+    cert, key = tt.costly_chain(tmp_dir)
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, listen="[::]:0")  # IPv4 and IPv6: two sources
+    port = int(out.listen.rsplit(":", 1)[1])
+    handshake_with_chain(("127.0.0.1", port), cert, key)
+    penalised = out.wait_for_log("source penalised: a failed handshake cost much CPU", timeout=60)
+    assert penalised["cpu_ms"] >= 200 and penalised["refused_for_s"] == 10, penalised
+    assert "127.0.0.1" in penalised["peer"]
+    # Again from the same source: refused at accept, before any handshake.
+    handshake_with_chain(("127.0.0.1", port), cert, key)
+    refused = out.wait_for_log(lambda r: r.get("msg") == "connection refused" and "penalised" in r.get("reason", ""))
+    assert "127.0.0.1" in refused["peer"]
+    assert len(out.logs_with_msg("handshake failed")) == 1
+    # Another source is served as ever.
+    tin = procs.tunnel_in(f"[::1]:{port}", "--mode", "raw")
+    assert echo_roundtrip(tin.address, b"from another source") == b"from another source"
+    assert target.connection_count == 1
 
 
 def assert_closed_with_log(out, sock, what: str, msg: str, within: float = 2.0) -> dict:

@@ -311,3 +311,68 @@ class SlowTransfer:
         assert self.received is not None
         assert len(self.received) == self.total, f"got {len(self.received)} of {self.total} bytes"
         assert harness.sha256(self.received) == self.sent_digest, "in-flight transfer damaged"
+
+
+# --------------------------------------------------------------------------------------
+# A chain that is cheap to make and dear to check
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _der(0x30, b"".join(parts))
+
+
+def _int(v: int) -> bytes:
+    return _der(0x02, v.to_bytes(v.bit_length() // 8 + 1, "big"))
+
+
+_SHA256_RSA = _seq(bytes.fromhex("06092a864886f70d01010b"), b"\x05\x00")
+_RSA_KEY = _seq(bytes.fromhex("06092a864886f70d010101"), b"\x05\x00")
+_CA_TRUE = _der(0xa3, _seq(_seq(bytes.fromhex("0603551d13"), _der(0x01, b"\xff"), _der(0x04, _seq(_der(0x01, b"\xff"))))))
+
+
+def _name(cn: str) -> bytes:
+    return _seq(_der(0x31, _seq(bytes.fromhex("0603550403"), _der(0x0c, cn.encode()))))
+
+
+def costly_chain(directory: Path, leaf_cn: str = "client-a", depth: int = 4) -> tuple[Path, Path]:
+    """A client certificate chain nobody signed, whose `depth` intermediates carry RSA keys
+    with an 8192-bit modulus and an 8190-bit public exponent (any odd numbers: no key is
+    generated, no signature made). Each signature along it costs the verifier a full
+    8192-bit exponentiation before the chain is found not to reach the CA. Returns the
+    chain (PEM, leaf first) and the leaf's key."""
+    import secrets
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp = lambda t: _der(0x18, t.strftime("%Y%m%d%H%M%SZ").encode())
+    validity = _seq(stamp(now - datetime.timedelta(days=1)), stamp(now + datetime.timedelta(days=1)))
+    modulus = secrets.randbits(8192) | (1 << 8191) | 1
+    signature = _der(0x03, b"\x00" + secrets.randbits(8000).to_bytes(1024, "big"))  # below the modulus
+
+    def cert(serial: int, issuer: str, subject: str, spki: bytes, extensions: bytes = b"") -> bytes:
+        tbs = _seq(_der(0xa0, _int(2)), _int(serial), _SHA256_RSA, _name(issuer), validity, _name(subject), spki,
+                   extensions)
+        return _seq(tbs, _SHA256_RSA, signature)
+
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_spki = leaf_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    chain = [cert(1, "Costly 1", leaf_cn, leaf_spki)]
+    for i in range(1, depth + 1):
+        exponent = secrets.randbits(8190) | (1 << 8189) | 1
+        spki = _seq(_RSA_KEY, _der(0x03, b"\x00" + _seq(_int(modulus), _int(exponent))))
+        chain.append(cert(1 + i, f"Costly {i + 1}", f"Costly {i}", spki, _CA_TRUE))
+    pem = b"".join(ssl.DER_cert_to_PEM_cert(c).encode() for c in chain)
+    cert_path, key_path = directory / "costly-chain.pem", directory / "costly-chain.key"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    return cert_path, key_path
