@@ -74,12 +74,15 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   const auto hs = co_await tls::run_handshake(secure, std::max(limit - spent, std::chrono::milliseconds(1)));
   if (!hs.ok) {
-    const auto& peer = secure.tls().peer();
-    ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,
-               hs.probe ? "probe connection closed before handshake" : "handshake failed")
-        .kv("peer", rec.peer)
-        .kv("identity", peer ? peer->describe() : std::string("unknown"))
-        .kv("reason", hs.reason);
+    {
+      const auto& peer = secure.tls().peer();
+      auto line = ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,
+                             hs.probe ? "probe connection closed before handshake" : "handshake failed");
+      line.kv("peer", rec.peer).kv("identity", peer ? peer->describe() : std::string("unknown"));
+      // An identity from a chain that did not verify is only what the client wrote.
+      if (peer) line.kv("identity_verified", secure.tls().chain_verified());
+      line.kv("reason", hs.reason);
+    }  // logged here
     const auto cpu = secure.tls().handshake_cpu();
     if (source) {
       if (const auto penalty = box.failed(*source, cpu, policy::penalty_box::clock::now()))

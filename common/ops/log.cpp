@@ -152,6 +152,11 @@ void event::raw(std::string_view key, std::string_view value, bool quoted) {
   }
 }
 
+event& event::kv(std::string_view key, bool value) {
+  if (enabled_) raw(key, value ? "true" : "false", false);
+  return *this;
+}
+
 event& event::kv(std::string_view key, std::string_view value) {
   if (enabled_) raw(key, value, true);
   return *this;

@@ -32,6 +32,7 @@ class event {
   event& kv(std::string_view key, std::int64_t value);
   event& kv(std::string_view key, int value) { return kv(key, static_cast<std::int64_t>(value)); }
   event& kv(std::string_view key, double value);
+  event& kv(std::string_view key, bool value);  // true / false, a JSON boolean
 
  private:
   void raw(std::string_view key, std::string_view rendered_value, bool quoted);

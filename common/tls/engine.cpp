@@ -156,6 +156,12 @@ bool engine::admitted_after_reload(const tls_context& now) const {
   return choice_.route && now.admits(*peer_, *choice_.route);
 }
 
+bool engine::chain_verified() const {
+  if (!peer_ || resumed_) return peer_.has_value();  // a resumed identity was verified when first seen
+  // BADCERT_OTHER is the allow-list's own refusal (verify_cb), not a fault in the chain.
+  return (mbedtls_ssl_get_verify_result(&ssl_) & ~static_cast<std::uint32_t>(MBEDTLS_X509_BADCERT_OTHER)) == 0;
+}
+
 bool engine::refused_by_policy() const {
   // An SNI naming no service here fails the handshake in the ClientHello.
   return refused_by_policy_ || (!choice_.route && !choice_.asked.empty());

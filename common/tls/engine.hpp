@@ -53,6 +53,10 @@ class engine {
   // The peer's identity once its certificate has been seen (also when it was refused).
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const;
+  // The peer's certificate chain verified (revocation, validity and usage included): its
+  // identity is the CA's word, not only what the peer wrote in a certificate. A chain that
+  // verified and was then refused by the allow-list counts as verified.
+  bool chain_verified() const;
   // CPU time this thread spent inside mbedTLS's handshake for this connection so far (a
   // peer's chain is verified there: see policy/penalty_box.hpp).
   std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }

@@ -202,7 +202,9 @@ def test_a_chain_that_costs_seconds_to_check_gets_its_source_penalised(procs, se
     handshake_with_chain(("127.0.0.1", port), cert, key)
     refused = out.wait_for_log(lambda r: r.get("msg") == "connection refused" and "penalised" in r.get("reason", ""))
     assert "127.0.0.1" in refused["peer"]
-    assert len(out.logs_with_msg("handshake failed")) == 1
+    failed = out.logs_with_msg("handshake failed")
+    assert len(failed) == 1
+    assert failed[0]["identity"].startswith("CN=client-a") and failed[0]["identity_verified"] is False
     # Another source is served as ever.
     tin = procs.tunnel_in(f"[::1]:{port}", "--mode", "raw")
     assert echo_roundtrip(tin.address, b"from another source") == b"from another source"
