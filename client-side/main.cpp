@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown, proc.busy_poll);
+    rt->limit_process(config::default_max_conns(proc.threads));  // several services share the descriptors
     reloaded = sources;
     reloaded.insert(reloaded.end(), legacy.begin(), legacy.end());
     reloaded.insert(reloaded.end(), tls_leg_sources.begin(), tls_leg_sources.end());

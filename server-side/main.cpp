@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     rt = std::make_unique<ops::runtime>(proc.threads, proc.limits.shutdown, proc.busy_poll);
+    rt->limit_process(config::default_max_conns(proc.threads));  // several services share the descriptors
     ops::maintain_credentials(*rt, cfg, reloaded);
     // One flow bound per UDP service, shared by its DTLS flows and its flows over TLS.
     std::map<const config::service*, std::shared_ptr<server::flow_budget>> budgets;

@@ -69,6 +69,12 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   first_record first;
   co_await read_first_record(socket, first, limit);
   tls::tls_stream secure(std::move(socket), std::move(context), first.offer == tls::alpn_offer::excludes);
+  // Checked again before each step, not only at accept: connections the source opened
+  // together all passed that check before its first costly failure was known.
+  if (source) {
+    const auto open = [&box, from = *source] { return !box.penalised(from, policy::penalty_box::clock::now()); };
+    secure.gate_handshake_steps(open, "source penalised: an earlier handshake from it failed after costing much CPU");
+  }
   secure.preload(first.read(), first.ended);
   first.bytes.reset();  // the engine holds the bytes now
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
@@ -79,8 +85,9 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
       auto line = ops::event(hs.probe ? spdlog::level::debug : spdlog::level::warn,
                              hs.probe ? "probe connection closed before handshake" : "handshake failed");
       line.kv("peer", rec.peer).kv("identity", peer ? peer->describe() : std::string("unknown"));
-      // An identity from a chain that did not verify is only what the client wrote.
-      if (peer) line.kv("identity_verified", secure.tls().chain_verified());
+      // An identity from a chain that did not verify is only what the client wrote (and one
+      // that did is the CA's word on the certificate, not proof the client holds its key).
+      if (peer) line.kv("chain_verified", secure.tls().chain_verified());
       line.kv("reason", hs.reason);
     }  // logged here
     const auto cpu = secure.tls().handshake_cpu();

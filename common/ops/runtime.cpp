@@ -72,11 +72,13 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
       continue;
     }
     backoff.succeeded();
-    if (here->load(std::memory_order_relaxed) >= max_conns) {
+    const bool service_full = here->load(std::memory_order_relaxed) >= max_conns;
+    if (service_full || active_.load(std::memory_order_relaxed) >= process_limit_) {
       std::error_code ignored;
       warn("connection refused: limit reached")
           .kv("peer", net::describe(peer))
-          .kv("max_conns", static_cast<std::uint64_t>(max_conns));
+          .kv("limit", service_full ? "service" : "process")
+          .kv("max_conns", static_cast<std::uint64_t>(service_full ? max_conns : process_limit_));
       socket.close(ignored);
       metrics::get().count(outcome::limit);
       continue;

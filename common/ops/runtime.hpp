@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,9 @@ class runtime {
   // `max_conns` connections of this acceptor live at once, the rest are closed at once
   // with a warning.
   void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
+  // All listeners together never hold more than `n` connections (what the open-file limit
+  // allows), whatever each service's own --max-conns.
+  void limit_process(std::size_t n) { process_limit_ = n; }
 
   // Registers `hook` to run on the main context when SIGTERM/SIGINT arrives, right after
   // the listeners close and before the drain (services without an acceptor, such as UDP,
@@ -97,6 +101,7 @@ class runtime {
   std::vector<std::function<void(bool)>> reload_hooks_;
   std::vector<std::function<bool()>> busy_;
   std::atomic<std::size_t> active_{0};
+  std::size_t process_limit_ = std::numeric_limits<std::size_t>::max();
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;
   std::chrono::microseconds busy_poll_;

@@ -177,6 +177,12 @@ std::chrono::nanoseconds thread_cpu() {
 
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
+  if (step_gate_ && !step_gate_()) {
+    refused_by_policy_ = true;
+    refusal_ = gate_reason_;
+    mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
+    return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+  }
   handshake_scope scope(slot_);
   const auto cpu_before = thread_cpu();
   int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -54,9 +55,17 @@ class engine {
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const;
   // The peer's certificate chain verified (revocation, validity and usage included): its
-  // identity is the CA's word, not only what the peer wrote in a certificate. A chain that
-  // verified and was then refused by the allow-list counts as verified.
+  // identity is the CA's word on the certificate, not only what the peer wrote in one. (Not
+  // proof that the peer holds the key: only a completed handshake is. A chain that verified
+  // and was then refused by the allow-list counts as verified.)
   bool chain_verified() const;
+  // Server: `open` is asked before every handshake step; once it says no, the handshake
+  // ends there with an access_denied alert, refused by policy for `why`. (The penalty box:
+  // a source penalised while this handshake waited for its next flight goes no further.)
+  void gate_steps(std::function<bool()> open, std::string why) {
+    step_gate_ = std::move(open);
+    gate_reason_ = std::move(why);
+  }
   // CPU time this thread spent inside mbedTLS's handshake for this connection so far (a
   // peer's chain is verified there: see policy/penalty_box.hpp).
   std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }
@@ -106,6 +115,8 @@ class engine {
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
   std::chrono::nanoseconds handshake_cpu_{0};
+  std::function<bool()> step_gate_;
+  std::string gate_reason_;
   handshake_slot slot_;               // for the ticket callbacks (tls/resumption.hpp)
   std::optional<known_peer> offered_;  // client: the server of the session offered
   bool resumed_ = false;

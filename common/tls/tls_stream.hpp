@@ -4,6 +4,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <system_error>
@@ -42,6 +43,8 @@ class tls_stream {
   void close();
 
   const engine& tls() const { return engine_; }
+  // Before the handshake: see engine::gate_steps.
+  void gate_handshake_steps(std::function<bool()> open, std::string why) { engine_.gate_steps(std::move(open), std::move(why)); }
   net::generic_socket& socket() { return socket_; }
   // Ciphertext bytes received so far (zero for a probe that connected and left).
   std::uint64_t raw_bytes_in() const { return raw_in_; }

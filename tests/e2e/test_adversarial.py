@@ -192,19 +192,29 @@ def test_a_chain_that_costs_seconds_to_check_gets_its_source_penalised(procs, se
     # make costs tunnel-out a second or more. The source that sent it is kept out after.
     cert, key = tt.costly_chain(tmp_dir)
     target = servers.echo()
-    out = procs.tunnel_out(target.address, listen="[::]:0")  # IPv4 and IPv6: two sources
+    # IPv4 and IPv6: two sources. One worker: the handshakes' steps take their turns on it.
+    out = procs.tunnel_out(target.address, "--threads", "1", listen="[::]:0")
     port = int(out.listen.rsplit(":", 1)[1])
-    handshake_with_chain(("127.0.0.1", port), cert, key)
+    # Four at once from one source: all are accepted before the first costly failure is
+    # known, but the source is checked again before each handshake step.
+    burst = [threading.Thread(target=handshake_with_chain, args=(("127.0.0.1", port), cert, key)) for _ in range(4)]
+    for t in burst:
+        t.start()
+    for t in burst:
+        t.join(timeout=120)
     penalised = out.wait_for_log("source penalised: a failed handshake cost much CPU", timeout=60)
     assert penalised["cpu_ms"] >= 200 and penalised["refused_for_s"] == 10, penalised
     assert "127.0.0.1" in penalised["peer"]
+    stopped = out.wait_for_logs("handshake failed", 4)
+    assert sum("source penalised" in r["reason"] for r in stopped) == 3, stopped
+    assert len(out.logs_with_msg("source penalised: a failed handshake cost much CPU")) == 1
     # Again from the same source: refused at accept, before any handshake.
     handshake_with_chain(("127.0.0.1", port), cert, key)
     refused = out.wait_for_log(lambda r: r.get("msg") == "connection refused" and "penalised" in r.get("reason", ""))
     assert "127.0.0.1" in refused["peer"]
-    failed = out.logs_with_msg("handshake failed")
-    assert len(failed) == 1
-    assert failed[0]["identity"].startswith("CN=client-a") and failed[0]["identity_verified"] is False
+    costly = [r for r in out.logs_with_msg("handshake failed") if "source penalised" not in r["reason"]]
+    assert len(costly) == 1 and len(out.logs_with_msg("handshake failed")) == 4
+    assert costly[0]["identity"].startswith("CN=client-a") and costly[0]["chain_verified"] is False
     # Another source is served as ever.
     tin = procs.tunnel_in(f"[::1]:{port}", "--mode", "raw")
     assert echo_roundtrip(tin.address, b"from another source") == b"from another source"

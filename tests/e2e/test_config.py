@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -169,6 +170,31 @@ def test_max_conns_counts_each_service_on_its_own(procs, pki, servers, tmp_dir):
         got = s_client(pki, listens["small"], "-servername", "localhost")
         assert b"small but served" in got.stdout, got.stderr.decode(errors="replace")
         assert not out.logs_with_msg("connection refused: limit reached"), out.log_text()
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_services_together_stay_within_what_the_open_file_limit_allows(procs, pki, servers, tmp_dir):
+    """Each service counts its own connections, but all of them together never take more
+    than the descriptors allow: with 300 descriptors and one thread, 84 connections."""
+    target = servers.sender(b"hello\n")
+    top = {**credential_keys(pki.server), "ca": str(pki.ca_cert), "log-format": "json", "threads": 1}
+    services = {"one": {"listen": "127.0.0.1:0", "target": target.address},
+                "two": {"listen": "[::1]:0", "target": target.address}}
+    path = write_config(tmp_dir / "fds.toml", top, services)
+    out = procs.start(TUNNEL_OUT, ["--config", str(path)], wait=False, name="tunnel-out",
+                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)))
+    listens = {r["service"]: r["listen"] for r in out.wait_for_logs("listening", 2)}
+    held = []
+    try:
+        for i in range(84):
+            held.append(connect(harness.split_address(listens["one" if i % 2 else "two"])))
+        time.sleep(0.3)
+        assert not out.logs_with_msg("connection refused: limit reached"), out.log_text()
+        held.append(connect(harness.split_address(listens["one"])))
+        refused = out.wait_for_log("connection refused: limit reached")
+        assert refused["limit"] == "process" and refused["max_conns"] == 84, refused
     finally:
         for s in held:
             s.close()

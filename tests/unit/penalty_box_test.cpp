@@ -50,11 +50,11 @@ TEST_CASE("penalty_box: bounded; a full table lets the oldest offender go first"
   penalty_box box;
   auto now = penalty_box::clock::now();
   for (std::size_t i = 0; i < penalty_box::capacity; ++i) {
-    box.failed(address(static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i >> 8)), 100ms, now);
+    box.failed(address(static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i >> 8)), 300ms, now);
     now += 1ms;
   }
   CHECK(box.size() == penalty_box::capacity);
-  box.failed(address(0, 200), 100ms, now);  // one more: the first offender makes room
+  box.failed(address(0, 200), 300ms, now);  // one more: the first offender makes room
   CHECK(box.size() == penalty_box::capacity);
   CHECK_FALSE(box.penalised(address(0, 0), now));
   CHECK(box.penalised(address(1, 0), now));

@@ -3,7 +3,9 @@
 // write larger than the socket buffer, a read before anything arrived.
 #include <doctest/doctest.h>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -159,4 +161,37 @@ TEST_CASE("plain_stream: shutdown_send with input still open only half-closes") 
   std::error_code rec;
   CHECK(net::read_now(p.a.socket(), asio::buffer(buf), rec) == 4);
   CHECK(!rec);
+}
+
+TEST_CASE("plain_stream over loopback TCP: the close after the end of input is a FIN, not a reset") {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof at;
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+  REQUIRE(::listen(listener, 1) == 0);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&at), &size) == 0);
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+  const int served = ::accept(listener, nullptr, nullptr);
+  REQUIRE(served >= 0);
+  ::close(listener);
+
+  asio::io_context io;
+  net::plain_stream s(net::generic_socket(io, asio::generic::stream_protocol(AF_INET, IPPROTO_TCP), served));
+  const char reply[] = "reply";
+  REQUIRE(::send(served, reply, 5, 0) == 5);
+  REQUIRE(::shutdown(client, SHUT_WR) == 0);
+  std::vector<std::byte> got;
+  std::error_code ec;
+  asio::co_spawn(io, read_to_end_then_shut(s, got, ec), asio::detached);
+  io.run();
+  CHECK(!ec);
+  CHECK(!s.socket().is_open());
+  char buf[16];
+  CHECK(::recv(client, buf, sizeof buf, 0) == 5);
+  CHECK(::recv(client, buf, sizeof buf, 0) == 0);  // an orderly end: a reset would be -1, ECONNRESET
+  ::close(client);
 }
