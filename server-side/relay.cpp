@@ -70,10 +70,20 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   co_await read_first_record(socket, first, limit);
   tls::tls_stream secure(std::move(socket), std::move(context), first.offer == tls::alpn_offer::excludes);
   // Checked again before each step, not only at accept: connections the source opened
-  // together all passed that check before its first costly failure was known.
+  // together all passed that check before its first costly failure was known. And a
+  // failure is recorded within its step, before any other connection's next step runs.
   if (source) {
-    const auto open = [&box, from = *source] { return !box.penalised(from, policy::penalty_box::clock::now()); };
-    secure.gate_handshake_steps(open, "source penalised: an earlier handshake from it failed after costing much CPU");
+    const auto from = *source;
+    secure.watch_handshake_steps(
+        {.open = [&box, from] { return !box.penalised(from, policy::penalty_box::clock::now()); },
+         .why = "source penalised: an earlier handshake from it failed after costing much CPU",
+         .failed = [&box, from, &rec](std::chrono::nanoseconds cpu) {
+           if (const auto penalty = box.failed(from, cpu, policy::penalty_box::clock::now()))
+             ops::warn("source penalised: a failed handshake cost much CPU")
+                 .kv("peer", rec.peer)
+                 .kv("cpu_ms", std::chrono::duration<double, std::milli>(cpu).count())
+                 .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
+         }});
   }
   secure.preload(first.read(), first.ended);
   first.bytes.reset();  // the engine holds the bytes now
@@ -90,14 +100,6 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
       if (peer) line.kv("chain_verified", secure.tls().chain_verified());
       line.kv("reason", hs.reason);
     }  // logged here
-    const auto cpu = secure.tls().handshake_cpu();
-    if (source) {
-      if (const auto penalty = box.failed(*source, cpu, policy::penalty_box::clock::now()))
-        ops::warn("source penalised: a failed handshake cost much CPU")
-            .kv("peer", rec.peer)
-            .kv("cpu_ms", std::chrono::duration<double, std::milli>(cpu).count())
-            .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
-    }
     secure.close();
     co_return;
   }

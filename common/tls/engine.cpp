@@ -177,9 +177,9 @@ std::chrono::nanoseconds thread_cpu() {
 
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
-  if (step_gate_ && !step_gate_()) {
+  if (watch_.open && !watch_.open()) {
     refused_by_policy_ = true;
-    refusal_ = gate_reason_;
+    refusal_ = watch_.why;
     mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
     return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
   }
@@ -191,6 +191,7 @@ int engine::handshake() {
   if (rc != MBEDTLS_ERR_SSL_WANT_READ) {  // over, one way or the other: drop what is no longer needed
     offered_.reset();
     slot_.resumed.reset();
+    if (rc != 0 && watch_.failed) watch_.failed(handshake_cpu_);
   }
   return rc;
 }

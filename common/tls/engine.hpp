@@ -59,13 +59,17 @@ class engine {
   // proof that the peer holds the key: only a completed handshake is. A chain that verified
   // and was then refused by the allow-list counts as verified.)
   bool chain_verified() const;
-  // Server: `open` is asked before every handshake step; once it says no, the handshake
-  // ends there with an access_denied alert, refused by policy for `why`. (The penalty box:
-  // a source penalised while this handshake waited for its next flight goes no further.)
-  void gate_steps(std::function<bool()> open, std::string why) {
-    step_gate_ = std::move(open);
-    gate_reason_ = std::move(why);
-  }
+  // Server, for the penalty box (policy/penalty_box.hpp): `open` is asked before every
+  // handshake step, and once it says no the handshake ends there with an access_denied
+  // alert, refused by policy for `why`; `failed` hears at once, within the failing step, what
+  // the handshake cost in CPU. (At once: a step of another connection from the same source
+  // may run before this one's caller sees the failure.)
+  struct step_watch {
+    std::function<bool()> open;
+    std::string why;
+    std::function<void(std::chrono::nanoseconds)> failed;
+  };
+  void watch_steps(step_watch watch) { watch_ = std::move(watch); }
   // CPU time this thread spent inside mbedTLS's handshake for this connection so far (a
   // peer's chain is verified there: see policy/penalty_box.hpp).
   std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }
@@ -115,8 +119,7 @@ class engine {
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
   std::chrono::nanoseconds handshake_cpu_{0};
-  std::function<bool()> step_gate_;
-  std::string gate_reason_;
+  step_watch watch_;
   handshake_slot slot_;               // for the ticket callbacks (tls/resumption.hpp)
   std::optional<known_peer> offered_;  // client: the server of the session offered
   bool resumed_ = false;

@@ -43,8 +43,8 @@ class tls_stream {
   void close();
 
   const engine& tls() const { return engine_; }
-  // Before the handshake: see engine::gate_steps.
-  void gate_handshake_steps(std::function<bool()> open, std::string why) { engine_.gate_steps(std::move(open), std::move(why)); }
+  // Before the handshake: see engine::watch_steps.
+  void watch_handshake_steps(engine::step_watch watch) { engine_.watch_steps(std::move(watch)); }
   net::generic_socket& socket() { return socket_; }
   // Ciphertext bytes received so far (zero for a probe that connected and left).
   std::uint64_t raw_bytes_in() const { return raw_in_; }
