@@ -1,8 +1,7 @@
 #include "relay.hpp"
 
+#include <algorithm>
 #include <asio/this_coro.hpp>
-#include <cstring>
-#include <netinet/in.h>
 #include <optional>
 
 #include "net/plain_stream.hpp"
@@ -25,22 +24,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The peer's IP address as the penalty box keys it (IPv4 mapped into IPv6); nullopt for a
+// The client's address as the penalty box keys it (IPv4 mapped into IPv6); nullopt for a
 // Unix socket, where there is no remote source to keep out.
-std::optional<policy::penalty_box::source> source_of(const net::generic_endpoint& ep) {
+std::optional<policy::penalty_box::source> source_of(const std::optional<proxy::ip_endpoint>& client) {
+  if (!client) return std::nullopt;
+  if (client->v6) return client->ip;
   policy::penalty_box::source out{};
-  const sockaddr* sa = ep.data();
-  if (sa->sa_family == AF_INET6 && ep.size() >= sizeof(sockaddr_in6)) {
-    std::memcpy(out.data(), &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, 16);
-    return out;
-  }
-  if (sa->sa_family == AF_INET && ep.size() >= sizeof(sockaddr_in)) {
-    out[10] = out[11] = 0xff;
-    std::memcpy(out.data() + 12, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, 4);
-    return out;
-  }
-  return std::nullopt;
+  out[10] = out[11] = 0xff;
+  std::copy_n(client->ip.begin(), 4, out.begin() + 12);
+  return out;
 }
+
+constexpr const char* penalised_reason = "source penalised: an earlier handshake from it failed after costing much CPU";
 
 }  // namespace
 
@@ -52,17 +47,16 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   ops::connection_record rec;
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
+  const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
   auto& box = policy::penalty_box::process();
-  const auto source = source_of(conn.peer);
+  const auto source = source_of(from.client);
   if (source && box.penalised(*source, policy::penalty_box::clock::now())) {
-    ops::warn("connection refused").kv("peer", rec.peer)
-        .kv("reason", "source penalised: an earlier handshake from it failed after costing much CPU");
+    ops::warn("connection refused").kv("peer", rec.peer).kv("reason", penalised_reason);
     ops::metrics::get().count(ops::outcome::penalised);
     std::error_code ignored;
     socket.close(ignored);
     co_return;
   }
-  const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
   // The first record decides between mux and plain TLS; it counts against the handshake time.
   const auto limit = p.first().limits.handshake;
   const auto started = std::chrono::steady_clock::now();
@@ -76,7 +70,7 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
     const auto from = *source;
     secure.watch_handshake_steps(
         {.open = [&box, from] { return !box.penalised(from, policy::penalty_box::clock::now()); },
-         .why = "source penalised: an earlier handshake from it failed after costing much CPU",
+         .why = penalised_reason,
          .failed = [&box, from, &rec](std::chrono::nanoseconds cpu) {
            if (const auto penalty = box.failed(from, cpu, policy::penalty_box::clock::now()))
              ops::warn("source penalised: a failed handshake cost much CPU")

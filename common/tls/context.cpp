@@ -183,9 +183,13 @@ void tls_context::retire(std::function<std::shared_ptr<const tls_context>()> now
     std::lock_guard lock(replaced_mutex_);
     now_ = std::move(now);
   }
-  replaced_.store(true, std::memory_order_release);
   if (tickets_) tickets_->retire();
   if (sessions_) sessions_->retire();
+}
+
+bool tls_context::replaced() const {
+  std::lock_guard lock(replaced_mutex_);
+  return static_cast<bool>(now_);
 }
 
 std::shared_ptr<const tls_context> tls_context::replacement() const {

@@ -6,7 +6,6 @@
 #include <mbedtls/ssl_cookie.h>
 
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -113,7 +112,7 @@ class tls_context {
   // on it was judged by the old CA, CRL and allow-list; run_handshake checks it again
   // against replacement() (engine::admitted_after_reload), so that a peer the reload
   // revoked does not get in through a connection it had opened before.
-  bool replaced() const { return replaced_.load(std::memory_order_acquire); }
+  bool replaced() const;
   // The context in force now, for a replaced one; null when there is none to ask.
   std::shared_ptr<const tls_context> replacement() const;
   // What the chain check trusts: the CA bundle and CRL (or the pre-shared key), as a
@@ -124,9 +123,8 @@ class tls_context {
 
  private:
   tls_options options_;
-  mutable std::atomic<bool> replaced_{false};
   mutable std::mutex replaced_mutex_;  // guards now_
-  mutable std::function<std::shared_ptr<const tls_context>()> now_;
+  mutable std::function<std::shared_ptr<const tls_context>()> now_;  // set by retire()
   std::array<unsigned char, 32> trust_{};
   void configure(mbedtls_ssl_config& config, bool mux_alpn);
   // DTLS only: cookies, connection IDs, retransmission, DTLS 1.2 suites.

@@ -177,12 +177,7 @@ std::chrono::nanoseconds thread_cpu() {
 
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();
-  if (watch_.open && !watch_.open()) {
-    refused_by_policy_ = true;
-    refusal_ = watch_.why;
-    mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
-    return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
-  }
+  if (watch_.open && !watch_.open()) return refuse_by_policy(watch_.why);
   handshake_scope scope(slot_);
   const auto cpu_before = thread_cpu();
   int rc = with_tickets([&] { return mbedtls_ssl_handshake(&ssl_); });
@@ -216,13 +211,17 @@ int engine::finish_handshake() {
   // The ticket may come from another service on this port, or from a mux connection: the
   // service this connection asked for decides, as in a full handshake. (The ticket callback
   // checked this already and fell back to a full handshake; this is the second line.)
-  if (!is_client() && !admitted()) {
-    refused_by_policy_ = true;
-    refusal_ = (refusal_.empty() ? std::string("peer certificate not on the allow-list") : refusal_) + " (resumed session)";
-    mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
-    return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
-  }
+  if (!is_client() && !admitted())
+    return refuse_by_policy((refusal_.empty() ? std::string("peer certificate not on the allow-list") : refusal_) +
+                            " (resumed session)");
   return 0;
+}
+
+int engine::refuse_by_policy(std::string why) {
+  refused_by_policy_ = true;
+  refusal_ = std::move(why);
+  mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED);
+  return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
 }
 
 template <typename Call>

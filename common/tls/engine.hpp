@@ -70,9 +70,6 @@ class engine {
     std::function<void(std::chrono::nanoseconds)> failed;
   };
   void watch_steps(step_watch watch) { watch_ = std::move(watch); }
-  // CPU time this thread spent inside mbedTLS's handshake for this connection so far (a
-  // peer's chain is verified there: see policy/penalty_box.hpp).
-  std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }
   // After a handshake that a reload overtook (context().replaced()): whether `now`, the
   // context in force, admits this peer too. Its allow-list always decides; its CA and CRL
   // too when they differ from the ones the handshake used, by checking the peer's chain
@@ -108,6 +105,8 @@ class engine {
   // reason when it is more than "not on the allow-list".
   bool admits(const policy::peer_identity& peer, std::string* why) const;
   int finish_handshake();  // after mbedTLS's handshake succeeded: the resumed identity
+  // Ends the handshake refused by policy for `why`, with an access_denied alert.
+  int refuse_by_policy(std::string why);
   // Runs an mbedTLS call again after each NewSessionTicket it reports, keeping the ticket.
   template <typename Call>
   int with_tickets(Call call);
@@ -118,7 +117,7 @@ class engine {
   std::size_t in_begin_ = 0, in_end_ = 0;
   std::vector<unsigned char> out_;
   std::optional<policy::peer_identity> peer_;
-  std::chrono::nanoseconds handshake_cpu_{0};
+  std::chrono::nanoseconds handshake_cpu_{0};  // thread CPU spent in mbedTLS's handshake (step_watch)
   step_watch watch_;
   handshake_slot slot_;               // for the ticket callbacks (tls/resumption.hpp)
   std::optional<known_peer> offered_;  // client: the server of the session offered
