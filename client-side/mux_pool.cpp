@@ -106,6 +106,21 @@ asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_
   if (owner) owner->wake.cancel();
 }
 
+// An adopted connection has done its job once idle, if the worker has its own.
+bool surplus(const worker_state& w, const worker_state::entry& e) {
+  const mux::session& s = *e.session;
+  return e.adopted && worker_state::load(s) == 0 && !s.retiring() && !s.ended() && w.has_own_session();
+}
+
+// Once a slot's session is ready: adopted connections that went idle while the worker had
+// none of its own are not needed any more (their own changes only come with their streams).
+void retire_surplus(worker_state& w) {
+  std::vector<mux::session*> idle;  // goaway may end a session, which removes its entry
+  for (const auto& e : w.sessions)
+    if (surplus(w, e)) idle.push_back(e.session);
+  for (auto* s : idle) s->goaway(mux::reset_code::cancel, "surplus connection");
+}
+
 // Registers `s` on `ws` and starts its coroutine. Returns the session.
 mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tls::tls_stream> secure,
                      const config::service& svc, std::shared_ptr<worker_state::slot> owner,
@@ -117,9 +132,7 @@ mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tl
   worker_state* w = ws.get();  // alive while the session is (run_session holds it)
   raw->on_change([w, raw, owner, adopted] {
     if (owner) owner->wake.cancel();
-    // An adopted connection has done its job once idle, if the worker has its own.
-    if (adopted && worker_state::load(*raw) == 0 && !raw->retiring() && !raw->ended() && w->has_own_session())
-      raw->goaway(mux::reset_code::cancel, "surplus connection");
+    if (surplus(*w, {raw, adopted})) raw->goaway(mux::reset_code::cancel, "surplus connection");
   });
   if (w->stopping) raw->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
   ws->live->fetch_add(1, std::memory_order_relaxed);
@@ -175,7 +188,10 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
     // while this slot brings up the replacement (make before break).
     while (!*ended && !ws->stopping && s->usable()) {
       was_ready = was_ready || s->ready();
-      if (was_ready && counted) --ws->pending, ++ws->settled, counted = false;
+      if (was_ready && counted) {
+        --ws->pending, ++ws->settled, counted = false;
+        retire_surplus(*ws);
+      }
       sl->wake.expires_at(asio::steady_timer::time_point::max());
       co_await sl->wake.async_wait(as_result);
     }

@@ -199,6 +199,31 @@ def test_auto_mode_switches_to_mux_with_tunnel_out(procs, servers):
     assert len(out.logs_with_msg("mux connection authorized")) <= n + 1
 
 
+def test_a_connection_dialled_while_the_pool_was_down_closes_once_the_pool_is_up(procs, servers):
+    """A legacy connection that finds no pool connection up dials its own ("adopted"); once
+    it is idle and the pool's own connection is up, it is surplus and closes, rather than
+    staying open beside the pool until something else happens on it."""
+    target = servers.echo()
+    with socket.socket() as s:  # a free port for tunnel-out, which is not up yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tin = procs.tunnel_in(f"127.0.0.1:{port}", "--mode", "mux", "--pool", "1", "--threads", "1")
+    # The pool's slot retries with a growing backoff: wait until its next try is >= 1.6 s off.
+    wait_until(lambda: any(r.get("retry_in_ms", 0) >= 3200 for r in tin.logs_with_msg("mux connection failed")),
+               "the pool backs off", timeout=20)
+    out = procs.tunnel_out(target.address, listen=f"127.0.0.1:{port}", level="info")
+    assert echo_roundtrip(tin.address, b"early\n") == b"early\n"
+    adopted = [r for r in tin.logs_with_msg("mux connection up") if r.get("adopted") == "true"]
+    assert len(adopted) == 1, "the legacy connection did not dial its own mux connection"
+    # The slot comes up within its backoff; the idle adopted connection then closes.
+    wait_until(lambda: len(out.logs_with_msg("mux connection authorized")) == 2, "the pool is up", timeout=15)
+    closed = out.wait_for_logs("mux connection closed", 1, timeout=5)
+    assert closed[0]["streams"] == 1 and closed[0]["reason"] == "closed", closed
+    assert echo_roundtrip(tin.address, b"later\n") == b"later\n"
+    time.sleep(0.5)
+    assert len(out.logs_with_msg("mux connection authorized")) == 2, "a third connection was dialled"
+
+
 def test_raw_mode_client_still_gets_plain_tls(procs, servers):
     target = servers.echo()
     out = procs.tunnel_out(target.address, level="info")
