@@ -10,34 +10,17 @@
 #include "ops/connection_log.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
-#include "policy/penalty_box.hpp"
 #include "tls/handshake.hpp"
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
 #include "mux_server.hpp"
 #include "first_record.hpp"
+#include "penalty.hpp"
 #include "target_leg.hpp"
 
 namespace tunnel::server {
 
 using namespace std::chrono_literals;
-
-namespace {
-
-// The client's address as the penalty box keys it (IPv4 mapped into IPv6); nullopt for a
-// Unix socket, where there is no remote source to keep out.
-std::optional<policy::penalty_box::source> source_of(const std::optional<proxy::ip_endpoint>& client) {
-  if (!client) return std::nullopt;
-  if (client->v6) return client->ip;
-  policy::penalty_box::source out{};
-  out[10] = out[11] = 0xff;
-  std::copy_n(client->ip.begin(), 4, out.begin() + 12);
-  return out;
-}
-
-constexpr const char* penalised_reason = "source penalised: an earlier handshake from it failed after costing much CPU";
-
-}  // namespace
 
 asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls::tls_context> context,
                                        net::accepted conn, mux_host* mux) {
@@ -48,10 +31,9 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
   const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
-  auto& box = policy::penalty_box::process();
-  const auto source = source_of(from.client);
-  if (source && box.penalised(*source, policy::penalty_box::clock::now())) {
-    ops::warn("connection refused").kv("peer", rec.peer).kv("reason", penalised_reason);
+  const auto source = penalty::source_of(from.client);
+  if (source && penalty::penalised(*source)) {
+    ops::warn("connection refused").kv("peer", rec.peer).kv("reason", penalty::refusal);
     ops::metrics::get().count(ops::outcome::penalised);
     std::error_code ignored;
     socket.close(ignored);
@@ -68,16 +50,11 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   // failure is recorded within its step, before any other connection's next step runs.
   if (source) {
     const auto from = *source;
-    secure.watch_handshake_steps(
-        {.open = [&box, from] { return !box.penalised(from, policy::penalty_box::clock::now()); },
-         .why = penalised_reason,
-         .failed = [&box, from, &rec](std::chrono::nanoseconds cpu) {
-           if (const auto penalty = box.failed(from, cpu, policy::penalty_box::clock::now()))
-             ops::warn("source penalised: a failed handshake cost much CPU")
-                 .kv("peer", rec.peer)
-                 .kv("cpu_ms", std::chrono::duration<double, std::milli>(cpu).count())
-                 .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
-         }});
+    secure.watch_handshake_steps({.open = [from] { return !penalty::penalised(from); },
+                                  .why = penalty::refusal,
+                                  .failed = [from, &rec](std::chrono::nanoseconds cpu) {
+                                    penalty::handshake_failed(from, cpu, rec.peer);
+                                  }});
   }
   secure.preload(first.read(), first.ended);
   first.bytes.reset();  // the engine holds the bytes now

@@ -19,6 +19,7 @@
 #include "ops/log.hpp"
 #include "tls/dtls_record.hpp"
 #include "tls/error.hpp"
+#include "penalty.hpp"
 
 namespace tunnel::server {
 namespace {
@@ -130,6 +131,8 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   // After a reload the gate is rebuilt from the new context, so new flows get the new
   // credentials. A cookie issued under the old context then fails once and the client is
   // asked again (one more HelloVerifyRequest round trip).
+  if (penalty::penalised(penalty::source_of(from)))
+    return net::log_drop(penalised_, "datagram dropped: source penalised", from, d.size());
   if (auto current = source_->current(); !gate_ || gate_context_ != current) {
     gate_ = std::make_unique<tls::dtls_engine>(current, svc_.udp.mtu);
     gate_context_ = std::move(current);
@@ -192,6 +195,13 @@ void udp_relay::deliver(udp_flow& f, std::span<const unsigned char> d) {
 void udp_relay::drive(udp_flow& f) {
   if (f.ended) return;
   if (!f.tls->handshake_done()) {
+    // Checked before every step: flows the source began together all passed the cookie
+    // before its first costly failure was known.
+    const auto source = penalty::source_of(f.peer);
+    if (penalty::penalised(source)) {
+      ops::warn("handshake failed").kv("peer", f.rec.peer).kv("reason", penalty::refusal);
+      return end(f, "handshake failed", false);
+    }
     const int rc = f.tls->handshake();
     send_to_peer(f);  // including a fatal alert that tells the client why
     if (rc == MBEDTLS_ERR_SSL_WANT_READ) return;
@@ -202,6 +212,7 @@ void udp_relay::drive(udp_flow& f) {
           .kv("peer", f.rec.peer)
           .kv("identity", peer ? peer->describe() : std::string("unknown"))
           .kv("reason", verify.empty() ? mbedtls_reason(rc) : verify);
+      penalty::handshake_failed(source, f.tls->handshake_cpu(), f.rec.peer);
       return end(f, "handshake failed", false);
     }
     authorize(f);

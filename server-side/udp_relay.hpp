@@ -89,7 +89,7 @@ class udp_relay {
   std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
   net::drop_counter garbage_{ops::udp_drop::garbage}, unknown_cid_{ops::udp_drop::unknown_session},
       unverified_move_{ops::udp_drop::garbage}, flow_limit_{ops::udp_drop::flow_limit},
-      oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other};
+      oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other}, penalised_{ops::udp_drop::penalised};
   std::uint64_t hello_verify_sent_ = 0;
 };
 

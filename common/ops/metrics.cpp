@@ -12,7 +12,7 @@ constexpr const char* outcome_names[] = {"closed", "error", "timeout", "handshak
                                          "probe", "limit", "unreachable", "shutdown", "penalised"};
 constexpr const char* handshake_failure_names[] = {"policy", "verify", "timeout", "protocol"};
 constexpr const char* udp_drop_names[] = {"oversized", "queue_full", "garbage", "unknown_session",
-                                          "flow_limit", "other", "mux_queue_full"};
+                                          "flow_limit", "other", "mux_queue_full", "penalised"};
 static_assert(std::size(udp_drop_names) == static_cast<std::size_t>(udp_drop::count_));
 
 std::string number(double v) {

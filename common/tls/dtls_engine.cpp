@@ -1,6 +1,7 @@
 #include "tls/dtls_engine.hpp"
 
 #include "tls/error.hpp"
+#include "tls/thread_cpu.hpp"
 #include "tls/validity.hpp"
 
 #include <cstring>
@@ -46,6 +47,7 @@ int dtls_engine::reset() {
   out_.clear();
   peer_.reset();
   refused_by_policy_ = false;
+  handshake_cpu_ = {};
   return mbedtls_ssl_session_reset(&ssl_);
 }
 
@@ -118,7 +120,9 @@ int dtls_engine::get_timer_cb(void* self) {
 }
 
 int dtls_engine::handshake() {
+  const auto cpu_before = thread_cpu();
   const int rc = mbedtls_ssl_handshake(&ssl_);
+  handshake_cpu_ += thread_cpu() - cpu_before;
   // PSK mode: no certificate, so the key's identity is the peer's identity.
   if (rc == 0 && !peer_ && context_->creds().psk()) {
     peer_.emplace();

@@ -81,6 +81,8 @@ class dtls_engine {
   bool cid_in_use() const;
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
   bool refused_by_policy() const { return refused_by_policy_; }
+  // Thread CPU spent in handshake() since the last reset() (policy/penalty_box.hpp).
+  std::chrono::nanoseconds handshake_cpu() const { return handshake_cpu_; }
   std::string verify_failure() const;
   std::string version() const;
   std::string ciphersuite() const;  // "" until a ServerHello has settled one
@@ -107,6 +109,7 @@ class dtls_engine {
   std::function<void()> timer_changed_;
   std::optional<policy::peer_identity> peer_;
   bool refused_by_policy_ = false;
+  std::chrono::nanoseconds handshake_cpu_{0};
 };
 
 }  // namespace tunnel::tls

@@ -1,10 +1,10 @@
 #include "tls/engine.hpp"
 
-#include <ctime>
 
 #include "mux/frame.hpp"
 #include "policy/server_name.hpp"
 #include "tls/error.hpp"
+#include "tls/thread_cpu.hpp"
 #include "tls/validity.hpp"
 
 #include <cstring>
@@ -166,14 +166,6 @@ bool engine::refused_by_policy() const {
   // An SNI naming no service here fails the handshake in the ClientHello.
   return refused_by_policy_ || (!choice_.route && !choice_.asked.empty());
 }
-
-namespace {
-std::chrono::nanoseconds thread_cpu() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
-}  // namespace
 
 int engine::handshake() {
   if (records_.overflow()) return refuse_overflow();

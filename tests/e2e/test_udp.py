@@ -167,6 +167,53 @@ def test_openssl_s_client_dtls12_interoperates(procs, pki, echo):
     assert "client-a" in authorized["identity"]
 
 
+@dtls_only("a DTLS client's certificate chain")
+def test_a_chain_that_costs_seconds_to_check_gets_its_source_penalised(procs, pki, echo, tmp_dir):
+    # As over TCP (test_adversarial.py): a chain free to make costs tunnel-out's UDP thread,
+    # which every flow of the service waits for, a second or more. Its source is kept out.
+    import hardening as hd
+    import trust_tools as tt
+    chain, key = tt.costly_chain(tmp_dir, depth=3)  # DTLS reassembles at most 16 KiB
+    pems = chain.read_text().split("-----END CERTIFICATE-----\n")
+    leaf, intermediates = tmp_dir / "leaf.pem", tmp_dir / "intermediates.pem"
+    leaf.write_text(pems[0] + "-----END CERTIFICATE-----\n")
+    intermediates.write_text("-----END CERTIFICATE-----\n".join(pems[1:]))
+    out = procs.tunnel_out(echo.address, "--udp", "--status", "127.0.0.1:0", listen="[::]:0")
+    port = harness.split_address(out.listen)[1]
+
+    def attempt() -> subprocess.Popen:
+        return subprocess.Popen(
+            ["bash", "-c", f"sleep 2 | timeout 5 openssl s_client -dtls1_2 -connect 127.0.0.1:{port} "
+                           f"-cert {leaf} -cert_chain {intermediates} -key {key} -quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    # Two at once from one source: the first whose chain is checked pays; the other is
+    # refused at its next step (or, not past the cookie yet, dropped at its ClientHello).
+    for p in [attempt(), attempt()]:
+        p.wait(30)
+    penalised = out.wait_for_log("source penalised: a failed handshake cost much CPU", timeout=30)
+    assert penalised["cpu_ms"] >= 200 and penalised["refused_for_s"] == 10, penalised
+    assert "127.0.0.1" in penalised["peer"]
+    failed = out.logs_with_msg("handshake failed")
+    costly = [r for r in failed if "source penalised" not in r["reason"]]
+    assert len(costly) == 1 and costly[0]["identity"].startswith("CN=client-a"), failed
+    assert len(out.logs_with_msg("source penalised: a failed handshake cost much CPU")) == 1
+    # Again from that source: its ClientHello is dropped, not even asked for a cookie.
+    dropped = hd.metric(hd.scrape(out), "tunnel_udp_datagrams_dropped_total", reason="penalised")
+    hello, again = udp_tools.capture_client_hello(), udp_tools.udp_socket()
+    again.sendto(hello, ("127.0.0.1", port))
+    again.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        again.recv(65535)
+    assert hd.metric(hd.scrape(out), "tunnel_udp_datagrams_dropped_total", reason="penalised") == dropped + 1
+    assert "127.0.0.1" in out.wait_for_log("datagram dropped: source penalised")["peer"]
+    assert len(out.logs_with_msg("handshake failed")) == len(failed)
+    # Another source is served as ever.
+    tin = procs.tunnel_in(f"[::1]:{port}", "--udp")
+    assert ping(udp_tools.udp_socket(), tin.listen, b"from another source") == b"from another source"
+    assert echo.received == 1
+
+
 def test_oversized_datagram_is_dropped_counted_and_the_flow_keeps_working(procs, echo, client):
     out, tin = udp_pair(procs, echo.address, in_args=["--mtu", "1400"])
     assert ping(client, tin.listen, b"first") == b"first"

@@ -1,0 +1,38 @@
+#include "penalty.hpp"
+
+#include <algorithm>
+
+#include "net/proxy_endpoint.hpp"
+#include "ops/log.hpp"
+
+namespace tunnel::server::penalty {
+
+namespace {
+policy::penalty_box& box() { return policy::penalty_box::process(); }
+}  // namespace
+
+std::optional<source> source_of(const std::optional<proxy::ip_endpoint>& client) {
+  if (!client) return std::nullopt;
+  if (client->v6) return client->ip;
+  source out{};
+  out[10] = out[11] = 0xff;
+  std::copy_n(client->ip.begin(), 4, out.begin() + 12);
+  return out;
+}
+
+source source_of(const net::udp::endpoint& from) {
+  // A UDP endpoint is always an IP one.
+  return *source_of(net::to_ip_endpoint(net::generic_endpoint(from.data(), from.size())));
+}
+
+bool penalised(const source& from) { return box().penalised(from, policy::penalty_box::clock::now()); }
+
+void handshake_failed(const source& from, std::chrono::nanoseconds cpu, const std::string& peer) {
+  if (const auto penalty = box().failed(from, cpu, policy::penalty_box::clock::now()))
+    ops::warn("source penalised: a failed handshake cost much CPU")
+        .kv("peer", peer)
+        .kv("cpu_ms", std::chrono::duration<double, std::milli>(cpu).count())
+        .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
+}
+
+}  // namespace tunnel::server::penalty
