@@ -262,6 +262,10 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
     }
     const int rc = f.tls->handshake();
     flush(f);
+    if (rc == 0 && f.tls->overtaken_by_reload()) {
+      failure = tls::tls_context::overtaken_refusal;
+      break;
+    }
     if (rc == 0) co_return handshake_end::done;
     if (rc != MBEDTLS_ERR_SSL_WANT_READ) {
       const std::string verify = f.tls->verify_failure();
@@ -304,7 +308,7 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
       .kv("identity", server ? server->describe() : std::string("unknown"))
       .kv("reason", failure)
       .kv("queued_dropped", static_cast<std::uint64_t>(f.queued.size()));
-  end(f, "handshake failed", false);
+  end(f, "handshake failed", true);  // close_notify only after a finished handshake (one a reload overtook)
   co_return handshake_end::failed;
 }
 

@@ -215,6 +215,13 @@ void udp_relay::drive(udp_flow& f) {
       penalty::handshake_failed(source, f.tls->handshake_cpu(), f.rec.peer);
       return end(f, "handshake failed", false);
     }
+    if (f.tls->overtaken_by_reload()) {
+      ops::warn("handshake failed")
+          .kv("peer", f.rec.peer)
+          .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
+          .kv("reason", tls::tls_context::overtaken_refusal);
+      return end(f, "handshake failed", true);  // close_notify: tunnel-in's flow ends too
+    }
     authorize(f);
     if (f.ended) return;
   }

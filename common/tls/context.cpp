@@ -209,6 +209,16 @@ int tls_context::verify_chain(mbedtls_x509_crt* chain) const {
                                               nullptr, &flags, nullptr, nullptr);
 }
 
+tls_context::recheck tls_context::recheck_after_reload(const tls_context& then, const mbedtls_x509_crt* chain) const {
+  const bool psk = then.creds().psk().has_value();
+  if (!then.options().verify_peer && !psk) return recheck::pass;  // that leg authenticated no peer
+  if (trust_digest() != then.trust_digest()) {
+    // mbedTLS takes the chain non-const; verification does not change it.
+    if (psk || !chain || verify_chain(const_cast<mbedtls_x509_crt*>(chain)) != 0) return recheck::fail;
+  }
+  return psk ? recheck::pass : recheck::ask_allow_list;  // a PSK is its own identity
+}
+
 bool tls_context::resumes() const {
   return options_.resumption.count() > 0 && options_.carrier == transport::stream && !options_.legacy_leg &&
          options_.verify_peer && !creds_->psk();

@@ -120,6 +120,14 @@ class tls_context {
   const std::array<unsigned char, 32>& trust_digest() const { return trust_; }
   // The chain check of this context on `chain`, outside a handshake: 0 when it passes.
   int verify_chain(mbedtls_x509_crt* chain) const;
+  // Called on the context in force after a handshake that ran on `then`, which a reload
+  // replaced: whether the peer's proof holds here too. `pass` when `then` authenticated no
+  // peer, or checked a pre-shared key that is still the same; `fail` when the CA bundle or
+  // CRL (or key) changed and `chain`, the peer's (null: none, or a resumed session), does
+  // not verify against this context's; else `ask_allow_list`: the caller asks admits().
+  enum class recheck { pass, fail, ask_allow_list };
+  static constexpr const char* overtaken_refusal = "refused by the credentials reloaded during the handshake";
+  recheck recheck_after_reload(const tls_context& then, const mbedtls_x509_crt* chain) const;
 
  private:
   tls_options options_;

@@ -179,6 +179,18 @@ std::size_t dtls_engine::max_payload() const {
   return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
+bool dtls_engine::overtaken_by_reload() const {
+  if (!context_->replaced()) return false;
+  const auto now = context_->replacement();
+  if (!now) return true;
+  switch (now->recheck_after_reload(*context_, mbedtls_ssl_get_peer_cert(&ssl_))) {
+    case tls_context::recheck::pass: return false;
+    case tls_context::recheck::fail: return true;
+    case tls_context::recheck::ask_allow_list: break;
+  }
+  return !peer_ || !now->admits(*peer_);
+}
+
 std::string dtls_engine::verify_failure() const {
   return describe_verify_failure(ssl_, context_->options().side, refused_by_policy_);
 }

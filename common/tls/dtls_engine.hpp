@@ -76,6 +76,11 @@ class dtls_engine {
   // Called whenever mbedTLS sets or cancels its timer (so a waiter can recompute).
   void on_timer_change(std::function<void()> f) { timer_changed_ = std::move(f); }
 
+  // After a finished handshake: a reload replaced the context it ran on, and the context
+  // in force now does not admit this peer (tls_context::recheck_after_reload, then its
+  // allow-list). Such a handshake is refused: tls_context::overtaken_refusal.
+  bool overtaken_by_reload() const;
+
   bool handshake_done() const;
   // True when both sides agreed to use connection IDs.
   bool cid_in_use() const;

@@ -141,15 +141,11 @@ bool engine::admits(const policy::peer_identity& peer, std::string* why) const {
 }
 
 bool engine::admitted_after_reload(const tls_context& now) const {
-  const bool psk = context_->creds().psk().has_value();
-  if (!context_->options().verify_peer && !psk) return true;  // this leg authenticates no peer
-  if (now.trust_digest() != context_->trust_digest()) {
-    if (psk || resumed_) return false;
-    const mbedtls_x509_crt* chain = mbedtls_ssl_get_peer_cert(&ssl_);
-    // mbedTLS takes the chain non-const; verification does not change it.
-    if (!chain || now.verify_chain(const_cast<mbedtls_x509_crt*>(chain)) != 0) return false;
+  switch (now.recheck_after_reload(*context_, resumed_ ? nullptr : mbedtls_ssl_get_peer_cert(&ssl_))) {
+    case tls_context::recheck::pass: return true;
+    case tls_context::recheck::fail: return false;
+    case tls_context::recheck::ask_allow_list: break;
   }
-  if (psk) return true;  // the same key
   if (!peer_) return false;
   if (is_client()) return now.admits(*peer_);
   if (alpn() == mux::alpn_name) return now.admits_any(*peer_);

@@ -41,7 +41,7 @@ asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono
     if (!now || !stream.tls().admitted_after_reload(*now)) {
       m.count(ops::outcome::handshake_failed);
       m.count(ops::handshake_failure::policy);
-      co_return handshake_outcome{.reason = "refused by the credentials reloaded during the handshake",
+      co_return handshake_outcome{.reason = tls_context::overtaken_refusal,
                                   .kind = ops::handshake_failure::policy};
     }
   }

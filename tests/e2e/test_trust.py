@@ -391,6 +391,44 @@ def test_a_connection_opened_before_a_crl_reload_cannot_handshake_by_the_old_crl
 
 
 @pytest.mark.parametrize("revoking", ["tunnel-out", "tunnel-in"])
+def test_a_dtls_handshake_a_crl_reload_overtakes_is_refused(pki, ca, procs, echo, relays, client, tmp_dir, revoking):
+    # As above, over DTLS: a flow's credentials are the ones in force when its handshake
+    # began. A relay holds the handshake while the peer's certificate is on its way to the
+    # side whose new CRL revokes it: that side must refuse at the end, and nothing passes.
+    crl = tmp_dir / "ca.crl"
+    crl.write_bytes(tt.make_crl(ca, []))
+    on_out = revoking == "tunnel-out"
+    crl_args = ["--crl", str(crl)]
+    out = procs.tunnel_out(echo.address, "--udp", *(crl_args if on_out else []))
+    relay = relays(out.listen)
+    tin = procs.tunnel_in(relay.address, "--udp", "--handshake-timeout", "20s", *([] if on_out else crl_args),
+                          cred=pki.client_b)
+    # tunnel-out gets tunnel-in's certificate in its second flight (after ClientHello and the
+    # ClientHello with the cookie); tunnel-in gets tunnel-out's right after the cookie request.
+    direction = "up" if on_out else "down"
+    relay.gate(direction, 2 if on_out else 1)
+    client.sendto(b"revoked?", harness.split_address(tin.listen))
+    deadline = time.monotonic() + 10
+    while relay.gated_count(direction) == 0:
+        assert time.monotonic() < deadline, "the handshake never reached the gate"
+        time.sleep(0.02)
+    revoking_proc, revoked = (out, pki.client_b) if on_out else (tin, pki.server)
+    tt.write_atomic(crl, tt.make_crl(ca, [revoked.certificate.serial_number]))
+    revoking_proc.signal(signal.SIGHUP)
+    reloaded(revoking_proc, "SIGHUP")
+    relay.release()
+    failed = revoking_proc.wait_for_log("handshake failed" if on_out else "handshake with tunnel-out failed")
+    assert failed["reason"] == "refused by the credentials reloaded during the handshake", failed
+    if on_out:
+        assert not out.logs_with_msg("flow authorized")
+    else:  # tunnel-out finished first; tunnel-in's close_notify ends its flow at once
+        closed = out.wait_for_log("flow closed")
+        assert closed["reason"] == "closed by tunnel-in", closed
+    time.sleep(0.3)
+    assert echo.received == 0
+
+
+@pytest.mark.parametrize("revoking", ["tunnel-out", "tunnel-in"])
 def test_crl_reload_retires_live_mux_sessions(pki, ca, procs, servers, tmp_dir, revoking):
     # In mux mode each side holds pre-authenticated sessions; a reload whose CRL revokes the
     # peer must stop its new streams too, not only its new handshakes.

@@ -89,7 +89,8 @@ class LossyRelay(_Threaded):
     client address it forwards from an upstream socket of its own, like a NAT. Each
     datagram either way is dropped with probability `drop`, sent twice with `duplicate`,
     or held back and sent after later ones with `reorder`. rebind() gives every client a
-    new upstream socket (a new source port), as a NAT rebinding does."""
+    new upstream socket (a new source port), as a NAT rebinding does. gate() stops one
+    direction after some datagrams, keeping the rest until release()."""
 
     def __init__(self, upstream: str, drop: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0,
                  seed: int = 1):
@@ -103,6 +104,9 @@ class LossyRelay(_Threaded):
         self.clients: dict[tuple, socket.socket] = {}
         self.held: list[tuple[float, socket.socket, bytes, tuple]] = []
         self.stats = {"forwarded": 0, "dropped": 0, "duplicated": 0, "reordered": 0}
+        self.passed = {"up": 0, "down": 0}  # datagrams through, towards upstream / clients
+        self.gates: dict[str, int] = {}     # direction -> datagrams let through before it closes
+        self.gated: list[tuple[str, socket.socket, bytes, tuple]] = []
         self.sel.register(self.down, selectors.EVENT_READ, self._from_client)
         self._thread.start()
 
@@ -115,6 +119,32 @@ class LossyRelay(_Threaded):
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ, lambda sock, c=client: self._from_server(sock, c))
         return s
+
+    def gate(self, direction: str, after: int) -> None:
+        """From now on `direction` ("up": towards upstream, "down": towards clients) lets
+        `after` more datagrams through, then keeps the rest until release()."""
+        with self._lock:
+            self.gates[direction] = self.passed[direction] + after
+
+    def gated_count(self, direction: str) -> int:
+        with self._lock:
+            return sum(1 for g in self.gated if g[0] == direction)
+
+    def release(self) -> None:
+        """Opens the gates and sends what they kept, in order."""
+        with self._lock:
+            self.gates.clear()
+            kept, self.gated = self.gated, []
+        for _, sock, data, to in kept:
+            sock.sendto(data, to)
+
+    def _pass(self, direction: str, sock, data: bytes, to) -> None:
+        with self._lock:
+            if direction in self.gates and self.passed[direction] >= self.gates[direction]:
+                self.gated.append((direction, sock, data, to))
+                return
+            self.passed[direction] += 1
+        self._emit(sock, data, to)
 
     def _emit(self, sock, data: bytes, to) -> None:
         r = self.rng.random()
@@ -153,7 +183,7 @@ class LossyRelay(_Threaded):
                 up = self.clients.get(client)
                 if up is None:
                     up = self.clients[client] = self._new_upstream(client)
-            self._emit(up, data, self.upstream)
+            self._pass("up", up, data, self.upstream)
 
     def _from_server(self, sock, client) -> None:
         for _ in range(256):
@@ -161,7 +191,7 @@ class LossyRelay(_Threaded):
                 data, _ = sock.recvfrom(65535)
             except BlockingIOError:
                 return
-            self._emit(self.down, data, client)
+            self._pass("down", self.down, data, client)
 
     def rebind(self) -> list[int]:
         """New upstream source ports for every client; returns them. The old sockets stay
