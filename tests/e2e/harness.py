@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -456,8 +457,9 @@ class TestServer:
         try:
             conn.settimeout(60)
             self.handler(conn, result)
-        except Exception as e:  # recorded, surfaced by tests that care
+        except Exception as e:  # recorded, surfaced by tests that care, and shown on failure
             result.error = f"{type(e).__name__}: {e}"
+            print(f"test server {self.address}: handler failed: {result.error}", file=sys.stderr)
         finally:
             try:
                 conn.close()
