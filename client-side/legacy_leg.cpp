@@ -9,7 +9,8 @@ asio::awaitable<bool> accept_legacy_tls(tls::tls_stream& legacy, const config::s
                                         const ops::connection_record& rec) {
   // Not tls::run_handshake: that one counts tunnel handshakes in the metrics.
   const auto result = co_await net::with_timeout(legacy.handshake(), svc.limits.handshake);
-  if (result && !*result) {
+  const bool overtaken = result && !*result && legacy.tls().overtaken_by_reload();
+  if (result && !*result && !overtaken) {
     ops::debug("legacy client TLS accepted")
         .kv("peer", rec.peer)
         .kv("tls", legacy.tls().version())
@@ -20,7 +21,10 @@ asio::awaitable<bool> accept_legacy_tls(tls::tls_stream& legacy, const config::s
   ops::warn("legacy client TLS handshake failed")
       .kv("peer", rec.peer)
       .kv("service", svc.name)
-      .kv("reason", !result ? std::string("handshake timeout") : !verify.empty() ? verify : result->message());
+      .kv("reason", !result      ? std::string("handshake timeout")
+                    : overtaken  ? std::string(tls::tls_context::overtaken_refusal)
+                    : !verify.empty() ? verify
+                                      : result->message());
   co_return false;
 }
 

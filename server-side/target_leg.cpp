@@ -95,7 +95,8 @@ asio::awaitable<target_connection> open_target(const config::service& svc, const
 asio::awaitable<std::string> handshake_target(tls::tls_stream& target, const config::service& svc) {
   // Not tls::run_handshake: that one counts tunnel handshakes in the metrics.
   const auto result = co_await net::with_timeout(target.handshake(), svc.limits.handshake);
-  if (result && !*result) {
+  const bool overtaken = result && !*result && target.tls().overtaken_by_reload();
+  if (result && !*result && !overtaken) {
     ops::debug("target TLS up")
         .kv("target", svc.target.to_string())
         .kv("tls", target.tls().version())
@@ -103,7 +104,10 @@ asio::awaitable<std::string> handshake_target(tls::tls_stream& target, const con
     co_return std::string();
   }
   const std::string verify = target.tls().verify_failure();
-  const std::string why = !result ? std::string("timeout") : !verify.empty() ? verify : result->message();
+  const std::string why = !result      ? std::string("timeout")
+                          : overtaken  ? std::string(tls::tls_context::overtaken_refusal)
+                          : !verify.empty() ? verify
+                                            : result->message();
   ops::warn("target TLS handshake failed").kv("service", svc.name).kv("target", svc.target.to_string()).kv("reason", why);
   co_return "target TLS handshake failed: " + why;
 }

@@ -74,6 +74,7 @@ void udp_relay::stop() {
       .kv("dropped_flow_limit", flow_limit_.total())
       .kv("dropped_oversize", oversize_.total())
       .kv("dropped_send_failed", send_failed_.total())
+      .kv("dropped_penalised", penalised_.total())
       .kv("hello_verify_requests", hello_verify_sent_);
 }
 
@@ -199,7 +200,11 @@ void udp_relay::drive(udp_flow& f) {
     // before its first costly failure was known.
     const auto source = penalty::source_of(f.peer);
     if (penalty::penalised(source)) {
-      ops::warn("handshake failed").kv("peer", f.rec.peer).kv("reason", penalty::refusal);
+      (void)penalised_.count();  // this datagram is dropped; the warning says why
+      ops::warn("handshake failed")
+          .kv("peer", f.rec.peer)
+          .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
+          .kv("reason", penalty::refusal);
       return end(f, "handshake failed", false);
     }
     const int rc = f.tls->handshake();

@@ -41,7 +41,7 @@ enum class udp_drop : std::size_t {
   flow_limit,
   other,
   mux_queue_full,  // UDP over TLS: the mux connection's datagram queue was at its bound
-  penalised,       // a handshake datagram from a source in the penalty box
+  penalised,       // a source in the penalty box: its ClientHello, or its handshake's next datagram
   count_
 };
 

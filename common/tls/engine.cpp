@@ -152,6 +152,12 @@ bool engine::admitted_after_reload(const tls_context& now) const {
   return choice_.route && now.admits(*peer_, *choice_.route);
 }
 
+bool engine::overtaken_by_reload() const {
+  if (!context_->replaced()) return false;
+  const auto now = context_->replacement();
+  return !now || !admitted_after_reload(*now);
+}
+
 bool engine::chain_verified() const {
   if (!peer_ || resumed_) return peer_.has_value();  // a resumed identity was verified when first seen
   // BADCERT_OTHER is the allow-list's own refusal (verify_cb), not a fault in the chain.

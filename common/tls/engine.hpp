@@ -75,6 +75,10 @@ class engine {
   // too when they differ from the ones the handshake used, by checking the peer's chain
   // again (a resumed session or a pre-shared key has none to check: refused then).
   bool admitted_after_reload(const tls_context& now) const;
+  // After a finished handshake: a reload replaced the context it ran on and the context in
+  // force now does not admit this peer. Such a handshake is refused, on every leg, with
+  // tls_context::overtaken_refusal.
+  bool overtaken_by_reload() const;
   // The handshake resumed an earlier session (tls/resumption.hpp): no certificates were
   // exchanged, and peer() is the identity the earlier full handshake verified.
   bool resumed() const { return resumed_; }

@@ -36,14 +36,10 @@ asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono
   auto result = co_await net::with_timeout(stream.handshake(), limit);
   auto& m = ops::metrics::get();
   // A reload during the handshake: the peer must pass the credentials in force now too.
-  if (result && !*result && stream.tls().context().replaced()) {
-    const auto now = stream.tls().context().replacement();
-    if (!now || !stream.tls().admitted_after_reload(*now)) {
-      m.count(ops::outcome::handshake_failed);
-      m.count(ops::handshake_failure::policy);
-      co_return handshake_outcome{.reason = tls_context::overtaken_refusal,
-                                  .kind = ops::handshake_failure::policy};
-    }
+  if (result && !*result && stream.tls().overtaken_by_reload()) {
+    m.count(ops::outcome::handshake_failed);
+    m.count(ops::handshake_failure::policy);
+    co_return handshake_outcome{.reason = tls_context::overtaken_refusal, .kind = ops::handshake_failure::policy};
   }
   if (result && !*result) {
     m.handshake_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

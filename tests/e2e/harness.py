@@ -414,6 +414,7 @@ class TestServer:
             self.unix_path = None
         self.sock.listen(backlog)
         self.host = host
+        self._address = f"unix:{unix_path}" if unix_path else format_address(host, self.sock.getsockname()[1])
         self._lock = threading.Lock()
         self.results: list[ConnResult] = []
         self.conns: list[socket.socket] = []
@@ -426,9 +427,7 @@ class TestServer:
     @property
     def address(self) -> str:
         """The address as the tunnel's --target flag wants it."""
-        if self.unix_path:
-            return f"unix:{self.unix_path}"
-        return format_address(self.host, self.sock.getsockname()[1])
+        return self._address
 
     @property
     def connection_count(self) -> int:

@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -104,6 +105,33 @@ def test_target_with_a_certificate_from_another_ca_is_refused(procs, pki, s_serv
     assert closed["reason"].startswith("target TLS handshake failed") and closed["bytes_up"] == 0
 
 
+def test_a_target_handshake_a_reload_overtakes_is_checked_against_the_new_target_ca(procs, pki, s_servers, tmp_dir):
+    # The target's answer takes 3 s (a delay line); meanwhile a reload replaces --target-ca
+    # with a bundle that no longer holds the target's CA. The handshake, begun under the old
+    # one, must be judged by the new one when it ends.
+    import shutil
+    import signal
+    from delay_line import DelayLine
+    target = s_servers()
+    target_ca = tmp_dir / "target-ca.pem"
+    shutil.copy(pki.legacy_ca_cert, target_ca)
+    with DelayLine(target.address, one_way_ms=1500) as line:
+        out, tin = procs.pair(line.address, out_args=["--target-tls", "--target-ca", str(target_ca),
+                                                      "--target-server-name", "legacy-db.test"])
+        box = {}
+        t = threading.Thread(target=lambda: box.update(got=reversed_line_through(tin.address)))
+        t.start()
+        time.sleep(0.5)  # tunnel-out has dialled the target; its ClientHello is on the line
+        shutil.copy(pki.ca_cert, target_ca)
+        out.signal(signal.SIGHUP)
+        out.wait_for_log(lambda r: r.get("msg") == "credentials reloaded" and r.get("leg") == "target")
+        t.join(30)
+    assert box.get("got") == b"", box
+    rec = out.wait_for_log("target TLS handshake failed")
+    assert rec["reason"] == "refused by the credentials reloaded during the handshake", rec
+    assert not out.logs_with_msg("target TLS up")
+
+
 def test_target_with_the_wrong_name_is_refused(procs, pki, s_servers):
     target = s_servers()
     out, tin = procs.pair(target.address, out_args=bridge_out_args(pki)[:-2] + ["--target-server-name", "other.test"])
@@ -162,6 +190,42 @@ def test_tunnel_in_listen_ca_requires_legacy_client_certificates(procs, pki, ser
     assert got == b"", "a legacy client without a certificate must not get through"
     tin.wait_for_log("legacy client TLS handshake failed")
     assert echo.connection_count == 1
+
+
+def test_a_legacy_handshake_a_reload_overtakes_is_checked_against_the_new_listen_ca(procs, pki, servers, tmp_dir):
+    # A legacy client opens TCP, the reload replaces --listen-ca with a bundle that no longer
+    # holds its CA, and only then does the client handshake: judged by the CA in force, not
+    # the one of the moment it connected.
+    import signal
+    import shutil
+    echo = servers.echo()
+    listen_ca = tmp_dir / "listen-ca.pem"
+    shutil.copy(pki.legacy_ca_cert, listen_ca)
+    out, tin = procs.pair(echo.address, in_args=listen_tls_args(pki, "--listen-ca", str(listen_ca)))
+    early = socket.create_connection(tin.address, timeout=10)
+    try:
+        time.sleep(0.2)  # accepted: its snapshot of the credentials is taken
+        shutil.copy(pki.ca_cert, listen_ca)  # another CA: the legacy client's is withdrawn
+        tin.signal(signal.SIGHUP)
+        tin.wait_for_log(lambda r: r.get("msg") == "credentials reloaded" and r.get("leg") == "listener")
+        ctx = legacy_client_context(pki, cert=pki.legacy_client)
+        try:
+            with ctx.wrap_socket(early, server_hostname="legacy-db.test") as s:
+                s.settimeout(10)
+                s.sendall(b"withdrawn but in?")
+                got = s.recv(100)
+        except (ssl.SSLError, OSError):
+            got = b""
+        assert got == b"", "a legacy client the reload withdrew got through"
+    finally:
+        early.close()
+    failed = tin.wait_for_log("legacy client TLS handshake failed")
+    assert failed["reason"] == "refused by the credentials reloaded during the handshake", failed
+    assert echo.connection_count == 0
+    # A new connection is judged by the new CA from the start.
+    with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+        got, _, _ = tls_echo(tin.address, legacy_client_context(pki, cert=pki.legacy_client), b"again")
+        assert got == b"again"
 
 
 def test_plain_client_on_a_tls_listener_is_closed_without_reaching_the_tunnel(procs, pki, servers):

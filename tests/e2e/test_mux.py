@@ -208,9 +208,9 @@ def test_a_connection_dialled_while_the_pool_was_down_closes_once_the_pool_is_up
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tin = procs.tunnel_in(f"127.0.0.1:{port}", "--mode", "mux", "--pool", "1", "--threads", "1")
-    # The pool's slot retries with a growing backoff: wait until its next try is >= 1.6 s off.
-    wait_until(lambda: any(r.get("retry_in_ms", 0) >= 3200 for r in tin.logs_with_msg("mux connection failed")),
-               "the pool backs off", timeout=20)
+    # The pool's slot retries with a growing backoff: wait until its next try is >= 3.2 s off.
+    wait_until(lambda: any(r.get("retry_in_ms", 0) >= 6400 for r in tin.logs_with_msg("mux connection failed")),
+               "the pool backs off", timeout=30)
     out = procs.tunnel_out(target.address, listen=f"127.0.0.1:{port}", level="info")
     assert echo_roundtrip(tin.address, b"early\n") == b"early\n"
     adopted = [r for r in tin.logs_with_msg("mux connection up") if r.get("adopted") == "true"]
