@@ -11,11 +11,11 @@
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
 #include "tls/handshake.hpp"
+#include "tls/penalty.hpp"
 #include "tls/tls_stream.hpp"
 #include "mux/frame.hpp"
 #include "mux_server.hpp"
 #include "first_record.hpp"
-#include "penalty.hpp"
 #include "target_leg.hpp"
 
 namespace tunnel::server {
@@ -31,10 +31,8 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   rec.peer = net::describe(conn.peer);
   net::generic_socket& socket = conn.socket;
   const client_addresses from = addresses_of(conn);  // raw mode: the client is the TLS peer
-  const auto source = penalty::source_of(from.client);
-  if (source && penalty::penalised(*source)) {
-    ops::warn("connection refused").kv("peer", rec.peer).kv("reason", penalty::refusal);
-    ops::metrics::get().count(ops::outcome::penalised);
+  const auto source = tls::penalty::source_of(from.client);
+  if (tls::penalty::refused_at_accept(source, rec.peer)) {
     std::error_code ignored;
     socket.close(ignored);
     co_return;
@@ -45,17 +43,7 @@ asio::awaitable<void> relay_connection(const port& p, std::shared_ptr<const tls:
   first_record first;
   co_await read_first_record(socket, first, limit);
   tls::tls_stream secure(std::move(socket), std::move(context), first.offer == tls::alpn_offer::excludes);
-  // Checked again before each step, not only at accept: connections the source opened
-  // together all passed that check before its first costly failure was known. And a
-  // failure is recorded within its step, before any other connection's next step runs.
-  if (source) {
-    const auto from = *source;
-    secure.watch_handshake_steps({.open = [from] { return !penalty::penalised(from); },
-                                  .why = penalty::refusal,
-                                  .failed = [from, &rec](std::chrono::nanoseconds cpu) {
-                                    penalty::handshake_failed(from, cpu, rec.peer);
-                                  }});
-  }
+  if (source) secure.watch_handshake_steps(tls::penalty::watch(*source, rec.peer));
   secure.preload(first.read(), first.ended);
   first.bytes.reset();  // the engine holds the bytes now
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);

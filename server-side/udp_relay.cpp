@@ -19,7 +19,7 @@
 #include "ops/log.hpp"
 #include "tls/dtls_record.hpp"
 #include "tls/error.hpp"
-#include "penalty.hpp"
+#include "tls/penalty.hpp"
 
 namespace tunnel::server {
 namespace {
@@ -132,7 +132,7 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   // After a reload the gate is rebuilt from the new context, so new flows get the new
   // credentials. A cookie issued under the old context then fails once and the client is
   // asked again (one more HelloVerifyRequest round trip).
-  if (penalty::penalised(penalty::source_of(from)))
+  if (tls::penalty::penalised(tls::penalty::source_of(from)))
     return net::log_drop(penalised_, "datagram dropped: source penalised", from, d.size());
   if (auto current = source_->current(); !gate_ || gate_context_ != current) {
     gate_ = std::make_unique<tls::dtls_engine>(current, svc_.udp.mtu);
@@ -198,13 +198,13 @@ void udp_relay::drive(udp_flow& f) {
   if (!f.tls->handshake_done()) {
     // Checked before every step: flows the source began together all passed the cookie
     // before its first costly failure was known.
-    const auto source = penalty::source_of(f.peer);
-    if (penalty::penalised(source)) {
+    const auto source = tls::penalty::source_of(f.peer);
+    if (tls::penalty::penalised(source)) {
       (void)penalised_.count();  // this datagram is dropped; the warning says why
       ops::warn("handshake failed")
           .kv("peer", f.rec.peer)
           .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
-          .kv("reason", penalty::refusal);
+          .kv("reason", tls::penalty::refusal);
       return end(f, "handshake failed", false);
     }
     const int rc = f.tls->handshake();
@@ -217,7 +217,7 @@ void udp_relay::drive(udp_flow& f) {
           .kv("peer", f.rec.peer)
           .kv("identity", peer ? peer->describe() : std::string("unknown"))
           .kv("reason", verify.empty() ? mbedtls_reason(rc) : verify);
-      penalty::handshake_failed(source, f.tls->handshake_cpu(), f.rec.peer);
+      tls::penalty::handshake_failed(source, f.tls->handshake_cpu(), f.rec.peer);
       return end(f, "handshake failed", false);
     }
     if (f.tls->overtaken_by_reload()) {

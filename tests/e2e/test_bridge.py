@@ -228,6 +228,38 @@ def test_a_legacy_handshake_a_reload_overtakes_is_checked_against_the_new_listen
         assert got == b"again"
 
 
+def test_a_legacy_client_chain_that_costs_seconds_to_check_gets_its_source_penalised(procs, pki, servers, tmp_dir):
+    # tunnel-in checks legacy clients' chains with --listen-ca as tunnel-out checks
+    # tunnel-in's: a chain free to make costs it a second or more, and the source that sent
+    # it is kept out after (the same penalty box, test_adversarial.py).
+    import trust_tools as tt
+    chain, key = tt.costly_chain(tmp_dir)
+    echo = servers.echo()
+    out, tin = procs.pair(echo.address, in_args=listen_tls_args(pki, "--listen-ca", str(pki.legacy_ca_cert)),
+                          in_listen="[::]:0")
+    port = harness.split_address(tin.listen)[1]
+    costly = legacy_client_context(pki)
+    costly.load_cert_chain(str(chain), str(key))
+
+    def attempt() -> bytes:
+        try:
+            return tls_echo(("127.0.0.1", port), costly, b"costly")[0]
+        except (ssl.SSLError, OSError):
+            return b""
+
+    assert attempt() == b""
+    penalised = tin.wait_for_log("source penalised: a failed handshake cost much CPU", timeout=60)
+    assert penalised["cpu_ms"] >= 200 and penalised["refused_for_s"] == 10, penalised
+    assert attempt() == b""  # refused at accept now, before any handshake
+    refused = tin.wait_for_log(lambda r: r.get("msg") == "connection refused" and "penalised" in r.get("reason", ""))
+    assert "127.0.0.1" in refused["peer"]
+    assert len(tin.logs_with_msg("legacy client TLS handshake failed")) == 1
+    # Another source with a good certificate is served as ever.
+    got, _, _ = tls_echo(("::1", port), legacy_client_context(pki, cert=pki.legacy_client), b"from another source")
+    assert got == b"from another source"
+    assert echo.connection_count == 1
+
+
 def test_plain_client_on_a_tls_listener_is_closed_without_reaching_the_tunnel(procs, pki, servers):
     echo = servers.echo()
     out, tin = procs.pair(echo.address, in_args=listen_tls_args(pki))

@@ -1,11 +1,12 @@
-#include "penalty.hpp"
+#include "tls/penalty.hpp"
 
 #include <algorithm>
 
 #include "net/proxy_endpoint.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 
-namespace tunnel::server::penalty {
+namespace tunnel::tls::penalty {
 
 namespace {
 policy::penalty_box& box() { return policy::penalty_box::process(); }
@@ -35,4 +36,17 @@ void handshake_failed(const source& from, std::chrono::nanoseconds cpu, const st
         .kv("refused_for_s", std::chrono::duration<double>(*penalty).count());
 }
 
-}  // namespace tunnel::server::penalty
+bool refused_at_accept(const std::optional<source>& from, const std::string& peer) {
+  if (!from || !penalised(*from)) return false;
+  ops::warn("connection refused").kv("peer", peer).kv("reason", refusal);
+  ops::metrics::get().count(ops::outcome::penalised);
+  return true;
+}
+
+engine::step_watch watch(const source& from, const std::string& peer) {
+  return {.open = [from] { return !penalised(from); },
+          .why = refusal,
+          .failed = [from, peer](std::chrono::nanoseconds cpu) { handshake_failed(from, cpu, peer); }};
+}
+
+}  // namespace tunnel::tls::penalty
