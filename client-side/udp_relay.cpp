@@ -253,6 +253,7 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
   using namespace asio::experimental::awaitable_operators;
   const auto limit = f.started + svc_.limits.handshake;
   std::string failure;
+  int taken = 0;  // receive attempts: every batch-th waits instead
   while (!f.ended) {
     // Another flow found UDP blocked and the service moved to TLS: a flow that has heard
     // nothing yet follows it rather than waiting out its own timeout.
@@ -272,9 +273,17 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
       failure = verify.empty() ? mbedtls_reason(rc) : verify;
       break;
     }
-    // Take what has already arrived before waiting.
-    std::error_code rec;
-    const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
+    const auto now = clock::now();
+    if (now >= limit) {
+      failure = f.heard ? std::string("handshake timeout") : no_answer(svc_.limits.handshake);
+      break;
+    }
+    // Take what has already arrived before waiting, a batch at a time: datagrams that keep
+    // coming (a flood sent from tunnel-out's address) must not hold the thread the other
+    // flows share; the wait below returns at once then, through the event loop.
+    std::error_code rec = asio::error::would_block;
+    std::size_t n = 0;
+    if (++taken % batch != 0) n = f.secure.receive(asio::buffer(datagram_), 0, rec);
     if (!rec) {
       f.heard = true;
       f.tls->feed(std::span<const unsigned char>(datagram_.data(), n));
@@ -282,11 +291,6 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
     }
     if (rec != asio::error::would_block) {
       failure = rec == asio::error::connection_refused ? "tunnel-out refused (port closed)" : rec.message();
-      break;
-    }
-    const auto now = clock::now();
-    if (now >= limit) {
-      failure = f.heard ? std::string("handshake timeout") : no_answer(svc_.limits.handshake);
       break;
     }
     f.wake.expires_at(std::min(limit, std::max(f.tls->timer_deadline(), now + timer_recheck)));
@@ -320,10 +324,10 @@ asio::awaitable<void> udp_relay::secure_to_legacy(udp_flow& f) {
       std::error_code rec;
       const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
       if (rec == asio::error::would_block) break;
-      if (rec == asio::error::connection_refused) {
-        end(f, "tunnel-out refused (port closed)", false);
-        co_return;
-      }
+      // An ICMP port unreachable is no proof that the session is gone: anyone can send one
+      // (spraying the port range ends every flow), so an established flow carries on and
+      // ends, if tunnel-out is really gone, at its idle timeout.
+      if (rec == asio::error::connection_refused) continue;
       if (rec) {
         end(f, rec.message(), false);
         co_return;

@@ -12,11 +12,13 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "config/duration.hpp"
 #include "net/udp_receive.hpp"
 #include "ops/log.hpp"
+#include "ops/metrics.hpp"
 #include "tls/dtls_record.hpp"
 #include "tls/error.hpp"
 #include "tls/penalty.hpp"
@@ -102,13 +104,21 @@ void udp_relay::route(std::span<const unsigned char> d, const net::udp::endpoint
       if (!f.tls->handshake_done() || !f.tls->newer_than_seen(d) || f.tls->check_record(d) != 0)
         return net::log_drop(unverified_move_, "datagram dropped: unauthenticated record from a new address", from,
                     d.size());
-      ops::info("flow moved to a new address")
-          .kv("identity", f.rec.identity)
-          .kv("from", net::describe(f.peer))
-          .kv("to", net::describe(from));
-      by_addr_.erase(f.peer_key);
+      // Never onto an address another flow (or handshake) holds: that one's records would
+      // go into this session.
+      std::string key = net::endpoint_key(from);
+      if (const auto other = by_addr_.find(key); other != by_addr_.end() && other->second != &f)
+        return net::log_drop(unverified_move_, "datagram dropped: a flow already uses the new address", from,
+                             d.size());
+      if (moves_.count())  // one line per interval: a peer can move at every datagram
+        ops::info("flow moved to a new address")
+            .kv("identity", f.rec.identity)
+            .kv("from", net::describe(f.peer))
+            .kv("to", net::describe(from))
+            .kv("moves_since_last_log", moves_.since_last_log());
+      if (const auto own = by_addr_.find(f.peer_key); own != by_addr_.end() && own->second == &f) by_addr_.erase(own);
       f.peer = from;
-      f.peer_key = net::endpoint_key(from);
+      f.peer_key = std::move(key);
       f.rec.peer = net::describe(from);
       by_addr_[f.peer_key] = &f;
     }
@@ -171,10 +181,13 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
     return refuse_for_limit(net::describe(from), "");
   }
   if (half_open_.size() >= half_open_limit_) {
-    udp_flow& oldest = *half_open_.front();
-    ops::warn("handshake pushed out by newer ones").kv("peer", oldest.rec.peer).kv("half_open",
-                                                                                   std::uint64_t{half_open_limit_});
-    end(oldest, "handshake pushed out", false);
+    udp_flow& pushed = busiest_source_oldest_handshake();
+    if (pushed_out_.count())  // a flood of handshakes pushes at every ClientHello
+      ops::warn("handshake pushed out by newer ones")
+          .kv("peer", pushed.rec.peer)
+          .kv("half_open", std::uint64_t{half_open_limit_})
+          .kv("pushed_since_last_log", pushed_out_.since_last_log());
+    end(pushed, "handshake pushed out", false);
   }
   auto flow = std::make_unique<udp_flow>(io_, std::move(gate_), from, cid);
   udp_flow& f = *flow;
@@ -186,6 +199,17 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   by_addr_[f.peer_key] = &f;
   send_to_peer(f);
   asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
+}
+
+udp_flow& udp_relay::busiest_source_oldest_handshake() {
+  // Not simply the oldest handshake: one host cycling through many source ports would then
+  // push out everyone else's. The host holding the most handshakes loses its oldest.
+  std::map<tls::penalty::source, std::size_t> held;
+  std::size_t most = 0;
+  for (const udp_flow* f : half_open_) most = std::max(most, ++held[tls::penalty::source_of(f->peer)]);
+  for (udp_flow* f : half_open_)  // oldest first
+    if (held[tls::penalty::source_of(f->peer)] == most) return *f;
+  return *half_open_.front();  // (not reached: the list is full)
 }
 
 void udp_relay::deliver(udp_flow& f, std::span<const unsigned char> d) {
@@ -200,7 +224,9 @@ void udp_relay::drive(udp_flow& f) {
     // before its first costly failure was known.
     const auto source = tls::penalty::source_of(f.peer);
     if (tls::penalty::penalised(source)) {
-      (void)penalised_.count();  // this datagram is dropped; the warning says why
+      // This datagram is dropped: counted, though not against the rate-limited log of
+      // dropped ClientHellos (this warning says why).
+      ops::metrics::get().count(ops::udp_drop::penalised);
       ops::warn("handshake failed")
           .kv("peer", f.rec.peer)
           .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))

@@ -73,9 +73,12 @@ int dtls_engine::recv_cb(void* self, unsigned char* data, std::size_t len) {
   if (e->in_.empty()) return MBEDTLS_ERR_SSL_WANT_READ;
   // A datagram larger than mbedTLS's record buffer cannot hold a record we accept; handing
   // over a truncated one would only make it fail later, so it is dropped here.
-  if (e->in_.size() > len) return MBEDTLS_ERR_SSL_WANT_READ;
-  std::memcpy(data, e->in_.data(), e->in_.size());
-  return static_cast<int>(e->in_.size());
+  const int n = e->in_.size() > len ? MBEDTLS_ERR_SSL_WANT_READ : static_cast<int>(e->in_.size());
+  if (n > 0) std::memcpy(data, e->in_.data(), e->in_.size());
+  // Anyone able to send from the peer's address can feed one 64 KiB datagram: its room is
+  // not kept for the life of the flow.
+  if (e->in_.capacity() > kept_input_capacity) std::vector<unsigned char>().swap(e->in_);
+  return n;
 }
 
 int dtls_engine::verify_cb(void* self, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags) {

@@ -103,6 +103,8 @@ class dtls_engine {
   static void set_timer_cb(void* self, std::uint32_t intermediate_ms, std::uint32_t final_ms);
   static int get_timer_cb(void* self);
 
+  static constexpr std::size_t kept_input_capacity = 2048;  // above a path MTU's worth, in_ is freed after use
+
   std::shared_ptr<const tls_context> context_;
   mbedtls_ssl_context ssl_;
   datagram in_;

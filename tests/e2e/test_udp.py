@@ -281,6 +281,32 @@ def test_handshakes_left_half_open_do_not_lock_real_peers_out(procs, echo):
             s.close()
 
 
+@dtls_only("half-open DTLS handshakes")
+def test_one_host_holding_many_handshakes_pushes_out_only_its_own(procs, echo, relays, client):
+    # With the half-open list full (16 for --max-flows 16), a host that passes the cookie on
+    # port after port must push out its own handshakes, not a real peer's slower one.
+    out = procs.tunnel_out(echo.address, "--udp", "--max-flows", "16")
+    relay = relays(out.listen)
+    tin = procs.tunnel_in(relay.address, "--udp", "--handshake-timeout", "20s")
+    relay.gate("up", 2)  # the real peer's handshake waits at tunnel-out, half-open
+    client.sendto(b"real peer", harness.split_address(tin.listen))
+    deadline = time.monotonic() + 10
+    while relay.gated_count("up") == 0:
+        assert time.monotonic() < deadline, "the handshake never reached the gate"
+        time.sleep(0.02)
+    hello = udp_tools.capture_client_hello()
+    flood = [udp_tools.half_open_dtls(out.listen, hello, source="127.0.0.2")[0] for _ in range(40)]
+    try:
+        pushed = out.wait_for_log("handshake pushed out by newer ones")
+        assert pushed["peer"].startswith("127.0.0.2:"), pushed
+        relay.release()
+        client.settimeout(10)
+        assert client.recv(100) == b"real peer"
+    finally:
+        for s in flood:
+            s.close()
+
+
 def test_copies_of_a_handshake_record_do_not_make_tunnel_out_resend_its_flight(procs, echo):
     if OVER_TLS:
         pytest.skip("DTLS only")

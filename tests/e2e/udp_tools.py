@@ -331,13 +331,14 @@ HANDSHAKE = 22
 HELLO_VERIFY_REQUEST = 3
 
 
-def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0) -> tuple[socket.socket, bytes]:
+def half_open_dtls(server: str, client_hello: bytes, timeout: float = 5.0,
+                   source: str = "127.0.0.1") -> tuple[socket.socket, bytes]:
     """A DTLS client that passes the cookie exchange and stops: it sends `client_hello`
     (capture_client_hello's), answers the HelloVerifyRequest with the same hello carrying
     the cookie, waits for the server's first flight and says nothing more. Returns the
     socket (keep it open: the flow is half-open until the server gives up) and the
-    ClientHello record with the cookie."""
-    s = udp_socket()
+    ClientHello record with the cookie. `source`: the address it sends from."""
+    s = udp_socket(source)
     s.settimeout(timeout)
     host, port = server.rsplit(":", 1)
     s.sendto(client_hello, (host, int(port)))
