@@ -177,6 +177,11 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
   // With every --max-flows slot taken, refuse here: cheaper for both sides than a whole
   // handshake refused at its end (a slot is still only taken once the peer is verified).
   if (budget_->full()) {
+    // Said at once, rather than left to the client's handshake timeout: its address passed
+    // the cookie, and the alert is smaller than its ClientHello.
+    g.output().clear();
+    if (g.send_fatal_alert(MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR) == 0)
+      for (const auto& out : g.output()) (void)net::send_datagram(socket_, out, from);
     g.output().clear();
     return refuse_for_limit(net::describe(from), "");
   }

@@ -144,6 +144,10 @@ int dtls_engine::write(std::span<const unsigned char> plaintext) {
 
 int dtls_engine::close_notify() { return mbedtls_ssl_close_notify(&ssl_); }
 
+int dtls_engine::send_fatal_alert(unsigned char description) {
+  return mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, description);
+}
+
 bool dtls_engine::pending() const { return mbedtls_ssl_check_pending(&ssl_) != 0; }
 
 int dtls_engine::check_record(std::span<const unsigned char> datagram) const {

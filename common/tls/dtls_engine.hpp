@@ -55,6 +55,8 @@ class dtls_engine {
   int read(std::span<unsigned char> plaintext);  // one record's payload = one datagram
   int write(std::span<const unsigned char> plaintext);  // at most max_payload() bytes
   int close_notify();
+  // Sends a fatal alert (MBEDTLS_SSL_ALERT_MSG_*) into output(). Returns an mbedTLS code.
+  int send_fatal_alert(unsigned char description);
   // True while the last datagram fed still holds unread records.
   bool pending() const;
 

@@ -255,6 +255,9 @@ def test_tunnel_out_max_flows_is_enforced(procs, echo):
         refused = out.wait_for_log("flow refused: limit reached")
         assert refused["max_flows"] == 1
         assert len(out.wait_for_logs("flow authorized", 1)) == 1
+        if not OVER_TLS:  # told by an alert, not left to its handshake timeout
+            failed = tin.wait_for_log("handshake with tunnel-out failed")
+            assert "alert" in failed["reason"], failed
         assert ping(socks[0], tin.listen, b"a2") == b"a2"
     finally:
         for s in socks:
