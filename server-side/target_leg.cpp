@@ -66,6 +66,10 @@ asio::awaitable<target_connection> open_target(const config::service& svc, const
   } else if (!from.client) {
     out.error = "--transparent: the client's address is not an IP address";
     co_return out;
+  } else if (!proxy::usable_as_source(*from.client)) {
+    // bind() would take an unspecified one as "any of ours": never our own address.
+    out.error = "--transparent: the client's address cannot be a source (unspecified, multicast or broadcast)";
+    co_return out;
   } else {
     dialed = co_await dial_transparent(svc, *from.client);
     if (dialed.ec == asio::error::address_family_not_supported)

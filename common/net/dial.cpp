@@ -109,6 +109,12 @@ asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpo
   dial_result out{{}, generic_socket(ex)};
   std::vector<generic_endpoint> endpoints;
   if ((out.ec = co_await addresses_of(to, endpoints))) co_return out;
+  // Asio's lookup does not stop for the timeout: it can end long after it. Its answer is
+  // not used then, or the connect that follows (uncancelled) could last minutes more.
+  if (is_cancelled(co_await asio::this_coro::cancellation_state)) {
+    out.ec = asio::error::operation_aborted;
+    co_return out;
+  }
   out.ec = asio::error::host_not_found;
   if (source) out.ec = asio::error::address_family_not_supported;
   for (const auto& endpoint : endpoints) {

@@ -81,6 +81,17 @@ ip_endpoint unmapped(const ip_endpoint& e) {
   return out;
 }
 
+bool usable_as_source(const ip_endpoint& e) {
+  const ip_endpoint a = unmapped(e);
+  if (!a.v6) {
+    const auto first = a.ip[0];
+    const bool broadcast = a.ip[0] == 255 && a.ip[1] == 255 && a.ip[2] == 255 && a.ip[3] == 255;
+    return first != 0 && (first & 0xf0) != 0xe0 && !broadcast;
+  }
+  const bool unspecified = std::all_of(a.ip.begin(), a.ip.end(), [](std::uint8_t b) { return b == 0; });
+  return !unspecified && a.ip[0] != 0xff;
+}
+
 ip_endpoint mapped_v6(const ip_endpoint& e) {
   if (e.v6) return e;
   ip_endpoint out;

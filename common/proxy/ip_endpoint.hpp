@@ -36,4 +36,8 @@ ip_endpoint unmapped(const ip_endpoint& e);
 // IPv4 as ::ffff:a.b.c.d; IPv6 unchanged.
 ip_endpoint mapped_v6(const ip_endpoint& e);
 
+// Whether a connection can leave from this address (--transparent): not unspecified
+// (0.0.0.0/8, ::, which bind() takes as "any of ours"), multicast or IPv4 broadcast.
+bool usable_as_source(const ip_endpoint& e);
+
 }  // namespace tunnel::proxy
