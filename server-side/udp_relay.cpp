@@ -26,6 +26,13 @@
 namespace tunnel::server {
 namespace {
 
+void warn_handshake_failed(const udp_flow& f, std::string_view reason) {
+  ops::warn("handshake failed")
+      .kv("peer", f.rec.peer)
+      .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
+      .kv("reason", reason);
+}
+
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
@@ -232,10 +239,7 @@ void udp_relay::drive(udp_flow& f) {
       // This datagram is dropped: counted, though not against the rate-limited log of
       // dropped ClientHellos (this warning says why).
       ops::metrics::get().count(ops::udp_drop::penalised);
-      ops::warn("handshake failed")
-          .kv("peer", f.rec.peer)
-          .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
-          .kv("reason", tls::penalty::refusal);
+      warn_handshake_failed(f, tls::penalty::refusal);
       return end(f, "handshake failed", false);
     }
     const int rc = f.tls->handshake();
@@ -243,19 +247,12 @@ void udp_relay::drive(udp_flow& f) {
     if (rc == MBEDTLS_ERR_SSL_WANT_READ) return;
     if (rc != 0) {
       const std::string verify = f.tls->verify_failure();
-      const auto& peer = f.tls->peer();
-      ops::warn("handshake failed")
-          .kv("peer", f.rec.peer)
-          .kv("identity", peer ? peer->describe() : std::string("unknown"))
-          .kv("reason", verify.empty() ? mbedtls_reason(rc) : verify);
+      warn_handshake_failed(f, verify.empty() ? mbedtls_reason(rc) : verify);
       tls::penalty::handshake_failed(source, f.tls->handshake_cpu(), f.rec.peer);
       return end(f, "handshake failed", false);
     }
     if (f.tls->overtaken_by_reload()) {
-      ops::warn("handshake failed")
-          .kv("peer", f.rec.peer)
-          .kv("identity", f.tls->peer() ? f.tls->peer()->describe() : std::string("unknown"))
-          .kv("reason", tls::tls_context::overtaken_refusal);
+      warn_handshake_failed(f, tls::tls_context::overtaken_refusal);
       return end(f, "handshake failed", true);  // close_notify: tunnel-in's flow ends too
     }
     authorize(f);

@@ -1,6 +1,5 @@
 #include "tls/engine.hpp"
 
-
 #include "mux/frame.hpp"
 #include "policy/server_name.hpp"
 #include "tls/error.hpp"

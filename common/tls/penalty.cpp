@@ -1,7 +1,5 @@
 #include "tls/penalty.hpp"
 
-#include <algorithm>
-
 #include "net/proxy_endpoint.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
@@ -14,11 +12,7 @@ policy::penalty_box& box() { return policy::penalty_box::process(); }
 
 std::optional<source> source_of(const std::optional<proxy::ip_endpoint>& client) {
   if (!client) return std::nullopt;
-  if (client->v6) return client->ip;
-  source out{};
-  out[10] = out[11] = 0xff;
-  std::copy_n(client->ip.begin(), 4, out.begin() + 12);
-  return out;
+  return proxy::mapped_v6(*client).ip;
 }
 
 source source_of(const net::udp::endpoint& from) {
