@@ -216,7 +216,7 @@ asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
   auto dialed = co_await net::dial(svc.target, svc.limits.connect);
   if (dialed.ec) {
     out.unreachable = true;
-    out.reason = dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message();
+    out.reason = dialed.reason();
     co_return out;
   }
   auto secure = std::make_unique<tls::tls_stream>(std::move(dialed.socket), std::move(context));

@@ -28,7 +28,7 @@ struct raw_relay {
       ops::warn("tunnel-out unreachable")
           .kv("peer", rec.peer)
           .kv("connect", rec.target)
-          .kv("error", dialed.ec == asio::error::timed_out ? "connect timeout" : dialed.ec.message());
+          .kv("error", dialed.reason());
       legacy.close();
       ops::metrics::get().count(ops::outcome::unreachable);
       co_return;

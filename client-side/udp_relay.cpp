@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/duration.hpp"
+#include "net/lookup.hpp"
 #include "net/timeout.hpp"
 #include "net/udp_receive.hpp"
 #include "ops/log.hpp"
@@ -31,11 +32,12 @@ constexpr auto timer_recheck = 10ms;
 std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(); }
 
 asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(const net::address& a) {
-  net::udp::resolver resolver(co_await asio::this_coro::executor);
-  auto [ec, results] = co_await resolver.async_resolve(
-      a.host, std::to_string(a.port), asio::ip::resolver_base::numeric_service, as_result);
-  if (!ec && results.empty()) ec = asio::error::host_not_found;
-  co_return std::pair{ec, ec ? net::udp::endpoint{} : results.begin()->endpoint()};
+  std::error_code ec;
+  auto literal = asio::ip::make_address(a.host, ec);
+  if (!ec) co_return std::pair{ec, net::udp::endpoint(literal, a.port)};
+  std::vector<asio::ip::address> found;
+  ec = co_await net::look_up(a.host, found);
+  co_return std::pair{ec, ec ? net::udp::endpoint{} : net::udp::endpoint(found.front(), a.port)};
 }
 
 }  // namespace

@@ -16,10 +16,6 @@ namespace {
 
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 
-std::string dial_error(std::error_code ec) {
-  return ec == asio::error::timed_out ? "connect timeout" : ec.message();
-}
-
 // A free coroutine, not a capturing coroutine lambda: GCC 12 mishandles the latter.
 asio::awaitable<std::error_code> write_header(net::generic_socket& s, std::vector<std::byte> header) {
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -76,7 +72,7 @@ asio::awaitable<target_connection> open_target(const config::service& svc, const
       out.error = "--transparent: the target has no address of the client's family";
   }
   if (dialed.ec) {
-    if (out.error.empty()) out.error = dial_error(dialed.ec);
+    if (out.error.empty()) out.error = dialed.reason();
     co_return out;
   }
   out.socket = std::move(dialed.socket);

@@ -2,6 +2,7 @@
 
 #include "net/cancelled.hpp"
 #include "net/immediate_io.hpp"
+#include "net/lookup.hpp"
 #include "net/timeout.hpp"
 #include "net/transparent.hpp"
 
@@ -87,8 +88,8 @@ asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_e
 }
 
 // The addresses to try for `to`, in order. A numeric host is its own answer: no
-// getaddrinfo on Asio's resolver thread and no two thread hops per connection (most
-// targets are IP literals, and a tunnel with a new connection per request pays this each time).
+// getaddrinfo and no two thread hops per connection (most targets are IP literals, and a
+// tunnel with a new connection per request pays this each time).
 asio::awaitable<std::error_code> addresses_of(const address& to, std::vector<generic_endpoint>& out) {
   std::error_code ec;
   const auto literal = asio::ip::make_address(to.host, ec);
@@ -96,21 +97,23 @@ asio::awaitable<std::error_code> addresses_of(const address& to, std::vector<gen
     out.push_back(to_generic(asio::ip::tcp::endpoint(literal, to.port)));
     co_return std::error_code{};
   }
-  asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-  auto [rec, results] = co_await resolver.async_resolve(
-      to.host, std::to_string(to.port), asio::ip::resolver_base::numeric_service, as_result);
-  for (const auto& entry : results) out.push_back(to_generic(entry.endpoint()));
-  co_return rec;
+  std::vector<asio::ip::address> found;
+  ec = co_await look_up(to.host, found);
+  for (const auto& a : found) out.push_back(to_generic(asio::ip::tcp::endpoint(a, to.port)));
+  co_return ec;
 }
 
 // `source`: nullptr for an ordinary connection, else the address to leave from.
-asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpoint* source) {
+// `looking_up`: true while the name lookup is under way.
+asio::awaitable<dial_result> connect_inet(const address& to, const generic_endpoint* source, bool& looking_up) {
   auto ex = co_await asio::this_coro::executor;
   dial_result out{{}, generic_socket(ex)};
   std::vector<generic_endpoint> endpoints;
-  if ((out.ec = co_await addresses_of(to, endpoints))) co_return out;
-  // Asio's lookup does not stop for the timeout: it can end long after it. Its answer is
-  // not used then, or the connect that follows (uncancelled) could last minutes more.
+  looking_up = true;
+  if ((out.ec = co_await addresses_of(to, endpoints))) co_return out;  // (a timeout leaves it true)
+  looking_up = false;
+  // A lookup that lost to the timeout is not acted on (a connect from here would not be
+  // cancelled and could last minutes).
   if (is_cancelled(co_await asio::this_coro::cancellation_state)) {
     out.ec = asio::error::operation_aborted;
     co_return out;
@@ -142,8 +145,9 @@ bool out_of_descriptors(const std::error_code& ec) {
 }
 
 // One attempt after another while the process or the system has no descriptor to spare
-// (the caller's timeout ends the wait). `source`: as for connect_inet; unused for unix.
-asio::awaitable<dial_result> connect_patiently(const address& to, const generic_endpoint* source) {
+// (the caller's timeout ends the wait). `source`, `looking_up`: as for connect_inet; unused
+// for unix.
+asio::awaitable<dial_result> connect_patiently(const address& to, const generic_endpoint* source, bool& looking_up) {
   co_await asio::this_coro::throw_if_cancelled(false);  // the timeout's cancellation: looked at below
   const auto ex = co_await asio::this_coro::executor;
   asio::steady_timer pause(ex);
@@ -151,7 +155,7 @@ asio::awaitable<dial_result> connect_patiently(const address& to, const generic_
     // (No conditional operator around awaitables: GCC 12 destroys such a temporary twice.)
     std::optional<dial_result> r;
     if (to.is_unix()) r = co_await connect_unix(to);
-    else r = co_await connect_inet(to, source);
+    else r = co_await connect_inet(to, source, looking_up);
     if (!out_of_descriptors(r->ec)) co_return std::move(*r);
     pause.expires_after(std::chrono::milliseconds(100));
     co_await pause.async_wait(as_result);
@@ -186,21 +190,33 @@ asio::awaitable<std::optional<dial_result>> dial_literal(const address& to, std:
   co_return out;
 }
 
+// Both public dials past the literal shortcut: the attempts within the timeout.
+asio::awaitable<dial_result> dial_within(const address& to, const generic_endpoint* source,
+                                         std::chrono::milliseconds timeout) {
+  bool looking_up = false;
+  auto outcome = co_await with_timeout(connect_patiently(to, source, looking_up), timeout);
+  if (outcome) co_return std::move(*outcome);
+  dial_result out{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
+  out.in_lookup = looking_up;
+  co_return out;
+}
+
 }  // namespace
+
+std::string dial_result::reason() const {
+  if (ec != asio::error::timed_out) return ec.message();
+  return in_lookup ? "name lookup timeout" : "connect timeout";
+}
 
 asio::awaitable<dial_result> dial(const address& to, std::chrono::milliseconds timeout) {
   std::optional<dial_result> direct = co_await dial_literal(to, timeout);
   if (direct) co_return std::move(*direct);
-  auto outcome = co_await with_timeout(connect_patiently(to, nullptr), timeout);
-  if (outcome) co_return std::move(*outcome);
-  co_return dial_result{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
+  co_return co_await dial_within(to, nullptr, timeout);
 }
 
 asio::awaitable<dial_result> dial_from(const address& to, const generic_endpoint& source,
                                        std::chrono::milliseconds timeout) {
-  auto outcome = co_await with_timeout(connect_patiently(to, &source), timeout);
-  if (outcome) co_return std::move(*outcome);
-  co_return dial_result{asio::error::timed_out, generic_socket(co_await asio::this_coro::executor)};
+  co_return co_await dial_within(to, &source, timeout);
 }
 
 }  // namespace tunnel::net

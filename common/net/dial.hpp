@@ -2,6 +2,7 @@
 // Outgoing connections on either leg: resolve (for names), connect, bounded by a timeout.
 #include <asio/awaitable.hpp>
 #include <chrono>
+#include <string>
 #include <system_error>
 
 #include "net/address.hpp"
@@ -10,8 +11,12 @@
 namespace tunnel::net {
 
 struct dial_result {
-  std::error_code ec;      // asio::error::timed_out when the timeout passed
-  generic_socket socket;   // connected on success; on failure closed
+  std::error_code ec;        // asio::error::timed_out when the timeout passed
+  generic_socket socket;     // connected on success; on failure closed
+  bool in_lookup = false;    // the timeout passed while the name was being looked up
+
+  // The failure for a log line: "name lookup timeout", "connect timeout" or ec's message.
+  std::string reason() const;
 };
 
 // Connects to `to` on the current executor, trying each resolved address in turn, all

@@ -48,9 +48,9 @@ def line_of(path: Path, text: str) -> int:
     raise AssertionError(f"{text!r} not in {path}")
 
 
-def start_with_config(procs, binary, path: Path, services: int, name: str):
+def start_with_config(procs, binary, path: Path, services: int, name: str, **popen_kw):
     """Starts `binary --config path` and returns {service: bound address} once all listen."""
-    p = procs.start(binary, ["--config", str(path)], name=name)
+    p = procs.start(binary, ["--config", str(path)], name=name, **popen_kw)
     deadline = time.monotonic() + harness.DEFAULT_TIMEOUT
     while len(p.logs_with_msg("listening")) < services:
         assert time.monotonic() < deadline and p.running(), f"{name} did not listen:\n{p.log_text()}"

@@ -1,6 +1,6 @@
 """Hardening, fault part: the legacy server refusing, dying and coming back; tunnel-out
 killed and restarted; a network partition between the two (in network namespaces made by
-the test); running out of file descriptors. The tunnels must end what cannot go on
+the test); running out of file descriptors; a name server that never answers. The tunnels must end what cannot go on
 cleanly, never hang, and carry new connections as soon as the fault is gone."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import time
 
 import pytest
 
+import fake_dns
 import harness
 import hardening as hd
-from harness import closed_by_peer, connect, echo_handler, echo_roundtrip, recv_exactly
+from harness import TUNNEL_IN, TUNNEL_OUT, closed_by_peer, connect, echo_handler, echo_roundtrip, recv_exactly
 from hardening import metric
 from netns import NetnsPair, skip_unless_available
+from test_config import credential_keys, start_with_config, write_config
 
 
 def assert_echo(address, size: int = 4096, timeout: float = 10.0) -> None:
@@ -363,3 +365,49 @@ def test_dial_without_a_free_descriptor_waits_for_one_instead_of_dropping_the_cl
         resource.prlimit(out.proc.pid, resource.RLIMIT_NOFILE, limit)
     assert not out.find_logs(lambda r: r.get("msg") == "target unreachable"), out.log_text()
     assert out.running()
+
+
+# --------------------------------------------------------------------------------------
+# the name server: silent for one name
+
+
+@pytest.mark.parametrize("mode", ["raw", "mux"])
+def test_a_silent_name_server_holds_connections_no_longer_than_the_connect_timeout(procs, servers, pki, tmp_dir,
+                                                                                     mode):
+    """Targets named by host name, looked up through a name server that never answers for one
+    of them (glibc would wait 30 s). Connections to that service end at --connect-timeout, all
+    share one lookup, and a connection to the other name meanwhile is served at once: its
+    lookup does not queue behind the silent one (one worker thread, so it would)."""
+    fake_dns.skip_unless_available(tmp_dir)
+    echo = servers.echo()
+    dns = fake_dns.FakeDns(tmp_dir, answers={"quick.tunnel.test": "127.0.0.1"}, silent={"silent.tunnel.test"})
+    try:
+        port = harness.split_address(echo.address)[1]
+        top = {**credential_keys(pki.server), "ca": str(pki.ca_cert), "log-format": "json", "log-level": "debug",
+               "threads": 1, "connect-timeout": "1s"}
+        services = {"slow": {"listen": "127.0.0.1:0", "target": f"silent.tunnel.test:{port}"},
+                    "fast": {"listen": "127.0.0.1:0", "target": f"quick.tunnel.test:{port}"}}
+        out, listens = start_with_config(procs, TUNNEL_OUT, write_config(tmp_dir / "out.toml", top, services), 2,
+                                         "tunnel-out", preexec_fn=dns.preexec())
+        itop = {**credential_keys(pki.client_a), "ca": str(pki.ca_cert), "mode": mode, "log-format": "json",
+                "log-level": "debug", "connect": listens["slow"], "server-name": "localhost"}
+        tin, local = start_with_config(
+            procs, TUNNEL_IN, write_config(tmp_dir / "in.toml", itop, {n: {"listen": "127.0.0.1:0"} for n in services}),
+            2, "tunnel-in")
+
+        started = time.monotonic()
+        slow = [connect(harness.split_address(local["slow"])) for _ in range(3)]
+        dns.wait_for_query("silent.tunnel.test")
+        assert_echo(harness.split_address(local["fast"]))  # while the silent lookup is still under way
+        for s in slow:
+            assert closed_by_peer(s, 10), "a connection to the silent name was not ended"
+            s.close()
+        assert time.monotonic() - started < 10, "connections waited for the lookup, not the connect timeout"
+        # A connection after those timed out joins the same lookup (still under way) too.
+        with connect(harness.split_address(local["slow"])) as s:
+            assert closed_by_peer(s, 10)
+        assert dns.count("silent.tunnel.test") == 1, dict(dns.queries)
+        out.wait_for_log(lambda r: r.get("msg") == "target unreachable" and r.get("error") == "name lookup timeout")
+        assert out.stop() == 0  # with that lookup still blocked in getaddrinfo
+    finally:
+        dns.close()
