@@ -13,6 +13,7 @@
 
 #include "net/cancelled.hpp"
 #include "net/dial.hpp"
+#include "net/timeout.hpp"
 #include "ops/log.hpp"
 #include "tls/handshake.hpp"
 
@@ -21,6 +22,7 @@ namespace {
 
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
 using clock = std::chrono::steady_clock;
 
 // Reconnect backoff after failures: doubling from 200 ms to 10 s, each wait drawn from
@@ -62,7 +64,7 @@ struct mux_pool::worker_state {
   };
 
   worker_state(asio::io_context& ctx, std::shared_ptr<std::atomic<std::size_t>> live_sessions)
-      : io(ctx), live(std::move(live_sessions)) {}
+      : io(ctx), live(std::move(live_sessions)), settling(ctx, asio::steady_timer::time_point::max()) {}
   asio::io_context& io;
   std::shared_ptr<std::atomic<std::size_t>> live;  // the pool's count of running sessions
   std::list<entry> sessions;
@@ -70,6 +72,14 @@ struct mux_pool::worker_state {
   bool started = false, stopping = false;
   std::size_t pending = 0;  // slots dialling, or with a session the server has not answered yet
   std::uint64_t settled = 0;  // attempts that ended (up and answered, or failed)
+  // Cancelled (never re-armed) when an attempt settles or the pool stops: legacy connections
+  // waiting in pick_or_wait look again then.
+  asio::steady_timer settling;
+
+  void settle_one() {
+    --pending, ++settled;
+    settling.cancel();
+  }
 
   bool has_own_session() const {
     return std::any_of(sessions.begin(), sessions.end(),
@@ -87,10 +97,22 @@ asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_
                                   std::unique_ptr<mux::session> s, std::shared_ptr<worker_state::slot> owner,
                                   std::shared_ptr<bool> ended) {
   co_await asio::this_coro::throw_if_cancelled(false);
+  // However the session ends (an exception too): off the worker's list, which must never
+  // hold a session that is gone, uncounted, and its slot told.
+  struct finally {
+    worker_state& w;
+    const mux::session* s;
+    worker_state::slot* owner;
+    bool& ended;
+    ~finally() {
+      w.sessions.remove_if([this](const worker_state::entry& e) { return e.session == s; });
+      ended = true;
+      w.live->fetch_sub(1, std::memory_order_relaxed);
+      if (owner) owner->wake.cancel();
+    }
+  } cleanup{*ws, s.get(), owner.get(), *ended};
   const auto started = clock::now();
   const std::string reason = co_await s->run();
-  ws->sessions.remove_if([&](const worker_state::entry& e) { return e.session == s.get(); });
-  *ended = true;
   const bool failed_early = !s->ready();
   ops::event(failed_early ? spdlog::level::warn : spdlog::level::info, "mux connection closed")
       .kv("identity", identity_of(*secure))
@@ -102,8 +124,6 @@ asio::awaitable<void> run_session(std::shared_ptr<worker_state> ws, std::unique_
       .kv("receive_window", std::uint64_t{s->stats().receive_window})
       .kv("duration_s", std::chrono::duration<double>(clock::now() - started).count());
   s.reset();  // before the TLS stream it borrows
-  ws->live->fetch_sub(1, std::memory_order_relaxed);
-  if (owner) owner->wake.cancel();
 }
 
 // An adopted connection has done its job once idle, if the worker has its own.
@@ -141,6 +161,13 @@ mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tl
   return raw;
 }
 
+// Why an attempt gave no mux connection ("" when it did).
+std::string attempt_failure(const tunnel_attempt& attempt) {
+  if (!attempt.secure) return (attempt.unreachable ? "tunnel-out unreachable: " : "handshake failed: ") + attempt.reason;
+  if (attempt.secure->tls().alpn() != mux::alpn_name) return "tunnel-out does not offer mux mode (ALPN tunnel-mux/1)";
+  return {};
+}
+
 // One pool slot: keeps one session up on its worker.
 asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr<worker_state::slot> sl,
                                std::size_t index, const config::service& svc,
@@ -158,52 +185,57 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
       if (ws->stopping) break;
     }
     ++ws->pending;
-    auto attempt = co_await connect_tunnel(svc, source->current());
+    bool counted = true, session_failed = false;
+    std::string failure, identity = "unknown";
+    try {
+      auto attempt = co_await connect_tunnel(svc, source->current());
+      failure = attempt_failure(attempt);
+      identity = attempt.identity;
+      if (failure.empty() && !ws->stopping) {
+        ops::info("mux connection up")
+            .kv("slot", static_cast<std::uint64_t>(index))
+            .kv("identity", identity_of(*attempt.secure))
+            .kv("tls", attempt.secure->tls().version())
+            .kv("cipher", attempt.secure->tls().ciphersuite());
+        auto ended = std::make_shared<bool>(false);
+        mux::session* s = launch(ws, std::move(attempt.secure), svc, sl, ended);
+        bool was_ready = false;
+        // Wait until the session stops taking streams; it then finishes its streams on its
+        // own while this slot brings up the replacement (make before break).
+        while (!*ended && !ws->stopping && s->usable()) {
+          was_ready = was_ready || s->ready();
+          if (was_ready && counted) {
+            ws->settle_one(), counted = false;
+            retire_surplus(*ws);
+          }
+          sl->wake.expires_at(asio::steady_timer::time_point::max());
+          co_await sl->wake.async_wait(as_result);
+        }
+        if (!*ended) was_ready = was_ready || s->ready();
+        // (Logged as it closed: "mux connection closed".)
+        if (!was_ready) failure = "session failed before tunnel-out answered", session_failed = true;
+      }
+    } catch (const std::exception& e) {
+      // (Out of memory setting up TLS or a session.) The slot carries on after a backoff.
+      failure = std::string("unexpected error: ") + e.what();
+    }
+    if (counted) ws->settle_one();
     if (ws->stopping) break;
-    std::string failure;
-    if (!attempt.secure) failure = (attempt.unreachable ? "tunnel-out unreachable: " : "handshake failed: ") + attempt.reason;
-    else if (attempt.secure->tls().alpn() != mux::alpn_name) failure = "tunnel-out does not offer mux mode (ALPN tunnel-mux/1)";
-    if (!failure.empty()) {
-      --ws->pending;
-      ++ws->settled;
-      backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
+    if (failure.empty()) {
+      backoff = std::chrono::milliseconds{0};
+      last_failure.clear();
+      continue;
+    }
+    backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
+    if (!session_failed) {
       // The first failure of a run is a warning; the same failure again is debug noise.
       ops::event(failure == last_failure ? spdlog::level::debug : spdlog::level::warn, "mux connection failed")
           .kv("slot", static_cast<std::uint64_t>(index))
-          .kv("identity", attempt.identity)
+          .kv("identity", identity)
           .kv("reason", failure)
           .kv("retry_in_ms", static_cast<std::int64_t>(backoff.count()));
-      last_failure = failure;
-      continue;
     }
-    ops::info("mux connection up")
-        .kv("slot", static_cast<std::uint64_t>(index))
-        .kv("identity", identity_of(*attempt.secure))
-        .kv("tls", attempt.secure->tls().version())
-        .kv("cipher", attempt.secure->tls().ciphersuite());
-    auto ended = std::make_shared<bool>(false);
-    mux::session* s = launch(ws, std::move(attempt.secure), svc, sl, ended);
-    bool was_ready = false, counted = true;
-    // Wait until the session stops taking streams; it then finishes its streams on its own
-    // while this slot brings up the replacement (make before break).
-    while (!*ended && !ws->stopping && s->usable()) {
-      was_ready = was_ready || s->ready();
-      if (was_ready && counted) {
-        --ws->pending, ++ws->settled, counted = false;
-        retire_surplus(*ws);
-      }
-      sl->wake.expires_at(asio::steady_timer::time_point::max());
-      co_await sl->wake.async_wait(as_result);
-    }
-    if (!*ended) was_ready = was_ready || s->ready();
-    if (counted) --ws->pending, ++ws->settled;
-    if (was_ready) {
-      backoff = std::chrono::milliseconds{0};
-      last_failure.clear();
-    } else {
-      backoff = std::min(backoff_max, std::max(backoff_min, backoff * 2));
-      last_failure = "session failed before tunnel-out answered";
-    }
+    last_failure = failure;
   }
 }
 
@@ -219,7 +251,13 @@ asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
     out.reason = dialed.reason();
     co_return out;
   }
-  auto secure = std::make_unique<tls::tls_stream>(std::move(dialed.socket), std::move(context));
+  std::unique_ptr<tls::tls_stream> secure;
+  try {
+    secure = std::make_unique<tls::tls_stream>(std::move(dialed.socket), std::move(context));
+  } catch (const std::exception& e) {  // out of memory for the TLS session
+    out.reason = std::string("cannot set up TLS: ") + e.what();
+    co_return out;
+  }
   const auto hs = co_await tls::run_handshake(*secure, svc.limits.handshake);
   out.identity = identity_of(*secure);
   if (!hs.ok) {
@@ -273,6 +311,7 @@ void mux_pool::stop() {
     asio::post(ws->io, [ws] {
       ws->stopping = true;
       for (auto& sl : ws->slots) sl->wake.cancel();
+      ws->settling.cancel();
       goaway_all(*ws, mux::reset_code::shutdown, "tunnel-in shutting down");
     });
   }
@@ -307,12 +346,18 @@ mux::session* mux_pool::pick(const asio::any_io_executor& ex) {
   return best;
 }
 
+namespace {
+// A free coroutine, not a capturing coroutine lambda: GCC 12 mishandles the latter.
+asio::awaitable<void> wait_for_settling(mux_pool::worker_state& ws) {
+  co_await ws.settling.async_wait(as_result);
+}
+}  // namespace
+
 asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds limit) {
   const auto ex = co_await asio::this_coro::executor;
   auto* ws = local(ex);
   const auto deadline = clock::now() + limit;
   const auto settled = ws ? ws->settled : 0;
-  asio::steady_timer tick(ex);
   for (;;) {
     if (auto* s = pick(ex)) co_return s;
     // Only the attempt under way is worth waiting for: once one settled without giving us
@@ -324,9 +369,10 @@ asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds 
           .kv("started", ws && ws->started ? "yes" : "no");
       co_return nullptr;
     }
-    // Start-up and reconnects only: a short poll keeps this path free of shared wake-ups.
-    tick.expires_after(5ms);
-    co_await tick.async_wait(as_result);
+    // Woken when an attempt on this worker settles (start-up and reconnects only: the
+    // sessions' own changes, on every stream, wake nobody here).
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()) + 1ms;
+    co_await (wait_for_settling(*ws) || net::sleep_for(left));
     if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return nullptr;
   }
 }

@@ -28,7 +28,7 @@ struct tunnel_attempt {
   std::string identity = "unknown";         // the server's identity, when it was seen
 };
 
-// Never throws for network or TLS errors.
+// Never throws (out of memory for the TLS session is a failed attempt too).
 asio::awaitable<tunnel_attempt> connect_tunnel(const config::service& svc,
                                                std::shared_ptr<const tls::tls_context> context);
 

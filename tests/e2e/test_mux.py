@@ -224,6 +224,31 @@ def test_a_connection_dialled_while_the_pool_was_down_closes_once_the_pool_is_up
     assert len(out.logs_with_msg("mux connection authorized")) == 2, "a third connection was dialled"
 
 
+def test_connections_arriving_while_the_pool_connects_wait_for_it(procs, servers):
+    """Legacy connections that arrive while the pool's connection is still being set up (here
+    behind 300 ms each way) wait for it, and are served on it as soon as it is up, rather
+    than each dialling a connection of its own."""
+    target = servers.echo()
+    out = procs.tunnel_out(target.address, level="info")
+    with DelayLine(out.listen, one_way_ms=300) as line:
+        tin = procs.tunnel_in(line.address, "--mode", "mux", "--pool", "1", "--threads", "1", level="debug")
+        results: list[bytes] = [b""] * 4
+
+        def one(i: int) -> None:
+            results[i] = echo_roundtrip(tin.address, f"early {i}\n".encode(), timeout=20)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == [f"early {i}\n".encode() for i in range(4)]
+        up = tin.logs_with_msg("mux connection up")
+        assert len(up) == 1 and up[0].get("adopted") != "true", up
+        assert not tin.logs_with_msg("no mux connection ready on this worker")
+        assert len(out.logs_with_msg("mux connection authorized")) == 1
+
+
 def test_raw_mode_client_still_gets_plain_tls(procs, servers):
     target = servers.echo()
     out = procs.tunnel_out(target.address, level="info")
