@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
                                          : nullptr);
       auto acceptor = bind_tls_port(rt->main_context(), p, udp_on_tls_port(cfg, p), udp_sockets);
       log_listening(p, acceptor);
-      muxes.push_back(std::make_unique<server::mux_host>(p, source));
+      muxes.push_back(std::make_unique<server::mux_host>(p, source, rt->budget()));
       server::mux_host* mux = muxes.back().get();
       rt->on_shutdown([mux] { mux->drain(); });
       // Live mux sessions were authenticated with the old CA/CRL: retire them, so a peer

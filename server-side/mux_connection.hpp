@@ -1,6 +1,8 @@
 #pragma once
 // What the streams and flows of one mux connection on tunnel-out share. Touched only on
 // the connection's thread.
+#include <asio/cancellation_signal.hpp>
+#include <list>
 #include <optional>
 #include <string>
 
@@ -18,6 +20,10 @@ struct connection_info {
   std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
   // Stream and flow coroutines still running: the connection's last line waits for them.
   std::size_t live_streams = 0;
+  // One per stream coroutine, emitted when the session ends: a stream still dialling its
+  // target stops there instead of connecting for a tunnel that is gone.
+  std::list<asio::cancellation_signal> stream_cancels;
+  bool ended = false;  // the session has ended
   net::drop_counter flows_refused_at_limit{ops::udp_drop::flow_limit};  // rate-limits its warning
 };
 

@@ -1,5 +1,6 @@
 #include "mux_server.hpp"
 
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -62,11 +63,14 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
   const config::service& svc = host.services().at(*route);
   rec.service = svc.name;
   rec.target = svc.target.to_string();
-  if (host.streams.load(std::memory_order_relaxed) >= svc.max_conns) {
+  const bool service_full = host.streams.load(std::memory_order_relaxed) >= svc.max_conns;
+  const ops::budget_unit descriptor(host.budget());
+  if (service_full || !descriptor) {
     ops::warn("connection refused: limit reached")
         .kv("peer", rec.peer)
         .kv("origin", st->origin())
-        .kv("max_conns", static_cast<std::uint64_t>(svc.max_conns));
+        .kv("limit", service_full ? "service" : "process")
+        .kv("max_conns", static_cast<std::uint64_t>(service_full ? svc.max_conns : host.budget()->limit()));
     ops::metrics::get().count(ops::outcome::limit);
     st->reset(mux::reset_code::limit, "tunnel-out connection limit reached");
     co_return;
@@ -77,6 +81,10 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
 
   // Mux mode: the client is the legacy client tunnel-in accepted (the stream's origin).
   auto dialed = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
+  if (!dialed.ok && conn->ended) {  // cancelled: the mux connection ended meanwhile
+    ops::log_closed(rec, 0, 0, "mux connection ended while dialling the target", false);
+    co_return;
+  }
   if (!dialed.ok) {
     const std::string& error = dialed.error;
     ops::warn("target unreachable").kv("peer", rec.peer).kv("identity", rec.identity).kv("target", rec.target).kv("error", error);
@@ -159,7 +167,19 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   mux::session session(secure, settings);
   session.on_accept([&host, conn, ex](std::unique_ptr<mux::stream> st) {
     ++conn->live_streams;
-    asio::co_spawn(ex, serve_stream(host, conn, std::move(st)), asio::detached);
+    auto it = conn->stream_cancels.emplace(conn->stream_cancels.end());
+    asio::co_spawn(ex, serve_stream(host, conn, std::move(st)),
+                   asio::bind_cancellation_slot(it->slot(), [conn, it, ex](std::exception_ptr e) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& failure) {
+                         ops::error("stream failed unexpectedly").kv("peer", conn->rec.peer).kv("error", failure.what());
+                       }
+                     }
+                     // (Erased after this handler returns, not inside it.)
+                     asio::post(ex, [conn, it] { conn->stream_cancels.erase(it); });
+                   }));
   });
   session.on_accept_flow([&host, conn, ex](std::unique_ptr<mux::flow> f) { accept_flow(host, conn, ex, std::move(f)); });
   host.add(&session, ex);
@@ -168,6 +188,8 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   if (secure.tls().context().replaced()) session.goaway(mux::reset_code::shutdown, "credentials reloaded");
   const std::string reason = co_await session.run();
   host.remove(&session);
+  conn->ended = true;
+  for (auto& signal : conn->stream_cancels) signal.emit(asio::cancellation_type::terminal);
   // Let the streams log their end (they fail at once now) before this connection counts as
   // gone: the shutdown drain waits for connections, not for stream coroutines.
   asio::steady_timer tick(ex);

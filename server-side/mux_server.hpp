@@ -14,6 +14,7 @@
 #include "port.hpp"
 #include "mux/session.hpp"
 #include "ops/connection_log.hpp"
+#include "ops/runtime.hpp"
 #include "tls/context_source.hpp"
 #include "tls/tls_stream.hpp"
 
@@ -23,8 +24,10 @@ namespace tunnel::server {
 // stream count that --max-conns bounds. Outlives the workers' event loops.
 class mux_host {
  public:
-  // `p` must outlive the host.
-  mux_host(const port& p, std::shared_ptr<tls::context_source> source) : port_(p), source_(std::move(source)) {}
+  // `p` must outlive the host. `budget`: the process's connection limit, which each stream
+  // (holding its target's descriptor) counts against as an accepted connection does.
+  mux_host(const port& p, std::shared_ptr<tls::context_source> source, std::shared_ptr<ops::connection_budget> budget)
+      : port_(p), source_(std::move(source)), budget_(std::move(budget)) {}
 
   // Any thread (the shutdown hook): GOAWAY on every session; later sessions get it at once.
   void drain();
@@ -36,6 +39,7 @@ class mux_host {
   const port& services() const { return port_; }
   std::shared_ptr<const tls::tls_context> current() const { return source_->current(); }
   std::atomic<std::size_t> streams{0};
+  const std::shared_ptr<ops::connection_budget>& budget() const { return budget_; }
 
   // On the session's thread.
   void add(mux::session* s, asio::any_io_executor ex);
@@ -44,6 +48,7 @@ class mux_host {
  private:
   const port& port_;
   std::shared_ptr<tls::context_source> source_;
+  std::shared_ptr<ops::connection_budget> budget_;
   std::mutex mutex_;  // guards sessions_ and draining_
   std::vector<std::pair<mux::session*, asio::any_io_executor>> sessions_;
   bool draining_ = false;

@@ -73,12 +73,12 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
     }
     backoff.succeeded();
     const bool service_full = here->load(std::memory_order_relaxed) >= max_conns;
-    if (service_full || active_.load(std::memory_order_relaxed) >= process_limit_) {
+    if (service_full || !budget_->try_take()) {
       std::error_code ignored;
       warn("connection refused: limit reached")
           .kv("peer", net::describe(peer))
           .kv("limit", service_full ? "service" : "process")
-          .kv("max_conns", static_cast<std::uint64_t>(service_full ? max_conns : process_limit_));
+          .kv("max_conns", static_cast<std::uint64_t>(service_full ? max_conns : budget_->limit()));
       socket.close(ignored);
       metrics::get().count(outcome::limit);
       continue;
@@ -107,6 +107,7 @@ void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection,
                      asio::post(w.io, [&w, it] { w.live.erase(it); });
                      listener_count->fetch_sub(1, std::memory_order_relaxed);
                      active_.fetch_sub(1, std::memory_order_relaxed);
+                     budget_->give_back();
                      metrics::get().connections_active.fetch_sub(1, std::memory_order_relaxed);
                    }));
   });

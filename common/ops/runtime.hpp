@@ -21,6 +21,45 @@
 
 namespace tunnel::ops {
 
+// The process-wide connection limit (runtime::limit_process): accepted connections, and
+// work that holds a descriptor without one of its own (tunnel-out's mux streams, each with
+// its target's descriptor). Shared: holders may outlive the runtime's event loops.
+class connection_budget {
+ public:
+  // Takes one unit unless all are taken.
+  bool try_take() {
+    auto n = used_.load(std::memory_order_relaxed);
+    do {
+      if (n >= limit_.load(std::memory_order_relaxed)) return false;
+    } while (!used_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    return true;
+  }
+  void give_back() { used_.fetch_sub(1, std::memory_order_relaxed); }
+  std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
+  void set_limit(std::size_t n) { limit_.store(n, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::size_t> used_{0};
+  std::atomic<std::size_t> limit_{std::numeric_limits<std::size_t>::max()};
+};
+
+// One unit of a connection_budget, held for a scope.
+class budget_unit {
+ public:
+  explicit budget_unit(std::shared_ptr<connection_budget> b) : budget_(std::move(b)) {
+    if (!budget_->try_take()) budget_.reset();
+  }
+  ~budget_unit() {
+    if (budget_) budget_->give_back();
+  }
+  budget_unit(const budget_unit&) = delete;
+  budget_unit& operator=(const budget_unit&) = delete;
+  explicit operator bool() const { return budget_ != nullptr; }  // taken
+
+ private:
+  std::shared_ptr<connection_budget> budget_;
+};
+
 class runtime {
  public:
   // A connection handler owns the socket and returns when the connection has ended.
@@ -44,8 +83,9 @@ class runtime {
   // with a warning.
   void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
   // All listeners together never hold more than `n` connections (what the open-file limit
-  // allows), whatever each service's own --max-conns.
-  void limit_process(std::size_t n) { process_limit_ = n; }
+  // allows), whatever each service's own --max-conns; budget() holders count against it too.
+  void limit_process(std::size_t n) { budget_->set_limit(n); }
+  const std::shared_ptr<connection_budget>& budget() const { return budget_; }
 
   // Registers `hook` to run on the main context when SIGTERM/SIGINT arrives, right after
   // the listeners close and before the drain (services without an acceptor, such as UDP,
@@ -100,8 +140,8 @@ class runtime {
   std::vector<std::function<void()>> shutdown_hooks_;
   std::vector<std::function<void(bool)>> reload_hooks_;
   std::vector<std::function<bool()>> busy_;
-  std::atomic<std::size_t> active_{0};
-  std::size_t process_limit_ = std::numeric_limits<std::size_t>::max();
+  std::atomic<std::size_t> active_{0};  // accepted connections (the drain waits for them)
+  std::shared_ptr<connection_budget> budget_ = std::make_shared<connection_budget>();
   std::size_t next_worker_ = 0;
   std::chrono::milliseconds shutdown_timeout_;
   std::chrono::microseconds busy_poll_;

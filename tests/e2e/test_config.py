@@ -200,6 +200,49 @@ def test_services_together_stay_within_what_the_open_file_limit_allows(procs, pk
             s.close()
 
 
+def test_mux_streams_count_against_what_the_open_file_limit_allows(procs, pki, servers, tmp_dir):
+    """In mux mode one accepted connection carries many streams, each holding a descriptor
+    to the target: they count against the process's limit as connections do. With 300
+    descriptors and one thread the limit is 84: the mux connection and 83 streams."""
+    target = servers.echo()
+    top = {**credential_keys(pki.server), "ca": str(pki.ca_cert), "log-format": "json", "threads": 1}
+    services = {"one": {"listen": "127.0.0.1:0", "target": target.address, "max-conns": 1000}}
+    path = write_config(tmp_dir / "fds.toml", top, services)
+    out = procs.start(TUNNEL_OUT, ["--config", str(path)], wait=False, name="tunnel-out",
+                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)))
+    listen = out.wait_for_log("listening")["listen"]
+    tin = procs.tunnel_in(listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
+    tin.wait_for_log("mux connection up")
+    held = []
+    try:
+        for i in range(83):
+            s = connect(tin.address)
+            s.sendall(b"x")
+            assert harness.recv_exactly(s, 1) == b"x", f"stream {i} not served"
+            held.append(s)
+        assert not out.logs_with_msg("connection refused: limit reached"), out.log_text()
+        with connect(tin.address) as s:
+            assert harness.closed_by_peer(s, 10)
+        refused = out.wait_for_log("connection refused: limit reached")
+        assert refused["limit"] == "process" and refused["max_conns"] == 84, refused
+        assert target.connection_count == 83
+    finally:
+        for s in held:
+            s.close()
+    # Streams give their units back: a new one is served once the others have closed.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with connect(tin.address) as s:
+                s.sendall(b"y")
+                if harness.recv_exactly(s, 1) == b"y":
+                    break
+        except (OSError, AssertionError):
+            pass
+        assert time.monotonic() < deadline, "no stream served after the others closed"
+        time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------------------
 # mistakes: each refused with exit code 2, one line naming file, line and key
 

@@ -411,3 +411,25 @@ def test_a_silent_name_server_holds_connections_no_longer_than_the_connect_timeo
         assert out.stop() == 0  # with that lookup still blocked in getaddrinfo
     finally:
         dns.close()
+
+
+def test_a_stream_still_dialling_stops_when_its_mux_connection_ends(procs, servers, tmp_dir):
+    """tunnel-in dies while tunnel-out is still dialling a stream's target (its name server
+    is silent): the dial stops with the connection, rather than going on for the whole
+    --connect-timeout and then connecting for a tunnel that is gone."""
+    fake_dns.skip_unless_available(tmp_dir)
+    dns = fake_dns.FakeDns(tmp_dir, answers={}, silent={"silent.tunnel.test"})
+    try:
+        out = procs.tunnel_out("silent.tunnel.test:9", "--connect-timeout", "20s", level="info",
+                               preexec_fn=dns.preexec())
+        tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
+        tin.wait_for_log("mux connection up")
+        with connect(tin.address):
+            dns.wait_for_query("silent.tunnel.test")
+            tin.kill()
+            rec = out.wait_for_log(lambda r: r.get("msg") == "connection closed"
+                                   and r.get("reason") == "mux connection ended while dialling the target")
+        assert not out.logs_with_msg("target unreachable")
+        out.wait_for_log("mux connection closed")
+    finally:
+        dns.close()
