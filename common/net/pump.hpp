@@ -143,11 +143,24 @@ struct direction_finished {
   }
 };
 
-// Waits until both direction coroutines have returned (they are cancelled by then).
-inline asio::awaitable<void> join_directions(pump_state& st) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, clock::time_point::max());
+// How often join_directions says again that the directions are cancelled.
+inline constexpr std::chrono::milliseconds cancel_repeat{100};
+
+// Cancels both direction coroutines and waits until they have returned. A cancellation
+// reaches the operation a coroutine is suspended in; one that arrives while it is between
+// operations only marks it cancelled, and an operation it then starts inside a stream
+// (the rest of a TLS record, say) would not see it, so a silent peer could hold the pump
+// for good. Hence the cancellation is said again every cancel_repeat until both are back.
+inline asio::awaitable<void> join_directions(pump_state& st, asio::cancellation_signal& a_to_b,
+                                             asio::cancellation_signal& b_to_a) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
   st.watchdog_timer = &timer;
-  while (st.directions_finished < 2) co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  while (st.directions_finished < 2) {
+    a_to_b.emit(asio::cancellation_type::terminal);  // (a no-op for one that has returned)
+    b_to_a.emit(asio::cancellation_type::terminal);
+    timer.expires_after(cancel_repeat);
+    co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
   st.watchdog_timer = nullptr;
 }
 
@@ -175,11 +188,7 @@ asio::awaitable<pump_result> pump(A& a, B& b, pump_limits limits, const char* a_
                  asio::bind_cancellation_slot(stop_b_to_a.slot(), detail::direction_finished{&st}));
   const std::string verdict = co_await detail::watchdog(st, limits);
   st.watchdog_timer = nullptr;
-  if (st.directions_finished < 2) {
-    stop_a_to_b.emit(asio::cancellation_type::terminal);
-    stop_b_to_a.emit(asio::cancellation_type::terminal);
-    co_await detail::join_directions(st);
-  }
+  if (st.directions_finished < 2) co_await detail::join_directions(st, stop_a_to_b, stop_b_to_a);
   if (!st.error.empty()) result.reason = st.error;
   else if (st.directions_done == 2) result.reason = "closed";
   else result.reason = verdict;
