@@ -72,9 +72,11 @@ struct mux_pool::worker_state {
   bool started = false, stopping = false;
   std::size_t pending = 0;  // slots dialling, or with a session the server has not answered yet
   std::uint64_t settled = 0;  // attempts that ended (up and answered, or failed)
-  // Cancelled (never re-armed) when an attempt settles or the pool stops: legacy connections
-  // waiting in pick_or_wait look again then.
+  // Cancelled (never re-armed) when an attempt settles, when a session changes while
+  // someone waits, and when the pool stops: legacy connections waiting in pick_or_wait
+  // look again then.
   asio::steady_timer settling;
+  std::size_t waiting = 0;  // legacy connections in pick_or_wait
 
   void settle_one() {
     --pending, ++settled;
@@ -148,16 +150,25 @@ mux::session* launch(const std::shared_ptr<worker_state>& ws, std::unique_ptr<tl
   auto s = std::make_unique<mux::session>(*secure, settings_for(svc));
   mux::session* raw = s.get();
   const bool adopted = owner == nullptr;
-  ws->sessions.push_back({raw, adopted});
   worker_state* w = ws.get();  // alive while the session is (run_session holds it)
   raw->on_change([w, raw, owner, adopted] {
     if (owner) owner->wake.cancel();
+    if (w->waiting > 0) w->settling.cancel();  // it may have become ready or have room again
     if (surplus(*w, {raw, adopted})) raw->goaway(mux::reset_code::cancel, "surplus connection");
   });
-  if (w->stopping) raw->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
+  // Listed and counted only once nothing more can throw: the list must never hold a session
+  // that is gone (pick() reads it).
+  auto task = run_session(ws, std::move(secure), std::move(s), owner, std::move(ended));
+  ws->sessions.push_back({raw, adopted});
   ws->live->fetch_add(1, std::memory_order_relaxed);
-  asio::co_spawn(ws->io, run_session(ws, std::move(secure), std::move(s), std::move(owner), std::move(ended)),
-                 asio::detached);
+  try {
+    asio::co_spawn(ws->io, std::move(task), asio::detached);
+  } catch (...) {
+    ws->sessions.pop_back();
+    ws->live->fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
+  if (w->stopping) raw->goaway(mux::reset_code::shutdown, "tunnel-in shutting down");
   return raw;
 }
 
@@ -372,7 +383,9 @@ asio::awaitable<mux::session*> mux_pool::pick_or_wait(std::chrono::milliseconds 
     // Woken when an attempt on this worker settles (start-up and reconnects only: the
     // sessions' own changes, on every stream, wake nobody here).
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()) + 1ms;
+    ++ws->waiting;
     co_await (wait_for_settling(*ws) || net::sleep_for(left));
+    --ws->waiting;
     if (net::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return nullptr;
   }
 }

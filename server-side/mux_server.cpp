@@ -35,8 +35,9 @@ void finish(mux::stream& st, const net::pump_result& result) {
   else st.reset(mux::reset_code::cancel, result.reason);
 }
 
+// `dialling`: this stream's entry in conn->stream_cancels, cleared once the target is dialled.
 asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_info> conn,
-                                   std::unique_ptr<mux::stream> st) {
+                                   std::unique_ptr<mux::stream> st, bool& dialling) {
   co_await asio::this_coro::throw_if_cancelled(false);
   struct live_guard {
     connection_info& c;
@@ -64,13 +65,13 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
   rec.service = svc.name;
   rec.target = svc.target.to_string();
   const bool service_full = host.streams.load(std::memory_order_relaxed) >= svc.max_conns;
-  const ops::budget_unit descriptor(host.budget());
+  const ops::budget_unit descriptor(host.budget(), 1);
   if (service_full || !descriptor) {
     ops::warn("connection refused: limit reached")
         .kv("peer", rec.peer)
         .kv("origin", st->origin())
         .kv("limit", service_full ? "service" : "process")
-        .kv("max_conns", static_cast<std::uint64_t>(service_full ? svc.max_conns : host.budget()->limit()));
+        .kv("max_conns", static_cast<std::uint64_t>(service_full ? svc.max_conns : host.budget()->connections()));
     ops::metrics::get().count(ops::outcome::limit);
     st->reset(mux::reset_code::limit, "tunnel-out connection limit reached");
     co_return;
@@ -80,11 +81,16 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
   ops::debug("stream opened").kv("peer", rec.peer).kv("origin", st->origin()).kv("stream", static_cast<std::uint64_t>(st->id()));
 
   // Mux mode: the client is the legacy client tunnel-in accepted (the stream's origin).
-  auto dialed = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
-  if (!dialed.ok && conn->ended) {  // cancelled: the mux connection ended meanwhile
+  std::optional<target_connection> target;
+  if (!conn->ended) target = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
+  dialling = false;
+  // (A dial that won the race with the connection's end left this coroutine marked cancelled.)
+  co_await asio::this_coro::reset_cancellation_state();
+  if (!target || (!target->ok && conn->ended)) {  // the mux connection ended first
     ops::log_closed(rec, 0, 0, "mux connection ended while dialling the target", false);
     co_return;
   }
+  auto& dialed = *target;
   if (!dialed.ok) {
     const std::string& error = dialed.error;
     ops::warn("target unreachable").kv("peer", rec.peer).kv("identity", rec.identity).kv("target", rec.target).kv("error", error);
@@ -168,8 +174,8 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   session.on_accept([&host, conn, ex](std::unique_ptr<mux::stream> st) {
     ++conn->live_streams;
     auto it = conn->stream_cancels.emplace(conn->stream_cancels.end());
-    asio::co_spawn(ex, serve_stream(host, conn, std::move(st)),
-                   asio::bind_cancellation_slot(it->slot(), [conn, it, ex](std::exception_ptr e) {
+    asio::co_spawn(ex, serve_stream(host, conn, std::move(st), it->dialling),
+                   asio::bind_cancellation_slot(it->signal.slot(), [conn, it, ex](std::exception_ptr e) {
                      if (e) {
                        try {
                          std::rethrow_exception(e);
@@ -189,7 +195,8 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   const std::string reason = co_await session.run();
   host.remove(&session);
   conn->ended = true;
-  for (auto& signal : conn->stream_cancels) signal.emit(asio::cancellation_type::terminal);
+  for (auto& c : conn->stream_cancels)
+    if (c.dialling) c.signal.emit(asio::cancellation_type::terminal);
   // Let the streams log their end (they fail at once now) before this connection counts as
   // gone: the shutdown drain waits for connections, not for stream coroutines.
   asio::steady_timer tick(ex);

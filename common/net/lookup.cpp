@@ -1,5 +1,7 @@
 #include "net/lookup.hpp"
 
+#include "net/cancelled.hpp"
+
 #include <algorithm>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -19,15 +21,45 @@
 namespace tunnel::net {
 namespace {
 
+// Whether an event loop still takes wake-ups: closed (under m) when its io_context starts
+// being destroyed, before its queues are torn down unguarded; a lookup thread posts to it
+// only under m while open.
+struct wakeup_gate {
+  std::mutex m;
+  bool closed = false;
+};
+
+// One per io_context that waited for a lookup; its shutdown closes the gate (services
+// shut down before the io_context's own scheduler).
+class wakeup_gate_service : public asio::execution_context::service {
+ public:
+  static asio::execution_context::id id;
+  explicit wakeup_gate_service(asio::execution_context& owner) : asio::execution_context::service(owner) {}
+  const std::shared_ptr<wakeup_gate> gate = std::make_shared<wakeup_gate>();
+
+ private:
+  void shutdown() override {
+    std::lock_guard lk(gate->m);
+    gate->closed = true;
+  }
+};
+asio::execution_context::id wakeup_gate_service::id;
+
 // More names than this being looked up at once (each a thread blocked in getaddrinfo) and
 // a new one fails at once with host_not_found_try_again.
 constexpr std::size_t max_lookups_in_flight = 64;
+
+struct lookup_answer {
+  std::error_code ec;
+  std::vector<asio::ip::address> answers;
+};
 
 // One name being looked up, shared by every connection waiting for it.
 struct lookup {
   struct waiter {
     std::uint64_t id;
     asio::any_io_executor executor;
+    std::shared_ptr<wakeup_gate> gate;  // the executor's event loop's
     std::weak_ptr<asio::steady_timer> wake;
   };
   std::mutex m;
@@ -63,7 +95,7 @@ std::error_code from_gai(int rc) {
 }
 
 // The blocking part, on the lookup's own thread.
-void resolve(const std::string& host, lookup& l) {
+lookup_answer ask_resolver(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;  // one entry per address (UDP callers want the same list)
@@ -90,7 +122,16 @@ void resolve(const std::string& host, lookup& l) {
   if (list) ::freeaddrinfo(list);
   std::error_code ec = rc == 0 ? std::error_code{} : from_gai(rc);
   if (!ec && answers.empty()) ec = asio::error::host_not_found;
+  return {ec, std::move(answers)};
+}
 
+// The whole of a lookup thread's work. Nothing may escape it (std::terminate).
+void resolve(const std::string& host, lookup& l) noexcept {
+  lookup_answer answer{asio::error::no_memory, {}};
+  try {
+    answer = ask_resolver(host);
+  } catch (const std::exception&) {
+  }
   {  // No longer in flight: a connection from now on asks again.
     auto& table = in_flight();
     std::lock_guard lk(table.m);
@@ -98,14 +139,21 @@ void resolve(const std::string& host, lookup& l) {
   }
   std::lock_guard lk(l.m);
   l.done = true;
-  l.ec = ec;
-  l.answers = std::move(answers);
+  l.ec = answer.ec;
+  l.answers = std::move(answer.answers);
   // Each waiter's timer is cancelled on its own executor, where its coroutine runs; a
-  // coroutine already gone took its entry out (waiter_entry's destructor, under l.m).
-  for (auto& w : l.waiters)
-    asio::post(w.executor, [wake = w.wake] {
-      if (auto t = wake.lock()) t->cancel();
-    });
+  // coroutine already gone took its entry out (waiter_entry's destructor, under l.m), and
+  // an event loop being destroyed has closed its gate.
+  for (auto& w : l.waiters) {
+    std::lock_guard open(w.gate->m);
+    if (w.gate->closed) continue;
+    try {
+      asio::post(w.executor, [wake = w.wake] {
+        if (auto t = wake.lock()) t->cancel();
+      });
+    } catch (const std::exception&) {  // out of memory: that waiter waits out its timeout
+    }
+  }
   l.waiters.clear();
 }
 
@@ -130,10 +178,11 @@ std::shared_ptr<lookup> join_or_start(const std::string& host) {
 class waiter_entry {
  public:
   waiter_entry(lookup& l, asio::any_io_executor ex, const std::shared_ptr<asio::steady_timer>& wake) : l_(l) {
+    auto gate = asio::use_service<wakeup_gate_service>(asio::query(ex, asio::execution::context)).gate;
     std::lock_guard lk(l_.m);
     if (l_.done) return;
     id_ = l_.next_id++;
-    l_.waiters.push_back({id_, std::move(ex), wake});
+    l_.waiters.push_back({id_, std::move(ex), std::move(gate), wake});
     listed_ = true;
   }
   ~waiter_entry() {
@@ -159,8 +208,10 @@ asio::awaitable<std::error_code> look_up(const std::string& host, std::vector<as
   const auto ex = co_await asio::this_coro::executor;
   auto wake = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
   const waiter_entry entry(*l, ex, wake);
-  // Ends when the answer's post cancels the timer, or when this coroutine is cancelled.
-  if (entry.listed()) co_await wake->async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  // Ends when the answer's post cancels the timer, or when this coroutine is cancelled
+  // (looked at first: a cancellation that came before the wait would not reach it).
+  if (entry.listed() && !is_cancelled(co_await asio::this_coro::cancellation_state))
+    co_await wake->async_wait(asio::experimental::as_tuple(asio::use_awaitable));
   std::lock_guard lk(l->m);
   if (!l->done) co_return asio::error::operation_aborted;
   out.insert(out.end(), l->answers.begin(), l->answers.end());

@@ -73,12 +73,12 @@ asio::awaitable<void> runtime::accept_loop(net::generic_acceptor& acceptor, std:
     }
     backoff.succeeded();
     const bool service_full = here->load(std::memory_order_relaxed) >= max_conns;
-    if (service_full || !budget_->try_take()) {
+    if (service_full || !budget_->try_take(2)) {
       std::error_code ignored;
       warn("connection refused: limit reached")
           .kv("peer", net::describe(peer))
           .kv("limit", service_full ? "service" : "process")
-          .kv("max_conns", static_cast<std::uint64_t>(service_full ? max_conns : budget_->limit()));
+          .kv("max_conns", static_cast<std::uint64_t>(service_full ? max_conns : budget_->connections()));
       socket.close(ignored);
       metrics::get().count(outcome::limit);
       continue;
@@ -107,7 +107,7 @@ void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection,
                      asio::post(w.io, [&w, it] { w.live.erase(it); });
                      listener_count->fetch_sub(1, std::memory_order_relaxed);
                      active_.fetch_sub(1, std::memory_order_relaxed);
-                     budget_->give_back();
+                     budget_->give_back(2);
                      metrics::get().connections_active.fetch_sub(1, std::memory_order_relaxed);
                    }));
   });

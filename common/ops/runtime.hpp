@@ -21,36 +21,40 @@
 
 namespace tunnel::ops {
 
-// The process-wide connection limit (runtime::limit_process): accepted connections, and
-// work that holds a descriptor without one of its own (tunnel-out's mux streams, each with
-// its target's descriptor). Shared: holders may outlive the runtime's event loops.
+// The process-wide limit (runtime::limit_process), kept in descriptors: an accepted
+// connection takes two (its own and its next hop's), a tunnel-out mux stream one (its
+// target's; the mux connection carrying it took two when accepted). Shared: holders may
+// outlive the runtime's event loops.
 class connection_budget {
  public:
-  // Takes one unit unless all are taken.
-  bool try_take() {
-    auto n = used_.load(std::memory_order_relaxed);
+  // Takes `n` descriptors unless fewer are left.
+  bool try_take(std::size_t n) {
+    auto used = used_.load(std::memory_order_relaxed);
     do {
-      if (n >= limit_.load(std::memory_order_relaxed)) return false;
-    } while (!used_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+      if (used + n > limit_.load(std::memory_order_relaxed)) return false;
+    } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
     return true;
   }
-  void give_back() { used_.fetch_sub(1, std::memory_order_relaxed); }
-  std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
-  void set_limit(std::size_t n) { limit_.store(n, std::memory_order_relaxed); }
+  void give_back(std::size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  // The limit as whole connections (what --max-conns and the warnings speak of).
+  std::size_t connections() const { return limit_.load(std::memory_order_relaxed) / 2; }
+  void set_connections(std::size_t n) {
+    limit_.store(n > std::numeric_limits<std::size_t>::max() / 2 ? n : 2 * n, std::memory_order_relaxed);
+  }
 
  private:
   std::atomic<std::size_t> used_{0};
   std::atomic<std::size_t> limit_{std::numeric_limits<std::size_t>::max()};
 };
 
-// One unit of a connection_budget, held for a scope.
+// Descriptors of a connection_budget, held for a scope.
 class budget_unit {
  public:
-  explicit budget_unit(std::shared_ptr<connection_budget> b) : budget_(std::move(b)) {
-    if (!budget_->try_take()) budget_.reset();
+  budget_unit(std::shared_ptr<connection_budget> b, std::size_t descriptors) : budget_(std::move(b)), n_(descriptors) {
+    if (!budget_->try_take(n_)) budget_.reset();
   }
   ~budget_unit() {
-    if (budget_) budget_->give_back();
+    if (budget_) budget_->give_back(n_);
   }
   budget_unit(const budget_unit&) = delete;
   budget_unit& operator=(const budget_unit&) = delete;
@@ -58,6 +62,7 @@ class budget_unit {
 
  private:
   std::shared_ptr<connection_budget> budget_;
+  std::size_t n_;
 };
 
 class runtime {
@@ -84,7 +89,7 @@ class runtime {
   void serve(net::generic_acceptor acceptor, std::size_t max_conns, handler on_connection);
   // All listeners together never hold more than `n` connections (what the open-file limit
   // allows), whatever each service's own --max-conns; budget() holders count against it too.
-  void limit_process(std::size_t n) { budget_->set_limit(n); }
+  void limit_process(std::size_t n) { budget_->set_connections(n); }
   const std::shared_ptr<connection_budget>& budget() const { return budget_; }
 
   // Registers `hook` to run on the main context when SIGTERM/SIGINT arrives, right after
