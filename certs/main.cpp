@@ -8,6 +8,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -32,18 +37,35 @@ std::string read_file(const fs::path& p) {
 }
 
 // Writes through a fresh file with the final mode set before any byte lands, so a private
-// key is never readable by others, not even for a moment.
+// key is never readable by others, not even for a moment; synced before it takes the final
+// name, which it takes only if nothing holds that name by then (unless `force`).
 void write_file(const fs::path& p, const std::string& text, mode_t mode, bool force) {
   if (fs::exists(p) && !force) throw refusal(p.string() + " exists (use --force to overwrite)");
   const fs::path tmp = p.string() + ".tmp";
   fs::remove(tmp);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, mode);
-  if (fd < 0) throw refusal("cannot create " + tmp.string());
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::fchmod(fd, mode);
-  ::close(fd);
-  if (!ok) throw refusal("cannot write " + tmp.string());
-  fs::rename(tmp, p);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) throw refusal("cannot create " + tmp.string() + ": " + std::strerror(errno));
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = ok && ::fchmod(fd, mode) == 0 && ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  const int err = errno;
+  if (ok && ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, p.c_str(), force ? 0 : RENAME_NOREPLACE) == 0) return;
+  const std::string why = ok ? std::strerror(errno) : std::strerror(err);
+  const bool taken = ok && errno == EEXIST;
+  ::unlink(tmp.c_str());  // never leave a key behind under another name
+  if (taken) throw refusal(p.string() + " exists (use --force to overwrite)");
+  throw refusal("cannot write " + p.string() + ": " + why);
+}
+
+// --name is a file name in --dir and the certificate's common name: letters, digits, '.',
+// '_' and '-', not starting with '.', and not the CA's own.
+void check_name(const std::string& name) {
+  const bool plain = !name.empty() && name.size() <= 64 && name.front() != '.' &&
+                     std::all_of(name.begin(), name.end(), [](unsigned char c) {
+                       return std::isalnum(c) || c == '.' || c == '_' || c == '-';
+                     });
+  if (!plain) throw refusal("--name " + name + ": use 1-64 letters, digits, '.', '_' or '-', not starting with '.'");
+  if (name == "ca") throw refusal("--name ca: that is the CA's own file name");
 }
 
 void check_absent(const fs::path& p, bool force) {
@@ -109,15 +131,19 @@ int main(int argc, char** argv) {
     if (*init) {
       for (const char* f : {"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"})
         check_absent(out / f, force);
+      // Everything made before anything is written: a bad --server-ip leaves no CA behind.
       const auto ca = tls::make_ca({.common_name = "tunnel private CA", .not_after_offset = std::chrono::hours(24 * 3650)});
+      const auto server_pair = tls::issue({.common_name = "tunnel-out", .dns = server_dns, .ip = server_ip,
+                                           .purpose = tls::usage::server, .not_after_offset = lifetime}, ca);
+      const auto client_pair = tls::issue({.common_name = client_cn, .purpose = tls::usage::client,
+                                           .not_after_offset = lifetime}, ca);
       save_pair(out, "ca", ca, force);
-      save_pair(out, "server", tls::issue({.common_name = "tunnel-out", .dns = server_dns, .ip = server_ip,
-                                           .purpose = tls::usage::server, .not_after_offset = lifetime}, ca), force);
-      save_pair(out, "client", tls::issue({.common_name = client_cn, .purpose = tls::usage::client,
-                                           .not_after_offset = lifetime}, ca), force);
+      save_pair(out, "server", server_pair, force);
+      save_pair(out, "client", client_pair, force);
       std::cout << "wrote " << out.string() << "/{ca,server,client}.{crt,key} (keys mode 0600)\n";
     } else {
       if (server == client) throw refusal("give exactly one of --server or --client");
+      check_name(name);
       for (const char* ext : {".crt", ".key"}) check_absent(out / (name + ext), force);
       const auto ca = load_ca(out);
       save_pair(out, name, tls::issue({.common_name = name, .dns = dns, .ip = ip, .uri = uri,

@@ -1,4 +1,5 @@
 // tunnel-in: accepts plaintext legacy connections and carries them to tunnel-out over TLS.
+#include <csignal>
 #include <iostream>
 
 #include "config/cli.hpp"
@@ -122,6 +123,9 @@ asio::awaitable<std::string> all_ready(std::vector<ops::readiness_check> checks)
 int main(int argc, char** argv) {
   auto cli = config::parse_command_line(tls::role::client, argc, argv);
   if (!cli.run) return cli.exit_code;
+  // Until the runtime takes SIGHUP over: a reload asked for while the credentials are first
+  // loaded is moot, and must not end the process (SIGHUP's default action).
+  std::signal(SIGHUP, SIG_IGN);
   const config::settings cfg = std::move(*cli.run);
   const config::service& proc = cfg.process();
   std::vector<std::shared_ptr<tls::context_source>> sources;  // per service: swapped on reload

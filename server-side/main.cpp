@@ -1,4 +1,5 @@
 // tunnel-out: accepts mutually authenticated TLS and relays to plaintext legacy servers.
+#include <csignal>
 #include <iostream>
 #include <map>
 #include <stdexcept>
@@ -92,6 +93,9 @@ net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
 int main(int argc, char** argv) {
   auto cli = config::parse_command_line(tls::role::server, argc, argv);
   if (!cli.run) return cli.exit_code;
+  // Until the runtime takes SIGHUP over: a reload asked for while the credentials are first
+  // loaded is moot, and must not end the process (SIGHUP's default action).
+  std::signal(SIGHUP, SIG_IGN);
   const config::settings cfg = std::move(*cli.run);
   const config::service& proc = cfg.process();
   std::vector<server::port> ports = server::group_ports(cfg);

@@ -54,6 +54,9 @@ void append(std::vector<std::string>& args, const CLI::Option& opt, const std::s
   }
   if (opt.get_items_expected_max() > 1) {  // repeatable: an array, or one value
     if (const auto* list = value.as_array()) {
+      // An empty list would mean "none" where it replaces the file's top-level one: for an
+      // allow-list, every client the CA issued to. Never what is meant; say so.
+      if (list->empty()) throw usage_error(where + ": an empty list (leave the key out instead)");
       for (const auto& item : *list) {
         args.push_back(flag);
         args.push_back(scalar(item));

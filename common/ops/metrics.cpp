@@ -15,6 +15,14 @@ constexpr const char* udp_drop_names[] = {"oversized", "queue_full", "garbage", 
                                           "flow_limit", "other", "mux_queue_full", "penalised"};
 static_assert(std::size(udp_drop_names) == static_cast<std::size_t>(udp_drop::count_));
 
+// Microseconds as seconds with every digit kept (a running sum stays exact to 1 us at any size).
+std::string seconds_of_us(std::uint64_t us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%llu.%06llu", static_cast<unsigned long long>(us / 1000000),
+                static_cast<unsigned long long>(us % 1000000));
+  return buf;
+}
+
 std::string number(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.6g", v);
@@ -123,7 +131,7 @@ std::string metrics::render() const {
   }
   cumulative += load(handshake_seconds.buckets.back());
   w.sample("tunnel_handshake_duration_seconds_bucket", "le=\"+Inf\"", cumulative);
-  w.sample("tunnel_handshake_duration_seconds_sum", "", number(load(handshake_seconds.sum_us) / 1e6));
+  w.sample("tunnel_handshake_duration_seconds_sum", "", seconds_of_us(load(handshake_seconds.sum_us)));
   w.sample("tunnel_handshake_duration_seconds_count", "", load(handshake_seconds.count));
 
   w.single("tunnel_udp_flows_active", "gauge", "UDP flows open now.", load(udp_flows_active));
@@ -157,7 +165,7 @@ std::string metrics::render() const {
   if (expiry != 0) {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
-    w.single("tunnel_certificate_expiry_seconds", "gauge", "Seconds until our own certificate expires.", expiry - now);
+    w.single("tunnel_certificate_expiry_seconds", "gauge", "Seconds until the first of our own certificates expires.", expiry - now);
   }
   return w.take();
 }

@@ -77,7 +77,7 @@ class metrics {
   std::atomic<std::int64_t> mux_streams_active{0};
   std::atomic<std::int64_t> mux_window_growth_bytes{0};   // connection windows grown past 4 MiB, all sessions
   std::atomic<std::uint64_t> mux_window_growth_refused{0}; // sessions the growth budget held back
-  std::atomic<std::int64_t> certificate_expiry_unix{0};  // notAfter of our own certificate
+  std::atomic<std::int64_t> certificate_expiry_unix{0};  // the soonest notAfter of our own certificates
 
   void count(outcome o) { connections[static_cast<std::size_t>(o)].fetch_add(1, std::memory_order_relaxed); }
   void count(handshake_failure f) {

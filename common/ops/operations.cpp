@@ -123,11 +123,19 @@ asio::awaitable<std::string> probe(net::address to, std::shared_ptr<reachability
   auto under_way = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor,
                                                         asio::steady_timer::time_point::max());
   cache->probing = under_way;
+  // However the dial ends (cancelled with its /readyz, or by an exception), the probes
+  // waiting for it are let go and the next one dials again.
+  struct release {
+    reachability_cache& c;
+    std::shared_ptr<asio::steady_timer> t;
+    ~release() {
+      c.probing.reset();
+      t->cancel();
+    }
+  } released{*cache, under_way};
   auto dialed = co_await net::dial(to, 2s);
   cache->checked = std::chrono::steady_clock::now();
-  cache->verdict = dialed.ec ? "tunnel-out " + to.to_string() + " unreachable: " + dialed.ec.message() : "";
-  cache->probing.reset();
-  under_way->cancel();
+  cache->verdict = dialed.ec ? "tunnel-out " + to.to_string() + " unreachable: " + dialed.reason() : "";
   std::error_code ignored;
   dialed.socket.close(ignored);
   co_return cache->verdict;
@@ -163,7 +171,8 @@ operations::operations(runtime& rt, const config::service& svc, readiness_check 
     status_ = std::make_unique<status_server>(rt.main_context(), *svc.status, [this] { return ready(); });
     status_->start();
     info("status endpoint listening").kv("status", status_->bound());
-    rt.on_shutdown([this] { status_->stop(); });
+    // Left open through the drain (it ends with the event loops): /readyz says 503 then,
+    // and /healthz still answers while connections finish.
   }
   if (!svc.user.empty()) {
     drop_privileges(svc.user);

@@ -121,7 +121,7 @@ asio::awaitable<void> runtime::watch_signals() {
     if (sig == SIGHUP) {
       if (reload_hooks_.empty()) info("SIGHUP received; nothing to reload in this version");
       else info("SIGHUP received; reloading");
-      for (auto& hook : reload_hooks_) hook(false);
+      run_reload_hooks(false);
       continue;
     }
     stopping_ = true;
@@ -142,9 +142,17 @@ asio::awaitable<void> runtime::watch_signals() {
 
 void runtime::reload_every(std::chrono::milliseconds interval) {
   // On the main context, like SIGHUP: the hooks never run concurrently with each other.
-  every(interval, [this] {
-    for (auto& hook : reload_hooks_) hook(true);
-  });
+  every(interval, [this] { run_reload_hooks(true); });
+}
+
+void runtime::run_reload_hooks(bool periodic) {
+  for (auto& hook : reload_hooks_) {
+    try {
+      hook(periodic);
+    } catch (const std::exception& e) {  // one failing hook must not stop the others, nor SIGTERM's handling
+      error("reload failed unexpectedly").kv("error", e.what());
+    }
+  }
 }
 
 void runtime::every(std::chrono::milliseconds interval, std::function<void()> task) {

@@ -135,6 +135,7 @@ class runtime {
   void spawn(worker& w, net::accepted conn, const handler& on_connection,
              std::shared_ptr<std::atomic<std::size_t>> listener_count);
   asio::awaitable<void> watch_signals();
+  void run_reload_hooks(bool periodic);
   asio::awaitable<void> repeat(std::chrono::milliseconds interval, std::function<void()> task);
   asio::awaitable<void> drain();
   void cancel_all();

@@ -17,6 +17,11 @@ namespace {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_request = 8192;
 constexpr int max_active = 64;
+// /readyz answers wait for the readiness checks (a dial of the next hop): at most this many
+// at once, each for at most ready_limit, so that they can never hold every connection and
+// lock /healthz out (a connection being answered is not pushed out).
+constexpr int max_readiness_answers = max_active / 2;
+constexpr auto ready_limit = std::chrono::seconds(3);  // (a next-hop probe dials for 2 s at most)
 
 std::string response(int code, const char* status, const std::string& type, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type +
@@ -61,11 +66,6 @@ status_server::status_server(asio::io_context& io, const net::address& at, readi
     : acceptor_(net::listen_on(io, at)), ready_(std::move(ready)) {}
 
 void status_server::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
-
-void status_server::stop() {
-  std::error_code ignored;
-  acceptor_.close(ignored);
-}
 
 asio::awaitable<void> status_server::accept_loop() {
   accept_backoff backoff(bound());
@@ -122,7 +122,17 @@ asio::awaitable<void> status_server::serve(net::generic_socket socket) {
     reply = response(200, "OK", "text/plain", "ok\n");
   } else if (path == "/readyz") {
     std::string why;
-    if (ready_) why = co_await ready_();
+    if (*answering_ready_ >= max_readiness_answers) {
+      why = "too many readiness checks at once";
+    } else if (ready_) {
+      struct count {
+        std::shared_ptr<int> n;
+        ~count() { --*n; }
+      } counted{answering_ready_};
+      ++*answering_ready_;
+      auto checked = co_await net::with_timeout(ready_(), ready_limit);
+      why = checked ? *checked : "the readiness checks took too long";
+    }
     reply = why.empty() ? response(200, "OK", "text/plain", "ready\n")
                         : response(503, "Service Unavailable", "text/plain", "not ready: " + why + "\n");
   } else if (path == "/metrics") {

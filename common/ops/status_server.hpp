@@ -5,7 +5,9 @@
 //   GET /metrics  Prometheus text exposition (ops::metrics)
 // Requests are bounded (8 KiB, 2 s to send the request, 5 s to take the reply, 64 at once);
 // anything else gets 404/405/400. When 64 are open, a new connection pushes out the oldest
-// one still sending its request: idle connections cannot lock the probes out.
+// one still sending its request: idle connections cannot lock the probes out. /readyz
+// waits for its checks 3 s at most, 32 such answers at once (more get 503 at once), so
+// readiness requests cannot lock /healthz out either.
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <deque>
@@ -27,7 +29,6 @@ class status_server {
   // Binds at once (throws std::runtime_error with a reason, like net::listen_on).
   status_server(asio::io_context& io, const net::address& at, readiness_check ready);
   void start();
-  void stop();
   std::string bound() const { return net::bound_address(acceptor_); }
 
  private:
@@ -44,6 +45,7 @@ class status_server {
   net::generic_acceptor acceptor_;
   readiness_check ready_;
   std::shared_ptr<int> active_ = std::make_shared<int>(0);  // connections being served
+  std::shared_ptr<int> answering_ready_ = std::make_shared<int>(0);  // /readyz waiting for its checks
   std::deque<std::weak_ptr<reader>> readers_;  // oldest first; gone ones are skipped
 };
 

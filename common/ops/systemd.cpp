@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
@@ -51,7 +52,10 @@ std::optional<std::chrono::microseconds> watchdog_interval() {
   if (!for_this_process("WATCHDOG_PID")) return std::nullopt;
   const auto usec = env_number("WATCHDOG_USEC");
   if (!usec || *usec == 0) return std::nullopt;
-  return std::chrono::microseconds(*usec);
+  // Bounded both ways: the pings go out every half interval, which must be neither zero
+  // (a busy loop) nor beyond what a timer holds. A day is far more than systemd would ask.
+  constexpr unsigned long long least = 2'000, most = 86'400'000'000ULL;
+  return std::chrono::microseconds(std::clamp(*usec, least, most));
 }
 
 std::vector<int> inherited_listeners() {

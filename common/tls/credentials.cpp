@@ -11,9 +11,11 @@ extern "C" {
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <string_view>
 
 #include "config/read_file.hpp"
+#include "ops/log.hpp"
 
 #include "tls/validity.hpp"
 
@@ -68,7 +70,8 @@ std::string pem_structure_error(const std::string& text) {
 
 // Reads a credential file for `flag`, refusing what is not a regular file within the
 // bound, and (PEM) what pem_structure_error finds.
-void read_credential(file_text& out, const std::string& flag, const std::string& path) {
+// Returns the file's mode bits.
+mode_t read_credential(file_text& out, const std::string& flag, const std::string& path) {
   if (path.empty()) throw credential_error(flag + " is required");
   auto r = config::read_regular_file(path, max_credential_bytes);
   if (!r.error.empty()) throw credential_error(flag + " " + path + ": " + r.error);
@@ -77,6 +80,19 @@ void read_credential(file_text& out, const std::string& flag, const std::string&
     if (const std::string why = pem_structure_error(out.bytes); !why.empty())
       throw credential_error(flag + " " + path + ": " + why);
   }
+  return r.info.st_mode;
+}
+
+// A private key others may read is used (a Kubernetes secret mounts as 0644 unless told
+// otherwise), but said, each time it is loaded.
+void warn_if_readable_by_others(mode_t mode, const std::string& flag, const std::string& path) {
+  if ((mode & 077) == 0) return;
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+  ops::warn("private key file readable by group or others: chmod 600 it")
+      .kv("flag", flag)
+      .kv("path", path)
+      .kv("mode", std::string(text));
 }
 
 // A DER file is one object: bytes after it are not part of it.
@@ -120,7 +136,7 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   if (files.need_own_cert || !files.cert.empty() || !files.key.empty()) {
     file_text cert, key;
     read_credential(cert, cert_flag, files.cert);
-    read_credential(key, key_flag, files.key);
+    warn_if_readable_by_others(read_credential(key, key_flag, files.key), key_flag, files.key);
     if (int rc = mbedtls_x509_crt_parse(&c->chain_, cert.data(), cert.size()); rc != 0)
       throw credential_error(cert_flag + " " + files.cert + ": not a valid certificate (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");

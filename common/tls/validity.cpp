@@ -3,6 +3,7 @@
 #include <mbedtls/md.h>
 #include <mbedtls/pk.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -86,7 +87,9 @@ void require_valid_cas(const mbedtls_x509_crt& bundle, const std::string& flag, 
     if (unix_seconds(c->valid_to) < now)
       throw credential_error(flag + " " + path + ": CA certificate " + subject_of(*c) + " expired on " +
                              iso(c->valid_to));
-    if (unix_seconds(c->valid_from) > now)
+    // (The same allowance as for our leaf: a CA made a moment ago on a host whose clock runs
+    // ahead is taken, and works once the clocks agree, rather than never being retried.)
+    if (unix_seconds(c->valid_from) > now + clock_skew)
       throw credential_error(flag + " " + path + ": CA certificate " + subject_of(*c) + " is not valid before " +
                              iso(c->valid_from));
   }
@@ -147,9 +150,24 @@ void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where
     throw credential_error(where + ": expired on " + iso(leaf.valid_to) + "; every peer would refuse it");
 }
 
-void report_own_expiry(const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before) {
+namespace {
+// Each source's current certificate expiry: the metric is the soonest, so an alert on it
+// fires for whichever certificate of the process expires first (sources live as long as
+// the process; a handful per process).
+void record_expiry(const void* source, std::int64_t not_after) {
+  static std::mutex m;
+  static std::unordered_map<const void*, std::int64_t> by_source;
+  std::lock_guard lk(m);
+  by_source[source] = not_after;
+  std::int64_t soonest = not_after;
+  for (const auto& [s, t] : by_source) soonest = std::min(soonest, t);
+  ops::metrics::get().certificate_expiry_unix.store(soonest, std::memory_order_relaxed);
+}
+}  // namespace
+
+void report_own_expiry(const void* source, const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before) {
   const std::int64_t not_after = unix_seconds(leaf.valid_to);
-  ops::metrics::get().certificate_expiry_unix.store(not_after, std::memory_order_relaxed);
+  record_expiry(source, not_after);
   const std::int64_t left = not_after - now_unix();
   if (left < 0) {
     ops::error("our certificate has expired: peers will refuse it")

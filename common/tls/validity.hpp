@@ -30,10 +30,11 @@ void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where
 // CAs in `cas` (it would never be used, and revocation would silently go unchecked).
 void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path);
 
-// Our own leaf: sets ops::metrics::certificate_expiry_unix, and logs a warning when it
-// expires within `warn_before` (an error when it has expired). Called at start and on every
-// successful reload. Never throws.
-void report_own_expiry(const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before);
+// Our own leaf, as loaded by `source` (one per port or service): records its expiry for
+// ops::metrics::certificate_expiry_unix, which shows the soonest of every source's, and
+// logs a warning when it expires within `warn_before` (an error when it has expired).
+// Called at start and on every successful reload. Never throws.
+void report_own_expiry(const void* source, const mbedtls_x509_crt& leaf, std::chrono::seconds warn_before);
 
 // A peer's leaf seen during a handshake: logs a warning when it expires within
 // `warn_before`, at most once an hour per certificate (bounded memory). Thread-safe;

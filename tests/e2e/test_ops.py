@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -217,9 +218,10 @@ def syn_sent_by(pid: int, port: int) -> int:
     return sum(f"pid={pid}," in line for line in out.splitlines())
 
 
-def test_readyz_probes_during_a_slow_dial_share_it(procs):
-    # tunnel-out behind a full backlog: the kernel drops the SYNs, so each dial lasts the
-    # probe's whole 2 s. Twenty probes in that time must make one dial, not twenty.
+@contextmanager
+def unanswering_port():
+    """A port whose listener's backlog is full: the kernel drops further SYNs, so a dial to
+    it lasts its whole timeout."""
     blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)
@@ -234,6 +236,17 @@ def test_readyz_probes_during_a_slow_dial_share_it(procs):
             pass
         fillers.append(f)
     try:
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+def test_readyz_probes_during_a_slow_dial_share_it(procs):
+    # tunnel-out behind a full backlog: each dial lasts the probe's whole 2 s. Twenty probes
+    # in that time must make one dial, not twenty.
+    with unanswering_port() as port:
         # raw mode: no mux pool dialling beside the probes.
         tin = procs.tunnel_in(f"127.0.0.1:{port}", "--mode", "raw", "--status", "127.0.0.1:0")
         address = status_address(tin)
@@ -253,10 +266,45 @@ def test_readyz_probes_during_a_slow_dial_share_it(procs):
         assert len(results) == 20
         for status, body in results:
             assert status == 503 and "unreachable" in body, (status, body)
+
+
+def test_readiness_requests_cannot_lock_healthz_out(procs):
+    """70 /readyz requests while the next-hop probe's dial hangs (tunnel-out behind a full
+    backlog): those waiting for the check are capped, the rest answered 503 at once, so a
+    liveness probe among them is still answered."""
+    with unanswering_port() as port:
+        tin = procs.tunnel_in(f"127.0.0.1:{port}", "--mode", "raw", "--status", "127.0.0.1:0")
+        address = status_address(tin)
+        results: list[tuple[int, str]] = []
+        probes = [threading.Thread(target=lambda: results.append(http_get(address, "/readyz", timeout=10)))
+                  for _ in range(70)]
+        for t in probes:
+            t.start()
+        time.sleep(0.5)  # all sent; the dial under way lasts 2 s
+        assert http_get(address, "/healthz", timeout=1.5) == (200, "ok\n")
+        for t in probes:
+            t.join(timeout=10)
+        assert len(results) == 70 and all(status == 503 for status, _ in results), results[:3]
+        assert any("too many readiness checks" in body for _, body in results)
+
+
+def test_status_endpoint_answers_through_the_drain(procs, servers):
+    """After SIGTERM, while a connection finishes, /readyz says 503 (shutting down) and
+    /healthz still 200; the process then ends normally."""
+    out = procs.tunnel_out(servers.echo().address, "--status", "127.0.0.1:0", "--shutdown-timeout", "20s")
+    address = status_address(out)
+    tin = procs.tunnel_in(out.listen, "--mode", "raw")
+    held = harness.connect(tin.address)
+    try:
+        held.sendall(b"x")
+        assert harness.recv_exactly(held, 1) == b"x"
+        out.signal(signal.SIGTERM)
+        out.wait_for_log("shutting down: no longer accepting")
+        assert http_get(address, "/readyz") == (503, "not ready: shutting down\n")
+        assert http_get(address, "/healthz") == (200, "ok\n")
     finally:
-        for f in fillers:
-            f.close()
-        blackhole.close()
+        held.close()
+    assert out.wait(timeout=10) == 0
 
 
 def test_status_address_in_use_is_a_start_up_error(pki, servers):

@@ -13,6 +13,7 @@ import ssl
 import stat
 import subprocess
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,34 @@ def test_tunnel_certs_second_run_without_force_refuses_and_keeps_files(tmp_dir):
     r = run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir), "--force"])
     assert r.returncode == 0, r.stderr
     assert (pki_dir / "ca.crt").read_bytes() != before["ca.crt"]
+
+
+def test_tunnel_certs_refuses_names_outside_its_directory_and_leaves_nothing_half_made(tmp_dir):
+    pki_dir = tmp_dir / "pki"
+    r = run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir), "--server-ip", "not-an-ip"])
+    assert r.returncode == 2 and "not-an-ip" in r.stderr, r.stderr
+    assert not pki_dir.exists() or not any(pki_dir.iterdir()), list(pki_dir.iterdir())  # no CA left behind
+    assert run_cli(TUNNEL_CERTS, ["init", "--dir", str(pki_dir)]).returncode == 0
+    ca_key = (pki_dir / "ca.key").read_bytes()
+    for name in ("../escape", "/etc/escape", ".hidden", "ca", "a b", ""):
+        r = run_cli(TUNNEL_CERTS, ["issue", "--dir", str(pki_dir), "--name", name, "--client", "--force"])
+        assert r.returncode == 2 and "--name" in r.stderr, (name, r.stderr)
+    assert not (tmp_dir / "escape.key").exists()
+    assert (pki_dir / "ca.key").read_bytes() == ca_key
+    assert sorted(p.name for p in pki_dir.iterdir()) == sorted(
+        f"{n}.{e}" for n in ("ca", "server", "client") for e in ("crt", "key"))  # no .tmp left
+
+
+def test_a_private_key_others_can_read_is_used_with_a_warning(procs, servers, pki, tmp_dir):
+    key = tmp_dir / "server.key"
+    shutil.copy(pki.server.key, key)
+    os.chmod(key, 0o644)
+    out = procs.tunnel_out(servers.echo().address, cred=types.SimpleNamespace(cert=pki.server.cert, key=key))
+    rec = out.wait_for_log("private key file readable by group or others: chmod 600 it")
+    assert rec["mode"] == "0644" and rec["flag"] == "--key" and rec["path"] == str(key), rec
+    tin = procs.tunnel_in(out.listen)
+    assert echo_roundtrip(tin.address, b"still served") == b"still served"
+    assert not tin.logs_with_msg("private key file readable by group or others: chmod 600 it")  # 0600
 
 
 def test_pair_runs_end_to_end_with_tunnel_certs_output(procs, servers, tmp_dir):
@@ -574,6 +603,24 @@ def test_own_certificate_outside_its_validity_exits_2_at_start(ca, pki, tmp_dir,
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"tunnel-out: error: --cert {crt}: {words}"), r.stderr
+
+
+@pytest.mark.parametrize("starts_in,accepted", [(datetime.timedelta(minutes=2), True),
+                                                 (datetime.timedelta(hours=1), False)])
+def test_a_ca_valid_from_minutes_ahead_is_taken_as_a_leaf_would_be(procs, servers, tmp_dir, pki, starts_in, accepted):
+    """A CA made a moment ago on a host whose clock runs ahead: within the 10 minutes of
+    clock skew allowed for our own leaf it is taken; beyond that it is refused."""
+    from cryptography.hazmat.primitives import serialization
+    fresh = tt.new_ca("fresh", not_before=tt.now() + starts_in)
+    ca_path = tmp_dir / "fresh-ca.crt"
+    tt.write_atomic(ca_path, fresh.cert.public_bytes(serialization.Encoding.PEM))
+    args = ["--listen", "127.0.0.1:0", "--target", servers.echo().address, "--cert", str(pki.server.cert),
+            "--key", str(pki.server.key), "--ca", str(ca_path)]
+    if accepted:
+        procs.start(TUNNEL_OUT, args + harness.log_args("info"))  # waits until it listens
+    else:
+        r = run_cli(TUNNEL_OUT, args)
+        assert r.returncode == 2 and "not valid before" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("problem,words", [("stale", "stale since"), ("foreign-issuer", "issued by none"),
