@@ -179,15 +179,20 @@ operations::operations(runtime& rt, const config::service& svc, readiness_check 
     info("dropped privileges").kv("user", svc.user);
   }
   rt.on_shutdown([] { systemd::notify("STOPPING=1"); });
-  rt.on_reload([](bool periodic) {
+  rt.on_reload([failures_seen = metrics::get().reload_failures.load()](bool periodic) mutable {
+    const auto failures = metrics::get().reload_failures.load(std::memory_order_relaxed);
+    const bool failed = failures != failures_seen;
+    failures_seen = failures;
     if (periodic) return;  // a timed content check is not a reload the manager asked for
     // The reload itself ran synchronously just before this hook (hooks run in order on the
-    // main context): report the RELOADING=1 / READY=1 pair the notify-reload protocol wants.
+    // main context): report the RELOADING=1 / READY=1 pair the notify-reload protocol wants,
+    // and in STATUS whether it worked (a failed one keeps the old credentials).
     timespec now{};
     ::clock_gettime(CLOCK_MONOTONIC, &now);
     const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
     systemd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
-    systemd::notify("READY=1\nSTATUS=credentials reloaded");
+    systemd::notify(failed ? "READY=1\nSTATUS=credential reload failed; old credentials kept (see the log)"
+                           : "READY=1\nSTATUS=credentials reloaded");
   });
   if (auto interval = systemd::watchdog_interval())
     asio::co_spawn(rt.main_context(), watchdog_loop(*interval), asio::detached);

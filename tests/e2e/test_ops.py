@@ -345,17 +345,23 @@ def receive_states(sock, until: str, timeout: float = 5) -> list[str]:
     raise AssertionError(f"{until} not received; got {states}")
 
 
-def test_notify_socket_receives_ready_reloading_and_stopping(procs, servers, notify_socket):
+def test_notify_socket_receives_ready_reloading_and_stopping(procs, servers, notify_socket, tmp_dir):
     path, sock = notify_socket
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
+    key = tmp_dir / "server.key"
+    shutil.copy(procs.pki.server.key, key)
     out = procs.start(TUNNEL_OUT, ["--listen", "127.0.0.1:0", "--target", servers.echo().address,
-                                   "--cert", str(procs.pki.server.cert), "--key", str(procs.pki.server.key),
+                                   "--cert", str(procs.pki.server.cert), "--key", str(key),
                                    "--ca", str(procs.pki.ca_cert), *harness.log_args()], env=env)
     assert "READY=1" in receive_states(sock, "READY=1")
     out.signal(signal.SIGHUP)
     states = receive_states(sock, "RELOADING=1")
     assert any(s.startswith("MONOTONIC_USEC=") for s in states), states
-    assert "READY=1" in receive_states(sock, "READY=1")
+    assert "STATUS=credentials reloaded" in receive_states(sock, "READY=1")
+    key.write_text("not a key\n")  # the next reload fails: the manager is told so
+    out.signal(signal.SIGHUP)
+    states = receive_states(sock, "READY=1")
+    assert "STATUS=credential reload failed; old credentials kept (see the log)" in states, states
     out.signal(signal.SIGTERM)
     assert "STOPPING=1" in receive_states(sock, "STOPPING=1")
     assert out.wait() == 0
