@@ -36,6 +36,18 @@ std::string read_file(const fs::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// Gives `tmp` the name `p`: replacing it with `force`, else only if nothing holds the name
+// by then. Returns 0 or the errno. (Where the file system has no RENAME_NOREPLACE, NFS
+// and some FUSE mounts, link() does the same: it fails with EEXIST.)
+int place(const fs::path& tmp, const fs::path& p, bool force) {
+  if (force) return ::rename(tmp.c_str(), p.c_str()) == 0 ? 0 : errno;
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, p.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  if (::link(tmp.c_str(), p.c_str()) != 0) return errno;
+  ::unlink(tmp.c_str());
+  return 0;
+}
+
 // Writes through a fresh file with the final mode set before any byte lands, so a private
 // key is never readable by others, not even for a moment; synced before it takes the final
 // name, which it takes only if nothing holds that name by then (unless `force`).
@@ -45,16 +57,20 @@ void write_file(const fs::path& p, const std::string& text, mode_t mode, bool fo
   fs::remove(tmp);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) throw refusal("cannot create " + tmp.string() + ": " + std::strerror(errno));
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = ok && ::fchmod(fd, mode) == 0 && ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  const int err = errno;
-  if (ok && ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, p.c_str(), force ? 0 : RENAME_NOREPLACE) == 0) return;
-  const std::string why = ok ? std::strerror(errno) : std::strerror(err);
-  const bool taken = ok && errno == EEXIST;
+  int err = 0;  // the first failure's errno
+  for (std::size_t done = 0; done < text.size() && err == 0;) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n > 0) done += static_cast<std::size_t>(n);
+    else if (n < 0 && errno == EINTR) continue;
+    else err = n < 0 ? errno : ENOSPC;
+  }
+  if (err == 0 && (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0)) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0) err = place(tmp, p, force);
+  if (err == 0) return;
   ::unlink(tmp.c_str());  // never leave a key behind under another name
-  if (taken) throw refusal(p.string() + " exists (use --force to overwrite)");
-  throw refusal("cannot write " + p.string() + ": " + why);
+  if (err == EEXIST) throw refusal(p.string() + " exists (use --force to overwrite)");
+  throw refusal("cannot write " + p.string() + ": " + std::strerror(err));
 }
 
 // --name is a file name in --dir and the certificate's common name: letters, digits, '.',

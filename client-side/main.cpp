@@ -109,15 +109,6 @@ std::vector<client::mux_pool*> make_pools(ops::runtime& rt, const config::settin
   return pools;
 }
 
-// Every check in turn; the first reason wins.
-asio::awaitable<std::string> all_ready(std::vector<ops::readiness_check> checks) {
-  for (auto& check : checks) {
-    std::string why = co_await check();
-    if (!why.empty()) co_return why;
-  }
-  co_return std::string();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,7 +164,7 @@ int main(int argc, char** argv) {
       }
     }
     ops::readiness_check ready;
-    if (!checks.empty()) ready = [checks] { return all_ready(checks); };
+    if (!checks.empty()) ready = ops::all_of(std::move(checks));
     operations = std::make_unique<ops::operations>(*rt, proc, ready);
   } catch (const std::exception& e) {
     std::cerr << "tunnel-in: error: " << e.what() << "\n";

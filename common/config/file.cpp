@@ -54,9 +54,12 @@ void append(std::vector<std::string>& args, const CLI::Option& opt, const std::s
   }
   if (opt.get_items_expected_max() > 1) {  // repeatable: an array, or one value
     if (const auto* list = value.as_array()) {
-      // An empty list would mean "none" where it replaces the file's top-level one: for an
-      // allow-list, every client the CA issued to. Never what is meant; say so.
-      if (list->empty()) throw usage_error(where + ": an empty list (leave the key out instead)");
+      // An empty allow-list in a service replaces the top-level one with none: every client
+      // the CA issued to would be admitted there. Never what is meant; say so. (Elsewhere an
+      // empty list is "none", as meant: no pins, default ALPN, ...)
+      const bool in_service = where.find(": services.") != std::string::npos;
+      if (list->empty() && in_service && flag.rfind("--allow-", 0) == 0)
+        throw usage_error(where + ": an empty allow-list would admit every client of the CA (leave the key out)");
       for (const auto& item : *list) {
         args.push_back(flag);
         args.push_back(scalar(item));

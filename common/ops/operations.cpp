@@ -10,6 +10,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
+#include <map>
+#include <memory>
+#include <vector>
 
 #include "net/dial.hpp"
 #include "ops/log.hpp"
@@ -134,6 +137,8 @@ asio::awaitable<std::string> probe(net::address to, std::shared_ptr<reachability
     }
   } released{*cache, under_way};
   auto dialed = co_await net::dial(to, 2s);
+  // Cut short (its /readyz ran out of time): no verdict, the next probe dials again.
+  if (dialed.ec == asio::error::operation_aborted) co_return cache->verdict;
   cache->checked = std::chrono::steady_clock::now();
   cache->verdict = dialed.ec ? "tunnel-out " + to.to_string() + " unreachable: " + dialed.reason() : "";
   std::error_code ignored;
@@ -161,8 +166,43 @@ std::string mux_pool_up() {
 }
 
 readiness_check next_hop_reachable(const net::address& to) {
-  auto cache = std::make_shared<reachability_cache>();
-  return [to, cache] { return probe(to, cache); };
+  static std::map<std::string, std::shared_ptr<reachability_cache>> by_address;  // set-up only
+  auto& cache = by_address[to.to_string()];
+  if (!cache) cache = std::make_shared<reachability_cache>();
+  return [to, cache = cache] { return probe(to, cache); };
+}
+
+namespace {
+// The verdicts of all_of's checks, filled in as each ends.
+struct verdicts {
+  explicit verdicts(const asio::any_io_executor& ex, std::size_t n)
+      : why(n), left(n), done(ex, asio::steady_timer::time_point::max()) {}
+  std::vector<std::string> why;
+  std::size_t left;
+  asio::steady_timer done;  // cancelled when the last check ends
+};
+
+asio::awaitable<void> run_check(readiness_check check, std::shared_ptr<verdicts> v, std::size_t i) {
+  v->why[i] = co_await check();
+  if (--v->left == 0) v->done.cancel();
+}
+
+asio::awaitable<std::string> all_checks(std::vector<readiness_check> checks) {
+  const auto ex = co_await asio::this_coro::executor;
+  auto v = std::make_shared<verdicts>(ex, checks.size());
+  // Spawned on their own: cut short by the caller's limit, the dials still end (each within
+  // its 2 s) and fill in the cache for the next probe.
+  for (std::size_t i = 0; i < checks.size(); ++i) asio::co_spawn(ex, run_check(checks[i], v, i), asio::detached);
+  if (v->left > 0) co_await v->done.async_wait(as_result);
+  for (const auto& why : v->why)
+    if (!why.empty()) co_return why;
+  if (v->left > 0) co_return std::string("readiness checks still under way");
+  co_return std::string();
+}
+}  // namespace
+
+readiness_check all_of(std::vector<readiness_check> checks) {
+  return [checks = std::move(checks)] { return all_checks(checks); };
 }
 
 operations::operations(runtime& rt, const config::service& svc, readiness_check extra)

@@ -24,9 +24,14 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
 void identify_metrics(const char* program, const config::settings& cfg);
 
 // Readiness of the next hop, for /readyz on tunnel-in: a TCP connect to `to`, at most one
-// probe per second (results are cached), bounded by 2 s, and never two at once (probes
-// that arrive during a dial wait for its verdict). "" when reachable.
+// probe per second (results are cached, one cache per address however many services name
+// it), bounded by 2 s, and never two at once (probes that arrive during a dial wait for
+// its verdict). "" when reachable. Call on the main thread at set-up.
 readiness_check next_hop_reachable(const net::address& to);
+
+// Every check at once (each may dial for up to 2 s: the answer takes the slowest, not the
+// sum); the first in `checks` order that gives a reason wins.
+readiness_check all_of(std::vector<readiness_check> checks);
 
 // `base`, then `also` (a synchronous check, "" when fine): the first reason wins.
 readiness_check both(readiness_check base, std::function<std::string()> also);

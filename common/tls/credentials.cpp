@@ -83,13 +83,14 @@ mode_t read_credential(file_text& out, const std::string& flag, const std::strin
   return r.info.st_mode;
 }
 
-// A private key others may read is used (a Kubernetes secret mounts as 0644 unless told
-// otherwise), but said, each time it is loaded.
+// A private key every user may read is used (a Kubernetes secret mounts as 0644 unless told
+// otherwise), but said, each time it is loaded. (Group access, 0640 root:tunnel, is the
+// usual way to let a process running as --user read it again on reload: not warned of.)
 void warn_if_readable_by_others(mode_t mode, const std::string& flag, const std::string& path) {
-  if ((mode & 077) == 0) return;
+  if ((mode & 007) == 0) return;
   char text[8];
   std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  ops::warn("private key file readable by group or others: chmod 600 it")
+  ops::warn("private key file readable by every user: chmod o-rwx it")
       .kv("flag", flag)
       .kv("path", path)
       .kv("mode", std::string(text));

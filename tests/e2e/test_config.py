@@ -258,7 +258,7 @@ BAD_CONFIGS = {
         "idle-timout", "services.a.idle-timout: unknown key"),
     "empty allow-list": (
         lambda pki: ({}, {"a": {"listen": "127.0.0.1:0", "target": "127.0.0.1:9", "allow-cn": []}}),
-        "allow-cn", "services.a.allow-cn: an empty list (leave the key out instead)"),
+        "allow-cn", "services.a.allow-cn: an empty allow-list would admit every client of the CA (leave the key out)"),
     "wrong type": (
         lambda pki: ({}, {"a": {"listen": "127.0.0.1:0", "target": "127.0.0.1:9", "max-conns": "100"}}),
         "max-conns", "services.a.max-conns: expected an integer"),

@@ -167,11 +167,11 @@ def test_a_private_key_others_can_read_is_used_with_a_warning(procs, servers, pk
     shutil.copy(pki.server.key, key)
     os.chmod(key, 0o644)
     out = procs.tunnel_out(servers.echo().address, cred=types.SimpleNamespace(cert=pki.server.cert, key=key))
-    rec = out.wait_for_log("private key file readable by group or others: chmod 600 it")
+    rec = out.wait_for_log("private key file readable by every user: chmod o-rwx it")
     assert rec["mode"] == "0644" and rec["flag"] == "--key" and rec["path"] == str(key), rec
     tin = procs.tunnel_in(out.listen)
     assert echo_roundtrip(tin.address, b"still served") == b"still served"
-    assert not tin.logs_with_msg("private key file readable by group or others: chmod 600 it")  # 0600
+    assert not tin.logs_with_msg("private key file readable by every user: chmod o-rwx it")  # 0600
 
 
 def test_pair_runs_end_to_end_with_tunnel_certs_output(procs, servers, tmp_dir):
