@@ -9,6 +9,7 @@
 #include "net/proxy_endpoint.hpp"
 #include "net/timeout.hpp"
 #include "ops/log.hpp"
+#include "tls/handshake.hpp"
 #include "proxy/header.hpp"
 
 namespace tunnel::server {
@@ -93,21 +94,14 @@ asio::awaitable<target_connection> open_target(const config::service& svc, const
 }
 
 asio::awaitable<std::string> handshake_target(tls::tls_stream& target, const config::service& svc) {
-  // Not tls::run_handshake: that one counts tunnel handshakes in the metrics.
-  const auto result = co_await net::with_timeout(target.handshake(), svc.limits.handshake);
-  const bool overtaken = result && !*result && target.tls().overtaken_by_reload();
-  if (result && !*result && !overtaken) {
+  const std::string why = co_await tls::bridge_handshake(target, svc.limits.handshake, "timeout");
+  if (why.empty()) {
     ops::debug("target TLS up")
         .kv("target", svc.target.to_string())
         .kv("tls", target.tls().version())
         .kv("alpn", target.tls().alpn().empty() ? std::string("(none)") : target.tls().alpn());
     co_return std::string();
   }
-  const std::string verify = target.tls().verify_failure();
-  const std::string why = !result      ? std::string("timeout")
-                          : overtaken  ? std::string(tls::tls_context::overtaken_refusal)
-                          : !verify.empty() ? verify
-                                            : result->message();
   ops::warn("target TLS handshake failed").kv("service", svc.name).kv("target", svc.target.to_string()).kv("reason", why);
   co_return "target TLS handshake failed: " + why;
 }

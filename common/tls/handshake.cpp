@@ -55,4 +55,16 @@ asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono
   co_return out;
 }
 
+asio::awaitable<std::string> bridge_handshake(tls_stream& stream, std::chrono::milliseconds limit,
+                                              const char* timeout_reason) {
+  const auto result = co_await net::with_timeout(stream.handshake(), limit);
+  if (!result) co_return timeout_reason;
+  if (*result) {
+    const std::string verify = stream.tls().verify_failure();
+    co_return verify.empty() ? result->message() : verify;
+  }
+  if (stream.tls().overtaken_by_reload()) co_return std::string(tls_context::overtaken_refusal);
+  co_return std::string();
+}
+
 }  // namespace tunnel::tls

@@ -22,4 +22,10 @@ struct handshake_outcome {
 // Counts the outcome in ops::metrics (duration on success, failure kind otherwise).
 asio::awaitable<handshake_outcome> run_handshake(tls_stream& stream, std::chrono::milliseconds limit);
 
+// A TLS bridge leg's handshake (tunnel-in's --listen-cert, tunnel-out's --target-tls),
+// not counted in the tunnel's metrics. "" when up; else why: `timeout_reason` when `limit`
+// passed, the reload that overtook it, the verify failure, or the TLS error.
+asio::awaitable<std::string> bridge_handshake(tls_stream& stream, std::chrono::milliseconds limit,
+                                              const char* timeout_reason);
+
 }  // namespace tunnel::tls
