@@ -64,7 +64,7 @@ asio::awaitable<void> mux_relay::operator()(Legacy& plain, ops::connection_recor
     auto& secure = *got.attempt.secure;
     rec.identity = identity_of(secure);
     ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite());
-    const auto result = co_await net::pump(plain, secure, {svc.limits.idle, svc.limits.close}, "client", "tunnel");
+    const auto result = co_await net::pump(plain, secure, {svc.limits.idle, svc.limits.close, svc.limits.lifetime}, "client", "tunnel");
     secure.close();
     plain.close();
     ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);
@@ -82,7 +82,7 @@ asio::awaitable<void> mux_relay::operator()(Legacy& plain, ops::connection_recor
   // The session may end while the stream runs; the stream then fails with the reason and
   // `session` must not be touched again.
   session = nullptr;
-  const auto result = co_await net::pump(plain, *st, {svc.limits.idle, svc.limits.close}, "client", "tunnel");
+  const auto result = co_await net::pump(plain, *st, {svc.limits.idle, svc.limits.close, svc.limits.lifetime}, "client", "tunnel");
   finish(*st, result);
   plain.close();
   ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);

@@ -50,7 +50,7 @@ struct raw_relay {
     ops::log_authorized(rec, secure.tls().version(), secure.tls().ciphersuite(), secure.tls().resumed());
     // With TLS 1.3 a refusal of our certificate arrives as an alert on the first read; the
     // pump then ends with that reason and the legacy client sees its connection close.
-    const auto result = co_await net::pump(legacy, secure, {svc.limits.idle, svc.limits.close}, "client", "tunnel");
+    const auto result = co_await net::pump(legacy, secure, {svc.limits.idle, svc.limits.close, svc.limits.lifetime}, "client", "tunnel");
     secure.close();
     legacy.close();
     ops::log_closed(rec, result.a_to_b, result.b_to_a, result.reason, result.clean);

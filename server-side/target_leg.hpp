@@ -54,7 +54,7 @@ asio::awaitable<net::pump_result> pump_to_tls_target(S& from, const config::serv
   net::pump_result result;
   result.reason = co_await handshake_target(secure, svc);
   if (result.reason.empty())
-    result = co_await net::pump(from, secure, {svc.limits.idle, svc.limits.close}, "client", "target");
+    result = co_await net::pump(from, secure, {svc.limits.idle, svc.limits.close, svc.limits.lifetime}, "client", "target");
   secure.close();
   co_return result;
 }
@@ -67,7 +67,7 @@ asio::awaitable<net::pump_result> pump_to_target(S& from, const config::service&
                                                  std::shared_ptr<const tls::tls_context> target_tls) {
   if (target_tls) co_return co_await pump_to_tls_target(from, svc, std::move(target), std::move(target_tls));
   net::plain_stream plain(std::move(target));
-  auto result = co_await net::pump(from, plain, {svc.limits.idle, svc.limits.close}, "client", "target");
+  auto result = co_await net::pump(from, plain, {svc.limits.idle, svc.limits.close, svc.limits.lifetime}, "client", "target");
   plain.close();
   co_return result;
 }

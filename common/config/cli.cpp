@@ -52,7 +52,7 @@ void assign_groups(CLI::App& app) {
       {"--allow-ip", "Who may connect"}, {"--allow-spki-sha256", "Who may connect"},
       {"--server-name", "Server checks"}, {"--pin-spki-sha256", "Server checks"}, {"--tls-min", "Server checks"},
       {"--connect-timeout", "Timeouts"}, {"--handshake-timeout", "Timeouts"}, {"--idle-timeout", "Timeouts"},
-      {"--close-timeout", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
+      {"--close-timeout", "Timeouts"}, {"--max-lifetime", "Timeouts"}, {"--shutdown-timeout", "Timeouts"},
       {"--max-conns", "Limits and threads"}, {"--threads", "Limits and threads"},
       {"--busy-poll", "Limits and threads"},
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},

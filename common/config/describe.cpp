@@ -87,6 +87,7 @@ std::string describe(const service& svc) {
   o << "handshake_timeout = " << format_duration(svc.limits.handshake) << "\n";
   o << "idle_timeout = " << format_duration(svc.limits.idle) << "\n";
   o << "close_timeout = " << format_duration(svc.limits.close) << "\n";
+  o << "max_lifetime = " << format_duration(svc.limits.lifetime) << "\n";
   o << "shutdown_timeout = " << format_duration(svc.limits.shutdown) << "\n";
   o << "max_conns = " << svc.max_conns << "\nthreads = " << svc.threads << "\n";
   o << "busy_poll = " << svc.busy_poll.count() << "\n";

@@ -61,6 +61,7 @@ void add_flags(CLI::App& app, raw_flags& f, tls::role side) {
   app.add_option("--handshake-timeout", f.handshake_timeout, "DUR for the TLS handshake (default 10s)");
   app.add_option("--idle-timeout", f.idle_timeout, "DUR with no byte either way before closing (default 1h, 0: never)");
   app.add_option("--close-timeout", f.close_timeout, "DUR the other direction may run after a half-close (default 60s, 0: no limit)");
+  app.add_option("--max-lifetime", f.max_lifetime, "DUR a TCP connection may last, however busy, before it is closed (default 0: no limit)");
   app.add_option("--shutdown-timeout", f.shutdown_timeout, "DUR live connections get after SIGTERM (default 30s)");
   app.add_option("--max-conns", f.max_conns, "N connections at once; more are closed at once (default: from the open-file limit)")->check(decimal_number());
   app.add_option("--threads", f.threads, "N worker threads (default: number of cores)")->check(decimal_number());
@@ -202,6 +203,7 @@ service validate(tls::role side, const raw_flags& f) {
   s.limits.handshake = duration_flag("--handshake-timeout", f.handshake_timeout);
   s.limits.idle = duration_flag("--idle-timeout", f.idle_timeout);
   s.limits.close = duration_flag("--close-timeout", f.close_timeout);
+  s.limits.lifetime = duration_flag("--max-lifetime", f.max_lifetime);
   s.limits.shutdown = duration_flag("--shutdown-timeout", f.shutdown_timeout);
   if (s.limits.connect.count() == 0) throw usage_error("--connect-timeout: must be greater than 0");
   if (s.limits.handshake.count() == 0) throw usage_error("--handshake-timeout: must be greater than 0");

@@ -23,7 +23,7 @@ struct raw_flags {
   std::string listen, target, cert, key, ca, server_name, tls_min = "1.3";
   std::vector<std::string> allow_cn, allow_dns, allow_uri, allow_ip, allow_spki, pins;
   std::string connect_timeout = "10s", handshake_timeout = "10s", idle_timeout = "1h",
-              close_timeout = "60s", shutdown_timeout = "30s";
+              close_timeout = "60s", shutdown_timeout = "30s", max_lifetime = "0";
   std::optional<long long> max_conns;  // unset: from the open-file limit
   std::optional<long long> threads;    // unset: one per core
   long long busy_poll = 0;  // microseconds

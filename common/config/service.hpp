@@ -23,6 +23,7 @@ struct timeouts {
   std::chrono::milliseconds handshake = 10s;  // TLS handshake, either role
   std::chrono::milliseconds idle = 1h;        // no byte either way (0: none)
   std::chrono::milliseconds close = 60s;      // after the first half-close (0: none)
+  std::chrono::milliseconds lifetime = 0ms;   // a TCP connection's whole life (0: none)
   std::chrono::milliseconds shutdown = 30s;   // drain on SIGTERM
 };
 

@@ -26,6 +26,7 @@ namespace tunnel::net {
 struct pump_limits {
   std::chrono::milliseconds idle_timeout{0};   // zero: none
   std::chrono::milliseconds close_timeout{0};  // zero: none
+  std::chrono::milliseconds max_lifetime{0};   // from the pump's start, however busy; zero: none
 };
 
 struct pump_result {
@@ -40,7 +41,8 @@ namespace detail {
 using clock = std::chrono::steady_clock;
 
 struct pump_state {
-  clock::time_point last_activity = clock::now();
+  clock::time_point started = clock::now();
+  clock::time_point last_activity = started;
   std::optional<clock::time_point> first_eof_at;
   int directions_done = 0;                       // ended cleanly (EOF carried across)
   int directions_finished = 0;                   // coroutines that have returned, any way
@@ -120,6 +122,11 @@ inline asio::awaitable<std::string> watchdog(pump_state& st, pump_limits limits)
       const auto idle_deadline = st.last_activity + limits.idle_timeout;
       if (now >= idle_deadline) co_return "idle timeout";
       deadline = idle_deadline;
+    }
+    if (limits.max_lifetime.count() > 0) {
+      const auto end_of_life = st.started + limits.max_lifetime;
+      if (now >= end_of_life) co_return "max lifetime reached";
+      deadline = std::min(deadline, end_of_life);
     }
     if (st.first_eof_at && limits.close_timeout.count() > 0) {
       const auto close_deadline = *st.first_eof_at + limits.close_timeout;

@@ -796,6 +796,29 @@ def test_idle_timeout_closes_idle_connection(procs, servers):
     assert closed["reason"] == "idle timeout"
 
 
+def test_max_lifetime_closes_a_busy_connection(procs, servers):
+    """--max-lifetime ends a connection however busy it is (the idle timeout never would)."""
+    target = servers.echo()
+    out, tin = procs.pair(target.address, out_args=["--max-lifetime", "1s"])
+    with connect(tin.address) as s:
+        started = time.monotonic()
+        s.settimeout(0.5)
+        ended = False
+        while time.monotonic() - started < 8 and not ended:
+            try:
+                s.sendall(b"tick")
+                data = recv_all(s, 4)
+                ended = data != b"tick"
+            except (ConnectionResetError, BrokenPipeError, socket.timeout):
+                ended = True
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+    assert ended, "a connection busy for 8 s outlived --max-lifetime 1s"
+    assert 0.8 <= elapsed <= 5.0, f"closed after {elapsed:.2f}s with --max-lifetime 1s"
+    closed = out.wait_for_log(lambda r: r.get("msg") == "connection closed" and r.get("reason") == "max lifetime reached")
+    assert closed["bytes_up"] > 0
+
+
 def test_close_timeout_ends_connection_after_half_close(procs, servers):
     target = servers.hold()  # reads until EOF, then neither answers nor closes
     out, tin = procs.pair(target.address, out_args=["--close-timeout", "500ms"])
