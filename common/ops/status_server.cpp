@@ -31,7 +31,9 @@ std::string response(int code, const char* status, const std::string& type, cons
 asio::awaitable<std::string> read_head(net::generic_socket& s) {
   std::string head;
   char buf[1024];
-  while (head.find("\r\n\r\n") == std::string::npos && head.size() < max_request) {
+  std::size_t searched = 0;  // the end of the head cannot start before this (no re-scanning)
+  while (head.find("\r\n\r\n", searched) == std::string::npos && head.size() < max_request) {
+    searched = head.size() < 3 ? 0 : head.size() - 3;
     auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), as_result);
     if (ec) co_return std::string();
     head.append(buf, n);

@@ -175,6 +175,15 @@ def test_healthz_answers_and_unknown_paths_are_404(procs, servers):
         assert s.recv(100).startswith(b"HTTP/1.1 400")
 
 
+def test_a_request_head_in_pieces_is_answered(procs, servers):
+    out = procs.tunnel_out(servers.echo().address, "--status", "127.0.0.1:0")
+    with socket.create_connection(harness.split_address(status_address(out)), timeout=5) as s:
+        for piece in (b"GET /healthz HTTP/1.1\r", b"\nHost: x\r\n\r", b"\n"):  # the end split too
+            s.sendall(piece)
+            time.sleep(0.05)
+        assert harness.recv_all(s).startswith(b"HTTP/1.1 200")
+
+
 def test_idle_connections_cannot_lock_the_probes_out(procs, servers):
     # 64 connections that never send a request fill the endpoint; a probe after them is
     # still answered (the oldest silent one is pushed out), again and again.
