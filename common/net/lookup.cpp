@@ -101,6 +101,7 @@ lookup_answer ask_resolver(const std::string& host) {
   hints.ai_socktype = SOCK_STREAM;  // one entry per address (UDP callers want the same list)
   addrinfo* list = nullptr;
   const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &list);
+  std::error_code ec = rc == 0 ? std::error_code{} : from_gai(rc);  // (at once: EAI_SYSTEM reads errno)
   std::vector<asio::ip::address> answers;
   for (const addrinfo* ai = rc == 0 ? list : nullptr; ai; ai = ai->ai_next) {
     asio::ip::address a;
@@ -120,7 +121,6 @@ lookup_answer ask_resolver(const std::string& host) {
     if (std::find(answers.begin(), answers.end(), a) == answers.end()) answers.push_back(a);
   }
   if (list) ::freeaddrinfo(list);
-  std::error_code ec = rc == 0 ? std::error_code{} : from_gai(rc);
   if (!ec && answers.empty()) ec = asio::error::host_not_found;
   return {ec, std::move(answers)};
 }
