@@ -32,11 +32,8 @@ constexpr auto timer_recheck = 10ms;
 std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(); }
 
 asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(const net::address& a) {
-  std::error_code ec;
-  auto literal = asio::ip::make_address(a.host, ec);
-  if (!ec) co_return std::pair{ec, net::udp::endpoint(literal, a.port)};
   std::vector<asio::ip::address> found;
-  ec = co_await net::look_up(a.host, found);
+  const std::error_code ec = co_await net::look_up(a.host, found);
   co_return std::pair{ec, ec ? net::udp::endpoint{} : net::udp::endpoint(found.front(), a.port)};
 }
 

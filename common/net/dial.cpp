@@ -87,18 +87,11 @@ asio::awaitable<std::error_code> connect_soon(generic_socket& s, const generic_e
   co_return co_await finish_connect(s);
 }
 
-// The addresses to try for `to`, in order. A numeric host is its own answer: no
-// getaddrinfo and no two thread hops per connection (most targets are IP literals, and a
-// tunnel with a new connection per request pays this each time).
+// The addresses to try for `to`, in order (an IP literal is its own answer: look_up makes
+// no lookup for it).
 asio::awaitable<std::error_code> addresses_of(const address& to, std::vector<generic_endpoint>& out) {
-  std::error_code ec;
-  const auto literal = asio::ip::make_address(to.host, ec);
-  if (!ec) {
-    out.push_back(to_generic(asio::ip::tcp::endpoint(literal, to.port)));
-    co_return std::error_code{};
-  }
   std::vector<asio::ip::address> found;
-  ec = co_await look_up(to.host, found);
+  const std::error_code ec = co_await look_up(to.host, found);
   for (const auto& a : found) out.push_back(to_generic(asio::ip::tcp::endpoint(a, to.port)));
   co_return ec;
 }

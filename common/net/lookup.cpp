@@ -203,6 +203,11 @@ class waiter_entry {
 }  // namespace
 
 asio::awaitable<std::error_code> look_up(const std::string& host, std::vector<asio::ip::address>& out) {
+  std::error_code not_literal;
+  if (const auto literal = asio::ip::make_address(host, not_literal); !not_literal) {
+    out.push_back(literal);
+    co_return std::error_code{};
+  }
   const std::shared_ptr<lookup> l = join_or_start(host);
   if (!l) co_return asio::error::host_not_found_try_again;
   const auto ex = co_await asio::this_coro::executor;

@@ -17,8 +17,8 @@
 
 namespace tunnel::net {
 
-// The addresses of `host` (a name; literals need no lookup), in getaddrinfo's order, each
-// once. Errors as Asio's resolver reports them (host_not_found, host_not_found_try_again,
+// The addresses of `host`, in getaddrinfo's order, each once. An IP literal is its own
+// answer, at once: no thread, no getaddrinfo. Errors as Asio's resolver reports them (host_not_found, host_not_found_try_again,
 // ...); operation_aborted when the awaiting coroutine was cancelled before the answer came.
 asio::awaitable<std::error_code> look_up(const std::string& host, std::vector<asio::ip::address>& out);
 
