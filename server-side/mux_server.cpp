@@ -176,13 +176,7 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
     auto it = conn->stream_cancels.emplace(conn->stream_cancels.end());
     asio::co_spawn(ex, serve_stream(host, conn, std::move(st), it->dialling),
                    asio::bind_cancellation_slot(it->signal.slot(), [conn, it, ex](std::exception_ptr e) {
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& failure) {
-                         ops::error("stream failed unexpectedly").kv("peer", conn->rec.peer).kv("error", failure.what());
-                       }
-                     }
+                     if (e) ops::error("stream failed unexpectedly").kv("peer", conn->rec.peer).kv("error", ops::what_of(e));
                      // (Erased after this handler returns, not inside it.)
                      asio::post(ex, [conn, it] { conn->stream_cancels.erase(it); });
                    }));

@@ -92,6 +92,14 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
+std::string what_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  }
+}
+
 void init_logging(std::string_view program, spdlog::level::level_enum level, log_format format) {
   current_format = format;
   auto logger = spdlog::stderr_logger_mt(std::string(program));

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <string_view>
 
@@ -50,5 +51,9 @@ inline event error(std::string_view m) { return event(spdlog::level::err, m); }
 
 // JSON string escaping (quotes not included), exposed for tests.
 std::string json_escape(std::string_view s);
+
+// What the exception a coroutine ended with says, for its "... failed unexpectedly" line.
+// (Anything that is no std::exception is rethrown, as a catch of std::exception alone would.)
+std::string what_of(std::exception_ptr e);
 
 }  // namespace tunnel::ops

@@ -96,13 +96,7 @@ void runtime::spawn(worker& w, net::accepted conn, const handler& on_connection,
     auto it = w.live.emplace(w.live.end());
     asio::co_spawn(w.io, on_connection(std::move(conn)),
                    asio::bind_cancellation_slot(it->slot(), [this, &w, it, listener_count](std::exception_ptr e) {
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex) {
-                         error("connection failed unexpectedly").kv("error", ex.what());
-                       }
-                     }
+                     if (e) error("connection failed unexpectedly").kv("error", what_of(e));
                      // The signal is erased after this handler returns, not inside it.
                      asio::post(w.io, [&w, it] { w.live.erase(it); });
                      listener_count->fetch_sub(1, std::memory_order_relaxed);
