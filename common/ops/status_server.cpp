@@ -23,6 +23,16 @@ constexpr int max_active = 64;
 constexpr int max_readiness_answers = max_active / 2;
 constexpr auto ready_limit = std::chrono::seconds(3);  // (a next-hop probe dials for 2 s at most)
 
+// One unit of a shared count for a scope. (The count is shared: a connection still open at
+// exit has its coroutine destroyed with the event loop, after the server.)
+struct held {
+  std::shared_ptr<int> n;
+  explicit held(std::shared_ptr<int> count) : n(std::move(count)) { ++*n; }
+  ~held() { --*n; }
+  held(const held&) = delete;
+  held& operator=(const held&) = delete;
+};
+
 std::string response(int code, const char* status, const std::string& type, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(code) + " " + status + "\r\nContent-Type: " + type +
          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
@@ -99,13 +109,7 @@ bool status_server::evict_oldest_reader() {
 }
 
 asio::awaitable<void> status_server::serve(net::generic_socket socket) {
-  // The count is shared: a connection still open at exit has its coroutine destroyed
-  // with the event loop, after this object.
-  struct leave {
-    std::shared_ptr<int> n;
-    ~leave() { --*n; }
-  } guard{active_};
-  ++*active_;
+  const held serving(active_);
   using namespace std::chrono_literals;
   auto watched = std::make_shared<reader>(reader{&socket});
   readers_.push_back(watched);
@@ -127,11 +131,7 @@ asio::awaitable<void> status_server::serve(net::generic_socket socket) {
     if (*answering_ready_ >= max_readiness_answers) {
       why = "too many readiness checks at once";
     } else if (ready_) {
-      struct count {
-        std::shared_ptr<int> n;
-        ~count() { --*n; }
-      } counted{answering_ready_};
-      ++*answering_ready_;
+      const held answering(answering_ready_);
       auto checked = co_await net::with_timeout(ready_(), ready_limit);
       why = checked ? *checked : "the readiness checks took too long";
     }
