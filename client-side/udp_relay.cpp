@@ -10,8 +10,6 @@
 #include <vector>
 
 #include "config/duration.hpp"
-#include "net/lookup.hpp"
-#include "net/timeout.hpp"
 #include "net/udp_receive.hpp"
 #include "ops/log.hpp"
 #include "tls/error.hpp"
@@ -30,12 +28,6 @@ constexpr int batch = 64;
 constexpr auto timer_recheck = 10ms;
 
 std::string mbedtls_reason(int rc) { return tls::make_mbedtls_error(rc).message(); }
-
-asio::awaitable<std::pair<std::error_code, net::udp::endpoint>> resolve_peer(const net::address& a) {
-  std::vector<asio::ip::address> found;
-  const std::error_code ec = co_await net::look_up(a.host, found);
-  co_return std::pair{ec, ec ? net::udp::endpoint{} : net::udp::endpoint(found.front(), a.port)};
-}
 
 }  // namespace
 
@@ -211,9 +203,8 @@ asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
 }
 
 asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
-  auto resolved = co_await net::with_timeout(resolve_peer(svc_.target), svc_.limits.connect);
-  std::error_code ec = resolved ? resolved->first : asio::error::timed_out;
-  if (!ec) ec = net::connect_udp(f.secure, resolved->second);
+  net::udp::endpoint reached;
+  const std::error_code ec = co_await net::connect_udp(f.secure, svc_.target, svc_.limits.connect, reached);
   if (!ec) {
     try {
       // A snapshot per session: a reload applies to new flows, never to live ones.
@@ -233,7 +224,7 @@ asio::awaitable<bool> udp_relay::open_session(udp_flow& f) {
     ops::warn("tunnel-out unreachable")
         .kv("peer", f.rec.peer)
         .kv("connect", f.rec.target)
-        .kv("error", ec == asio::error::timed_out ? "resolve timeout" : ec.message());
+        .kv("error", net::connect_udp_error(ec));
     end(f, "tunnel-out unreachable", false);
   }
   co_return false;

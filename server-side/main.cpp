@@ -75,7 +75,7 @@ net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
       net::address at = svc->listen;
       at.port = number;
       net::udp::socket s(io);
-      if ((ec = net::bind_udp(s, net::resolve_udp(io, at, true)))) {
+      if ((ec = net::bind_udp(s, net::resolve_udp(io, at)))) {
         if (ec != asio::error::address_in_use || attempt == attempts)
           throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
         ops::debug("port number taken for UDP; asking for another").kv("listen", at.to_string());
@@ -136,8 +136,7 @@ int main(int argc, char** argv) {
       server::port& p = ports[i];
       const auto source = sources[i];
       for (const auto* svc : p.services)
-        p.udp.push_back(svc->udp.enabled ? std::make_shared<server::udp_route>(server::udp_route{
-                                               net::resolve_udp(rt->main_context(), svc->target, false), budgets[svc]})
+        p.udp.push_back(svc->udp.enabled ? std::make_shared<server::udp_route>(server::udp_route{budgets[svc]})
                                          : nullptr);
       auto acceptor = bind_tls_port(rt->main_context(), p, udp_on_tls_port(cfg, p), udp_sockets);
       log_listening(p, acceptor);

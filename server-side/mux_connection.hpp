@@ -3,6 +3,7 @@
 // the connection's thread.
 #include <asio/cancellation_signal.hpp>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,8 @@ struct connection_info {
   std::list<stream_cancel> stream_cancels;
   bool ended = false;  // the session has ended
   net::drop_counter flows_refused_at_limit{ops::udp_drop::flow_limit};  // rate-limits its warning
+  // Bytes its flows hold for targets still being looked up (net::held_datagrams).
+  std::shared_ptr<std::size_t> held_bytes = std::make_shared<std::size_t>(0);
 };
 
 }  // namespace tunnel::server

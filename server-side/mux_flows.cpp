@@ -9,6 +9,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "net/held_datagrams.hpp"
 #include "net/udp_receive.hpp"
 #include "ops/flow_log.hpp"
 #include "ops/log.hpp"
@@ -27,23 +28,28 @@ constexpr int batch = 64;
 // come back to this flow alone. Owned by its coroutine; the mux flow's handlers point at it.
 struct tls_flow {
   tls_flow(const asio::any_io_executor& ex, std::unique_ptr<mux::flow> f, std::shared_ptr<flow_budget> b,
-           const net::udp::endpoint& to)
-      : mux(std::move(f)), target(ex), wake(ex, asio::steady_timer::time_point::max()), to(to), budget(std::move(b)) {}
+           std::shared_ptr<std::size_t> held_bytes)
+      : mux(std::move(f)),
+        target(ex),
+        wake(ex, asio::steady_timer::time_point::max()),
+        budget(std::move(b)),
+        early(std::move(held_bytes)) {}
   ~tls_flow() { budget->give_back(); }
   tls_flow(const tls_flow&) = delete;
   tls_flow& operator=(const tls_flow&) = delete;
 
   std::unique_ptr<mux::flow> mux;
-  net::udp::socket target;
+  net::udp::socket target;  // connected once the target's name is looked up
   asio::steady_timer wake;  // cancelled when the mux flow ends or the flow is ended here
-  net::udp::endpoint to;
+  net::udp::endpoint to;    // the target's address this flow took
   std::shared_ptr<flow_budget> budget;  // one place taken, given back at destruction
+  net::held_datagrams early;            // from tunnel-in before the target's socket is up
   clock::time_point last_activity = clock::now();
   bool ended = false;
   std::string reason;
   ops::flow_record rec;
   net::drop_counter oversize{ops::udp_drop::oversized}, queue_full{ops::udp_drop::mux_queue_full},
-      send_failed{ops::udp_drop::other};
+      send_failed{ops::udp_drop::other}, early_full{ops::udp_drop::queue_full};
 };
 
 // The receive buffer of every flow on this thread: each datagram is handed on before the
@@ -59,14 +65,21 @@ void end(tls_flow& f, std::string reason) {
   f.reason = std::move(reason);
   std::error_code ignored;
   f.target.close(ignored);
+  f.early.clear();
   f.wake.cancel();
 }
 
-// tunnel-in -> target: one datagram frame is one datagram, sent now or lost (counted).
-void to_target(tls_flow& f, std::span<const std::byte> d) {
+// tunnel-in -> target: one datagram frame is one datagram, sent now (held, bounded, while
+// the target is looked up) or lost (counted).
+void to_target(tls_flow& f, std::span<const unsigned char> d) {
   if (f.ended) return;
-  const std::span<const unsigned char> payload(reinterpret_cast<const unsigned char*>(d.data()), d.size());
-  const auto ec = net::send_datagram(f.target, payload);
+  if (!f.target.is_open()) {
+    if (!f.early.push(d))
+      net::log_drop(f.early_full, "datagram dropped: queue full while the target's name is looked up", f.rec.target,
+                    d.size());
+    return;
+  }
+  const auto ec = net::send_datagram(f.target, d);
   // connection_refused reports an ICMP error for an earlier datagram; this one went.
   if (ec && ec != asio::error::connection_refused)
     return net::log_drop(f.send_failed, "datagram dropped: sending to the target failed", f.to, d.size());
@@ -92,6 +105,20 @@ void to_tunnel(tls_flow& f, std::span<const unsigned char> d) {
     case mux::flow::send_result::ended:
       return;  // the watch ends the flow and says why
   }
+}
+
+// Connects the flow's socket to the service's target, its name looked up now, then sends
+// what tunnel-in sent meanwhile.
+asio::awaitable<void> open_target(tls_flow& f, net::address target, std::chrono::milliseconds lookup_limit) {
+  const auto ec = co_await net::connect_udp(f.target, target, lookup_limit, f.to);
+  if (f.ended) co_return;
+  if (ec) {
+    const std::string error = net::connect_udp_error(ec);
+    ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", error);
+    if (!f.mux->ended()) f.mux->close(mux::reset_code::unreachable, error);
+    co_return end(f, "target unreachable: " + error);
+  }
+  while (!f.early.empty() && !f.ended) to_target(f, f.early.pop());
 }
 
 // target -> tunnel-in, until the socket fails or is closed.
@@ -122,7 +149,7 @@ asio::awaitable<void> watch(tls_flow& f, std::chrono::milliseconds idle) {
 }
 
 asio::awaitable<void> serve_flow(std::shared_ptr<connection_info> conn, std::unique_ptr<tls_flow> owned,
-                                 std::chrono::milliseconds idle) {
+                                 const config::service& svc) {
   using namespace asio::experimental::awaitable_operators;
   co_await asio::this_coro::throw_if_cancelled(false);
   struct live_guard {
@@ -130,9 +157,11 @@ asio::awaitable<void> serve_flow(std::shared_ptr<connection_info> conn, std::uni
     ~live_guard() { --c.live_streams; }
   } live{*conn};
   tls_flow& f = *owned;
-  // `||`: both return normally; whichever ends first (the socket failing, or the watch on
-  // idle expiry or the mux flow's end) cancels the other.
-  co_await (from_target(f) || watch(f, idle));
+  const auto idle = svc.udp.flow_idle;
+  // `||`: each returns normally; whichever ends first (the target looked up, the socket
+  // failing, or the watch on idle expiry or the mux flow's end) cancels the other.
+  co_await (open_target(f, svc.target, svc.limits.connect) || watch(f, idle));
+  if (!f.ended) co_await (from_target(f) || watch(f, idle));
   end(f, "target socket failed");
   if (!f.mux->ended()) f.mux->close(mux::reset_code::cancel, f.reason);
   ops::log_flow_closed(f.rec, f.reason);
@@ -182,7 +211,7 @@ void accept_flow(mux_host& host, const std::shared_ptr<connection_info>& conn, c
     f->close(mux::reset_code::limit, "tunnel-out flow limit reached");
     return;
   }
-  auto owned = std::make_unique<tls_flow>(ex, std::move(f), udp->budget, udp->target);
+  auto owned = std::make_unique<tls_flow>(ex, std::move(f), udp->budget, conn->held_bytes);
   tls_flow& tf = *owned;
   tf.rec.peer = conn->rec.peer;
   tf.rec.origin = tf.mux->origin();
@@ -190,17 +219,14 @@ void accept_flow(mux_host& host, const std::shared_ptr<connection_info>& conn, c
   tf.rec.service = svc.name;
   tf.rec.target = svc.target.to_string();
   tf.rec.over_tls = true;
-  if (const auto ec = net::connect_udp(tf.target, udp->target)) {
-    ops::warn("target unreachable").kv("peer", tf.rec.peer).kv("target", tf.rec.target).kv("error", ec.message());
-    tf.mux->close(mux::reset_code::unreachable, ec.message());
-    return;
-  }
   tls_flow* raw = &tf;  // alive as long as its mux flow, which holds these handlers
-  tf.mux->on_receive([raw](std::span<const std::byte> d) { to_target(*raw, d); });
+  tf.mux->on_receive([raw](std::span<const std::byte> d) {
+    to_target(*raw, {reinterpret_cast<const unsigned char*>(d.data()), d.size()});
+  });
   tf.mux->on_event([raw] { raw->wake.cancel(); });
   ops::log_flow_authorized(tf.rec, conn->version, conn->cipher, false);
   ++conn->live_streams;
-  asio::co_spawn(ex, serve_flow(conn, std::move(owned), svc.udp.flow_idle), asio::detached);
+  asio::co_spawn(ex, serve_flow(conn, std::move(owned), svc), asio::detached);
 }
 
 }  // namespace tunnel::server

@@ -11,16 +11,14 @@
 
 #include "config/service.hpp"
 #include "flow_budget.hpp"
-#include "net/udp_socket.hpp"
 #include "tls/context.hpp"
 #include "tls/context_source.hpp"
 
 namespace tunnel::server {
 
-// What a UDP route needs to relay flows over TLS: its target, resolved once at start-up
-// like the DTLS relay's, and the service's flow bound.
+// What a UDP route needs to relay flows over TLS beside its service's settings: the
+// service's flow bound (its target is looked up for every flow, as the DTLS relay's).
 struct udp_route {
-  net::udp::endpoint target;
   std::shared_ptr<flow_budget> budget;
 };
 

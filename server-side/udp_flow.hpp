@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "net/held_datagrams.hpp"
 #include "net/udp_socket.hpp"
 #include "ops/flow_log.hpp"
 #include "tls/dtls_engine.hpp"
@@ -20,20 +21,24 @@ namespace tunnel::server {
 struct udp_flow {
   using clock = std::chrono::steady_clock;
 
+  // `held_bytes`: the relay's total of held datagrams (held_datagrams.hpp).
   udp_flow(asio::io_context& io, std::unique_ptr<tls::dtls_engine> engine, net::udp::endpoint from,
-           std::uint64_t connection_id)
+           std::uint64_t connection_id, std::shared_ptr<std::size_t> held_bytes)
       : tls(std::move(engine)),
         peer(from),
         peer_key(net::endpoint_key(from)),
         cid(connection_id),
         target(io),
+        early(std::move(held_bytes)),
         wake(io, asio::steady_timer::time_point::max()) {}
 
   std::unique_ptr<tls::dtls_engine> tls;
   net::udp::endpoint peer;  // where tunnel-in's records last came from (moves with NAT)
   std::string peer_key;
   std::uint64_t cid;        // the connection ID we gave tunnel-in
-  net::udp::socket target;  // opened only once the peer is authorized
+  net::udp::socket target;  // opened only once the peer is authorized and the target looked up
+  net::udp::endpoint target_at;  // the target's address this flow took
+  net::held_datagrams early;     // from tunnel-in before the target's socket is up
   // Wakes the flow's coroutine when a deadline may have moved or the flow has ended
   // (cancel() is the signal; the coroutine recomputes on every wake).
   asio::steady_timer wake;

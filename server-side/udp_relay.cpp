@@ -55,7 +55,6 @@ udp_relay::udp_relay(asio::io_context& io, const config::service& svc, net::udp:
       svc_(svc),
       source_(std::move(source)),
       socket_(std::move(socket)),
-      target_(net::resolve_udp(io, svc.target, false)),
       budget_(std::move(budget)),
       half_open_limit_(std::clamp<std::size_t>(svc.udp.max_flows, 16, 1024)) {}
 
@@ -201,7 +200,7 @@ void udp_relay::admit(std::span<const unsigned char> d, const net::udp::endpoint
           .kv("pushed_since_last_log", pushed_out_.since_last_log());
     end(pushed, "handshake pushed out", false);
   }
-  auto flow = std::make_unique<udp_flow>(io_, std::move(gate_), from, cid);
+  auto flow = std::make_unique<udp_flow>(io_, std::move(gate_), from, cid, held_bytes_);
   udp_flow& f = *flow;
   f.half_open = half_open_.insert(half_open_.end(), &f);
   f.rec.peer = net::describe(from);
@@ -288,11 +287,7 @@ void udp_relay::authorize(udp_flow& f) {
   }
   f.holds_slot = true;
   ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
-  if (const auto ec = net::connect_udp(f.target, target_)) {
-    ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", ec.message());
-    return end(f, "target unreachable", true);
-  }
-  f.authorized = true;
+  f.authorized = true;  // the flow's coroutine now looks the target up (open_target)
   f.last_activity = clock::now();
   f.wake.cancel();
 }
@@ -305,10 +300,7 @@ void udp_relay::read_records(udp_flow& f) {
       // One record is one datagram, forwarded as it is.
       const auto n = static_cast<std::size_t>(rc);
       f.last_activity = clock::now();
-      f.rec.datagrams_up++;
-      f.rec.bytes_up += n;
-      if (net::send_datagram(f.target, std::span<const unsigned char>(plaintext_.data(), n)))
-        net::log_drop(send_failed_, "datagram dropped: sending to the target failed", target_, n);
+      send_to_target(f, std::span<const unsigned char>(plaintext_.data(), n));
       continue;
     }
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_WANT_READ) {
@@ -321,6 +313,19 @@ void udp_relay::read_records(udp_flow& f) {
     if (rc == MBEDTLS_ERR_SSL_CLIENT_RECONNECT) return end(f, "tunnel-in reconnected", false);
     return end(f, mbedtls_reason(rc), false);
   }
+}
+
+void udp_relay::send_to_target(udp_flow& f, std::span<const unsigned char> d) {
+  if (!f.target.is_open()) {
+    if (!f.early.push(d))
+      net::log_drop(early_full_, "datagram dropped: queue full while the target's name is looked up", f.rec.target,
+                    d.size());
+    return;
+  }
+  f.rec.datagrams_up++;
+  f.rec.bytes_up += d.size();
+  if (net::send_datagram(f.target, d))
+    net::log_drop(send_failed_, "datagram dropped: sending to the target failed", f.target_at, d.size());
 }
 
 void udp_relay::send_to_peer(udp_flow& f) {
@@ -371,6 +376,7 @@ void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
   if (f.authorized) ops::log_flow_closed(f.rec, reason);
   std::error_code ignored;
   f.target.close(ignored);
+  f.early.clear();
   f.wake.cancel();
 }
 
@@ -378,8 +384,10 @@ asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
   using namespace asio::experimental::awaitable_operators;
   udp_flow& f = *owned;
   co_await watch(f, true);
-  // `||`: the flow ends when either side does: the target socket failing, or the watch
-  // returning on idle expiry, a fatal record or shutdown (end() wakes it).
+  // `||`: the flow ends when either side does: the target's lookup failing or its socket
+  // failing, or the watch returning on idle expiry, a fatal record or shutdown (end()
+  // wakes it). The watch is cancelled when the target is up.
+  if (!f.ended) co_await (open_target(f) || watch(f, false));
   if (!f.ended) co_await (target_to_peer(f) || watch(f, false));
   if (!f.ended) end(f, "target socket failed", true);
 }
@@ -410,6 +418,19 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f, bool handshake_phase) {
     f.wake.expires_at(std::min(phase_deadline, dtls_deadline));
     co_await f.wake.async_wait(as_result);
   }
+}
+
+asio::awaitable<void> udp_relay::open_target(udp_flow& f) {
+  const auto ec = co_await net::connect_udp(f.target, svc_.target, svc_.limits.connect, f.target_at);
+  if (f.ended) co_return;
+  if (ec) {
+    ops::warn("target unreachable")
+        .kv("peer", f.rec.peer)
+        .kv("target", f.rec.target)
+        .kv("error", net::connect_udp_error(ec));
+    co_return end(f, "target unreachable", true);
+  }
+  while (!f.early.empty() && !f.ended) send_to_target(f, f.early.pop());
 }
 
 asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {

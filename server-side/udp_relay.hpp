@@ -28,7 +28,7 @@ namespace tunnel::server {
 class udp_relay {
  public:
   // Serves `socket` (bound to svc.listen, or to the port number the kernel chose for its TLS
-  // port) and resolves svc.target once. Throws std::runtime_error with a one-line reason.
+  // port); svc.target is looked up for each flow once its peer is authorized.
   // `svc` and `io` must outlive the relay; everything runs on `io`. `source` gives each new DTLS
   // session the current credentials (swapped on reload); `budget` bounds the service's
   // flows (shared with its flows over TLS).
@@ -54,10 +54,13 @@ class udp_relay {
   void read_records(udp_flow& f);
   void authorize(udp_flow& f);
   void send_to_peer(udp_flow& f);
+  // One datagram from tunnel-in to the target (held while the target is looked up).
+  void send_to_target(udp_flow& f, std::span<const unsigned char> d);
   void forward_to_peer(udp_flow& f, std::span<const unsigned char> payload);
   void end(udp_flow& f, const std::string& reason, bool notify_peer);
   asio::awaitable<void> run_flow(std::unique_ptr<udp_flow> f);
   asio::awaitable<void> watch(udp_flow& f, bool handshake_phase);
+  asio::awaitable<void> open_target(udp_flow& f);
   asio::awaitable<void> target_to_peer(udp_flow& f);
   std::uint64_t fresh_cid();
   // With the half-open list full: the oldest handshake of the source address that holds
@@ -69,7 +72,6 @@ class udp_relay {
   std::shared_ptr<const tls::context_source> source_;
   std::shared_ptr<const tls::tls_context> gate_context_;  // what gate_ was built from
   net::udp::socket socket_;
-  net::udp::endpoint target_;
   std::shared_ptr<flow_budget> budget_;
   bool stopping_ = false;
   // The cookie gate's context, reset for every unverified ClientHello and handed to a new
@@ -86,13 +88,16 @@ class udp_relay {
   void refuse_for_limit(const std::string& peer, const std::string& identity);
   std::unordered_map<std::uint64_t, udp_flow*> by_cid_;  // every live flow
   std::unordered_map<std::string, udp_flow*> by_addr_;
+  // Datagrams all flows hold while their target is looked up (shared with the flows).
+  std::shared_ptr<std::size_t> held_bytes_ = std::make_shared<std::size_t>(0);
   // All coroutines run on one thread and finish each datagram before the next wait, so one
   // buffer per direction serves every flow.
   std::array<unsigned char, net::max_udp_payload + 1> datagram_{};
   std::array<unsigned char, MBEDTLS_SSL_IN_CONTENT_LEN> plaintext_{};
   net::drop_counter garbage_{ops::udp_drop::garbage}, unknown_cid_{ops::udp_drop::unknown_session},
       unverified_move_{ops::udp_drop::garbage}, flow_limit_{ops::udp_drop::flow_limit},
-      oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other}, penalised_{ops::udp_drop::penalised};
+      oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other}, penalised_{ops::udp_drop::penalised},
+      early_full_{ops::udp_drop::queue_full};
   net::log_interval moves_;       // "flow moved to a new address" lines
   net::log_interval pushed_out_;  // "handshake pushed out by newer ones" lines
   std::uint64_t hello_verify_sent_ = 0;

@@ -17,15 +17,23 @@
 
 namespace tunnel::net {
 
-// Counts one dropped datagram; logs `what` with the peer and the running totals when the
-// counter says a line is due (rate-limited, so a flood costs a counter bump each).
-inline void log_drop(drop_counter& c, const char* what, const udp::endpoint& from, std::size_t size) {
-  if (!c.count()) return;
+namespace detail {
+inline void warn_drop(drop_counter& c, const char* what, const std::string& peer, std::size_t size) {
   ops::warn(what)
-      .kv("peer", describe(from))
+      .kv("peer", peer)
       .kv("size", static_cast<std::uint64_t>(size))
       .kv("dropped_since_last_log", c.since_last_log())
       .kv("dropped_total", c.total());
+}
+}  // namespace detail
+
+// Counts one dropped datagram; logs `what` with the peer and the running totals when the
+// counter says a line is due (rate-limited, so a flood costs a counter bump each).
+inline void log_drop(drop_counter& c, const char* what, const udp::endpoint& from, std::size_t size) {
+  if (c.count()) detail::warn_drop(c, what, describe(from), size);
+}
+inline void log_drop(drop_counter& c, const char* what, const std::string& peer, std::size_t size) {
+  if (c.count()) detail::warn_drop(c, what, peer, size);
 }
 
 // Counts one datagram dropped for its size (never split or truncated); logs `what` with

@@ -2,6 +2,10 @@
 
 #include <asio/buffer.hpp>
 #include <stdexcept>
+#include <vector>
+
+#include "net/lookup.hpp"
+#include "net/timeout.hpp"
 
 namespace tunnel::net {
 namespace {
@@ -21,12 +25,11 @@ void tune(udp::socket& s) {
 
 }  // namespace
 
-udp::endpoint resolve_udp(asio::io_context& io, const address& at, bool passive) {
+udp::endpoint resolve_udp(asio::io_context& io, const address& at) {
   if (at.is_unix()) throw std::runtime_error("UDP mode needs host:port, not " + at.to_string());
   udp::resolver resolver(io);
   std::error_code ec;
-  auto flags = asio::ip::resolver_base::numeric_service;
-  if (passive) flags |= asio::ip::resolver_base::passive;
+  const auto flags = asio::ip::resolver_base::numeric_service | asio::ip::resolver_base::passive;
   auto results = resolver.resolve(at.host, std::to_string(at.port), flags, ec);
   if (ec || results.empty())
     throw std::runtime_error("cannot resolve " + at.to_string() + ": " + (ec ? ec.message() : "no addresses"));
@@ -35,7 +38,7 @@ udp::endpoint resolve_udp(asio::io_context& io, const address& at, bool passive)
 
 udp::socket bind_udp(asio::io_context& io, const address& at) {
   udp::socket s(io);
-  if (const auto ec = bind_udp(s, resolve_udp(io, at, true)))
+  if (const auto ec = bind_udp(s, resolve_udp(io, at)))
     throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
   return s;
 }
@@ -59,6 +62,20 @@ std::error_code connect_udp(udp::socket& s, const udp::endpoint& to) {
   if (!ec) s.connect(to, ec);
   if (!ec) tune(s);
   return ec;
+}
+
+asio::awaitable<std::error_code> connect_udp(udp::socket& s, const address& to, std::chrono::milliseconds limit,
+                                             udp::endpoint& reached) {
+  std::vector<asio::ip::address> found;
+  const auto looked_up = co_await with_timeout(look_up(to.host, found), limit);
+  if (!looked_up) co_return asio::error::timed_out;
+  if (*looked_up) co_return *looked_up;
+  reached = udp::endpoint(found.front(), to.port);  // (look_up answers at least one, or an error)
+  co_return connect_udp(s, reached);
+}
+
+std::string connect_udp_error(const std::error_code& ec) {
+  return ec == asio::error::timed_out ? "name lookup timeout" : ec.message();
 }
 
 std::string endpoint_key(const udp::endpoint& ep) {

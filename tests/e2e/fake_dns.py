@@ -1,8 +1,9 @@
 """A name server of the test's own on 127.0.0.77:53 and a way to point one child process at
 it: the child gets a mount namespace of its own in which /etc/resolv.conf names only that
 server (nothing outside the child sees the change). The server answers A queries for the
-names it is given, stays silent for the names it is told to, says NXDOMAIN for the rest,
-and counts every query by name and type.
+names it is given (after a delay, for the names given one), stays silent for the names it
+is told to, says NXDOMAIN for the rest, and counts every query by name and type. The
+answers may be changed while it runs.
 
 Linux only; needs root (CAP_SYS_ADMIN) for the mount namespace.
 """
@@ -48,9 +49,11 @@ def _parse_question(packet: bytes) -> tuple[str, int, int]:
 
 
 class FakeDns:
-    def __init__(self, tmp_dir: Path, answers: dict[str, str], silent: set[str]):
+    def __init__(self, tmp_dir: Path, answers: dict[str, str], silent: set[str],
+                 delays: dict[str, float] | None = None):
         self.answers = {k.lower(): v for k, v in answers.items()}
         self.silent = {s.lower() for s in silent}
+        self.delays = {k.lower(): v for k, v in (delays or {}).items()}
         self.queries: Counter[tuple[str, str]] = Counter()
         self._cond = threading.Condition()
         # One try, and glibc's longest wait for it: a silent server holds a lookup 30 s.
@@ -76,7 +79,17 @@ class FakeDns:
                 self._cond.notify_all()
             if name in self.silent:
                 continue
-            self.sock.sendto(self._answer(packet[:end], name, qtype), peer)
+            answer = self._answer(packet[:end], name, qtype)
+            if name in self.delays:
+                threading.Timer(self.delays[name], self._send, (answer, peer)).start()
+            else:
+                self._send(answer, peer)
+
+    def _send(self, answer: bytes, peer) -> None:
+        try:
+            self.sock.sendto(answer, peer)
+        except OSError:
+            pass  # closed meanwhile
 
     def _answer(self, query: bytes, name: str, qtype: int) -> bytes:
         known = name in self.answers

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+import fake_dns
 import harness
 import udp_tools
 from udp_tools import ping, run_flows
@@ -27,11 +28,12 @@ def dtls_only(why: str):
     return pytest.mark.skipif(OVER_TLS, reason=f"DTLS-specific ({why}); flows over TLS have none of it")
 
 
-def udp_pair(procs, target, out_args=(), in_args=(), client_cred=None, via=None, level="debug"):
+def udp_pair(procs, target, out_args=(), in_args=(), client_cred=None, via=None, level="debug", **out_kw):
     """tunnel-out --udp in front of `target`, tunnel-in --udp pointing at it (or at the
     relay `via(out_address)` returns); both with --udp-over-tls in that mode (tunnel-out
-    then serves TLS on the same host:port, which tunnel-in connects to)."""
-    out = procs.tunnel_out(target, *MODE_ARGS, *out_args, level=level)
+    then serves TLS on the same host:port, which tunnel-in connects to). `out_kw` goes to
+    tunnel-out's Popen."""
+    out = procs.tunnel_out(target, *MODE_ARGS, *out_args, level=level, **out_kw)
     connect = via(out.listen) if via else out.listen
     tin = procs.tunnel_in(connect, *MODE_ARGS, *in_args, cred=client_cred, level=level)
     return out, tin
@@ -56,6 +58,42 @@ def test_echo_10000_datagrams_over_50_flows(procs, echo):
     assert len(tin.wait_for_logs("flow authorized", 50)) == 50
     # Each tunnel-out flow relays from a socket of its own.
     assert len(echo.sources) == 50
+
+
+def test_a_named_target_is_looked_up_for_every_flow(procs, tmp_dir):
+    """tunnel-out's --target is a name its name server does not know yet: tunnel-out still
+    starts, and a flow then ends with "target unreachable". Each new flow looks the name up
+    again: once it resolves, flows reach it, and after it moves new flows reach the new
+    address while an older flow keeps its own. The name server answers after 0.5 s, so a
+    flow's first datagram always arrives while its target is being looked up (it is held,
+    not lost)."""
+    fake_dns.skip_unless_available(tmp_dir)
+    name = "target.tunnel.test"
+    first = udp_tools.UdpEcho("127.0.0.1")
+    port = first.sock.getsockname()[1]
+    second = udp_tools.UdpEcho("127.0.0.2", port)
+    dns = fake_dns.FakeDns(tmp_dir, answers={}, silent=set(), delays={name: 0.5})
+    clients = [udp_tools.udp_socket() for _ in range(3)]
+    try:
+        out, tin = udp_pair(procs, f"{name}:{port}", level="info", preexec_fn=dns.preexec())
+        assert ping(clients[0], tin.listen, b"too early", timeout=2) is None
+        out.wait_for_log(lambda r: r.get("msg") == "target unreachable" and r.get("target") == f"{name}:{port}")
+        tin.wait_for_log(lambda r: r.get("msg") == "flow closed" and r.get("peer") == udp_tools.addr_text(clients[0].getsockname()))
+
+        dns.answers[name] = "127.0.0.1"
+        assert ping(clients[1], tin.listen, b"to the first", timeout=5) == b"to the first"
+        dns.answers[name] = "127.0.0.2"
+        assert ping(clients[2], tin.listen, b"to the second", timeout=5) == b"to the second"
+        assert ping(clients[1], tin.listen, b"still the first", timeout=5) == b"still the first"
+        assert (first.received, second.received) == (2, 1)
+        assert dns.count(name) == 3, dict(dns.queries)
+        assert out.proc.poll() is None
+    finally:
+        for c in clients:
+            c.close()
+        dns.close()
+        first.close()
+        second.close()
 
 
 @dtls_only("a lossy UDP path between the tunnels; over TLS that path is TCP")

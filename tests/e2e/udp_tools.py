@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 
-def udp_socket(host: str = "127.0.0.1") -> socket.socket:
+def udp_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    s.bind((host, 0))
+    s.bind((host, port))
     return s
 
 
@@ -59,9 +59,9 @@ class UdpEcho(_Threaded):
     """The legacy UDP server: sends every datagram back to where it came from, and counts
     datagrams per source address (each tunnel-out flow relays from a socket of its own)."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         super().__init__()
-        self.sock = udp_socket(host)
+        self.sock = udp_socket(host, port)
         self.sock.setblocking(False)
         self.received = 0
         self.sources: set[tuple] = set()
