@@ -49,7 +49,7 @@ struct tls_flow {
   std::string reason;
   ops::flow_record rec;
   net::drop_counter oversize{ops::udp_drop::oversized}, queue_full{ops::udp_drop::mux_queue_full},
-      send_failed{ops::udp_drop::other}, early_full{ops::udp_drop::queue_full};
+      send_failed{ops::udp_drop::other}, early_full{ops::udp_drop::queue_full}, early_lost{ops::udp_drop::other};
 };
 
 // The receive buffer of every flow on this thread: each datagram is handed on before the
@@ -65,7 +65,9 @@ void end(tls_flow& f, std::string reason) {
   f.reason = std::move(reason);
   std::error_code ignored;
   f.target.close(ignored);
-  f.early.clear();
+  while (!f.early.empty())
+    net::log_drop(f.early_lost, "datagram dropped: the flow ended while its target's name was looked up", f.rec.peer,
+                  f.early.pop().size());
   f.wake.cancel();
 }
 
@@ -74,8 +76,9 @@ void end(tls_flow& f, std::string reason) {
 void to_target(tls_flow& f, std::span<const unsigned char> d) {
   if (f.ended) return;
   if (!f.target.is_open()) {
+    f.last_activity = clock::now();  // the flow is in use: the lookup does not make it idle
     if (!f.early.push(d))
-      net::log_drop(f.early_full, "datagram dropped: queue full while the target's name is looked up", f.rec.target,
+      net::log_drop(f.early_full, "datagram dropped: queue full while the target's name is looked up", f.rec.peer,
                     d.size());
     return;
   }
@@ -107,17 +110,19 @@ void to_tunnel(tls_flow& f, std::span<const unsigned char> d) {
   }
 }
 
+void target_unreachable(tls_flow& f, const std::error_code& ec) {
+  const std::string error = net::connect_udp_error(ec);
+  ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", error);
+  if (!f.mux->ended()) f.mux->close(mux::reset_code::unreachable, error);
+  end(f, "target unreachable");
+}
+
 // Connects the flow's socket to the service's target, its name looked up now, then sends
 // what tunnel-in sent meanwhile.
 asio::awaitable<void> open_target(tls_flow& f, net::address target, std::chrono::milliseconds lookup_limit) {
   const auto ec = co_await net::connect_udp(f.target, target, lookup_limit, f.to);
   if (f.ended) co_return;
-  if (ec) {
-    const std::string error = net::connect_udp_error(ec);
-    ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", error);
-    if (!f.mux->ended()) f.mux->close(mux::reset_code::unreachable, error);
-    co_return end(f, "target unreachable: " + error);
-  }
+  if (ec) co_return target_unreachable(f, ec);
   while (!f.early.empty() && !f.ended) to_target(f, f.early.pop());
 }
 
@@ -160,7 +165,7 @@ asio::awaitable<void> serve_flow(std::shared_ptr<connection_info> conn, std::uni
   const auto idle = svc.udp.flow_idle;
   // `||`: each returns normally; whichever ends first (the target looked up, the socket
   // failing, or the watch on idle expiry or the mux flow's end) cancels the other.
-  co_await (open_target(f, svc.target, svc.limits.connect) || watch(f, idle));
+  if (!f.target.is_open()) co_await (open_target(f, svc.target, svc.limits.connect) || watch(f, idle));
   if (!f.ended) co_await (from_target(f) || watch(f, idle));
   end(f, "target socket failed");
   if (!f.mux->ended()) f.mux->close(mux::reset_code::cancel, f.reason);
@@ -219,6 +224,12 @@ void accept_flow(mux_host& host, const std::shared_ptr<connection_info>& conn, c
   tf.rec.service = svc.name;
   tf.rec.target = svc.target.to_string();
   tf.rec.over_tls = true;
+  // An IP literal is connected to now; a name is looked up by the flow's coroutine
+  // (open_target), which holds what comes meanwhile.
+  if (const auto at = net::literal_endpoint(svc.target)) {
+    tf.to = *at;
+    if (const auto ec = net::connect_udp(tf.target, *at)) return target_unreachable(tf, ec);
+  }
   tls_flow* raw = &tf;  // alive as long as its mux flow, which holds these handlers
   tf.mux->on_receive([raw](std::span<const std::byte> d) {
     to_target(*raw, {reinterpret_cast<const unsigned char*>(d.data()), d.size()});

@@ -83,6 +83,7 @@ void udp_relay::stop() {
       .kv("dropped_oversize", oversize_.total())
       .kv("dropped_send_failed", send_failed_.total())
       .kv("dropped_penalised", penalised_.total())
+      .kv("dropped_awaiting_target", early_full_.total() + early_lost_.total())
       .kv("hello_verify_requests", hello_verify_sent_);
 }
 
@@ -287,7 +288,13 @@ void udp_relay::authorize(udp_flow& f) {
   }
   f.holds_slot = true;
   ops::log_flow_authorized(f.rec, f.tls->version(), f.tls->ciphersuite(), f.tls->cid_in_use());
-  f.authorized = true;  // the flow's coroutine now looks the target up (open_target)
+  f.authorized = true;
+  // An IP literal is connected to now; a name is looked up by the flow's coroutine
+  // (open_target), which holds what comes meanwhile.
+  if (const auto at = net::literal_endpoint(svc_.target)) {
+    f.target_at = *at;
+    if (const auto ec = net::connect_udp(f.target, *at)) return target_unreachable(f, ec);
+  }
   f.last_activity = clock::now();
   f.wake.cancel();
 }
@@ -318,7 +325,7 @@ void udp_relay::read_records(udp_flow& f) {
 void udp_relay::send_to_target(udp_flow& f, std::span<const unsigned char> d) {
   if (!f.target.is_open()) {
     if (!f.early.push(d))
-      net::log_drop(early_full_, "datagram dropped: queue full while the target's name is looked up", f.rec.target,
+      net::log_drop(early_full_, "datagram dropped: queue full while the target's name is looked up", f.rec.peer,
                     d.size());
     return;
   }
@@ -376,7 +383,9 @@ void udp_relay::end(udp_flow& f, const std::string& reason, bool notify_peer) {
   if (f.authorized) ops::log_flow_closed(f.rec, reason);
   std::error_code ignored;
   f.target.close(ignored);
-  f.early.clear();
+  while (!f.early.empty())
+    net::log_drop(early_lost_, "datagram dropped: the flow ended while its target's name was looked up", f.rec.peer,
+                  f.early.pop().size());
   f.wake.cancel();
 }
 
@@ -387,7 +396,7 @@ asio::awaitable<void> udp_relay::run_flow(std::unique_ptr<udp_flow> owned) {
   // `||`: the flow ends when either side does: the target's lookup failing or its socket
   // failing, or the watch returning on idle expiry, a fatal record or shutdown (end()
   // wakes it). The watch is cancelled when the target is up.
-  if (!f.ended) co_await (open_target(f) || watch(f, false));
+  if (!f.ended && !f.target.is_open()) co_await (open_target(f) || watch(f, false));
   if (!f.ended) co_await (target_to_peer(f) || watch(f, false));
   if (!f.ended) end(f, "target socket failed", true);
 }
@@ -423,14 +432,13 @@ asio::awaitable<void> udp_relay::watch(udp_flow& f, bool handshake_phase) {
 asio::awaitable<void> udp_relay::open_target(udp_flow& f) {
   const auto ec = co_await net::connect_udp(f.target, svc_.target, svc_.limits.connect, f.target_at);
   if (f.ended) co_return;
-  if (ec) {
-    ops::warn("target unreachable")
-        .kv("peer", f.rec.peer)
-        .kv("target", f.rec.target)
-        .kv("error", net::connect_udp_error(ec));
-    co_return end(f, "target unreachable", true);
-  }
+  if (ec) co_return target_unreachable(f, ec);
   while (!f.early.empty() && !f.ended) send_to_target(f, f.early.pop());
+}
+
+void udp_relay::target_unreachable(udp_flow& f, const std::error_code& ec) {
+  ops::warn("target unreachable").kv("peer", f.rec.peer).kv("target", f.rec.target).kv("error", net::connect_udp_error(ec));
+  end(f, "target unreachable", true);
 }
 
 asio::awaitable<void> udp_relay::target_to_peer(udp_flow& f) {

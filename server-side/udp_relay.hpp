@@ -61,6 +61,7 @@ class udp_relay {
   asio::awaitable<void> run_flow(std::unique_ptr<udp_flow> f);
   asio::awaitable<void> watch(udp_flow& f, bool handshake_phase);
   asio::awaitable<void> open_target(udp_flow& f);
+  void target_unreachable(udp_flow& f, const std::error_code& ec);
   asio::awaitable<void> target_to_peer(udp_flow& f);
   std::uint64_t fresh_cid();
   // With the half-open list full: the oldest handshake of the source address that holds
@@ -97,7 +98,7 @@ class udp_relay {
   net::drop_counter garbage_{ops::udp_drop::garbage}, unknown_cid_{ops::udp_drop::unknown_session},
       unverified_move_{ops::udp_drop::garbage}, flow_limit_{ops::udp_drop::flow_limit},
       oversize_{ops::udp_drop::oversized}, send_failed_{ops::udp_drop::other}, penalised_{ops::udp_drop::penalised},
-      early_full_{ops::udp_drop::queue_full};
+      early_full_{ops::udp_drop::queue_full}, early_lost_{ops::udp_drop::other};
   net::log_interval moves_;       // "flow moved to a new address" lines
   net::log_interval pushed_out_;  // "handshake pushed out by newer ones" lines
   std::uint64_t hello_verify_sent_ = 0;

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "net/cancelled.hpp"
 #include "net/lookup.hpp"
 #include "net/timeout.hpp"
 
@@ -64,12 +65,21 @@ std::error_code connect_udp(udp::socket& s, const udp::endpoint& to) {
   return ec;
 }
 
+std::optional<udp::endpoint> literal_endpoint(const address& to) {
+  std::error_code not_literal;
+  const auto a = asio::ip::make_address(to.host, not_literal);
+  if (not_literal) return std::nullopt;
+  return udp::endpoint(a, to.port);
+}
+
 asio::awaitable<std::error_code> connect_udp(udp::socket& s, const address& to, std::chrono::milliseconds limit,
                                              udp::endpoint& reached) {
   std::vector<asio::ip::address> found;
   const auto looked_up = co_await with_timeout(look_up(to.host, found), limit);
   if (!looked_up) co_return asio::error::timed_out;
   if (*looked_up) co_return *looked_up;
+  // An answer that came as the caller was cancelled (its flow ended) opens nothing.
+  if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return asio::error::operation_aborted;
   reached = udp::endpoint(found.front(), to.port);  // (look_up answers at least one, or an error)
   co_return connect_udp(s, reached);
 }

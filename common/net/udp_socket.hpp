@@ -7,6 +7,7 @@
 #include <asio/ip/udp.hpp>
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -34,7 +35,9 @@ std::error_code bind_udp(udp::socket& s, const udp::endpoint& at);
 // Opens a non-blocking UDP socket connected to `to` (the kernel then filters replies from
 // other sources and reports ICMP errors). Returns the error instead of throwing.
 std::error_code connect_udp(udp::socket& s, const udp::endpoint& to);
-// The same for `to` as configured: a name is looked up now (net::look_up: off the event
+// The endpoint of `to` when its host is an IP literal (nothing to look up), else nullopt.
+std::optional<udp::endpoint> literal_endpoint(const address& to);
+// The same as connect_udp above for `to` as configured: a name is looked up now (net::look_up: off the event
 // loop, and again for every flow, so DNS changes are followed) and its first address
 // taken, into `reached`. timed_out when the lookup outlasts `limit` (0: no limit);
 // operation_aborted when the caller was cancelled.
