@@ -1,6 +1,7 @@
 #include "net/lookup.hpp"
 
 #include "net/cancelled.hpp"
+#include "net/off_loop.hpp"
 
 #include <algorithm>
 #include <asio/error.hpp>
@@ -20,30 +21,6 @@
 
 namespace tunnel::net {
 namespace {
-
-// Whether an event loop still takes wake-ups: closed (under m) when its io_context starts
-// being destroyed, before its queues are torn down unguarded; a lookup thread posts to it
-// only under m while open.
-struct wakeup_gate {
-  std::mutex m;
-  bool closed = false;
-};
-
-// One per io_context that waited for a lookup; its shutdown closes the gate (services
-// shut down before the io_context's own scheduler).
-class wakeup_gate_service : public asio::execution_context::service {
- public:
-  static asio::execution_context::id id;
-  explicit wakeup_gate_service(asio::execution_context& owner) : asio::execution_context::service(owner) {}
-  const std::shared_ptr<wakeup_gate> gate = std::make_shared<wakeup_gate>();
-
- private:
-  void shutdown() override {
-    std::lock_guard lk(gate->m);
-    gate->closed = true;
-  }
-};
-asio::execution_context::id wakeup_gate_service::id;
 
 // More names than this being looked up at once (each a thread blocked in getaddrinfo) and
 // a new one fails at once with host_not_found_try_again.
@@ -166,7 +143,10 @@ std::shared_ptr<lookup> join_or_start(const std::string& host) {
   if (table.by_host.size() >= max_lookups_in_flight) return nullptr;
   auto l = std::make_shared<lookup>();
   try {
-    std::thread([host, l] { resolve(host, *l); }).detach();
+    std::thread([host, l] {
+      block_signals_in_this_thread();
+      resolve(host, *l);
+    }).detach();
   } catch (const std::system_error&) {
     return nullptr;
   }
@@ -178,7 +158,7 @@ std::shared_ptr<lookup> join_or_start(const std::string& host) {
 class waiter_entry {
  public:
   waiter_entry(lookup& l, asio::any_io_executor ex, const std::shared_ptr<asio::steady_timer>& wake) : l_(l) {
-    auto gate = asio::use_service<wakeup_gate_service>(asio::query(ex, asio::execution::context)).gate;
+    auto gate = gate_of(ex);
     std::lock_guard lk(l_.m);
     if (l_.done) return;
     id_ = l_.next_id++;

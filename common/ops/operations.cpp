@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "net/dial.hpp"
+#include "net/off_loop.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
 #include "ops/privileges.hpp"
@@ -81,12 +82,45 @@ std::shared_ptr<tls::context_source> load_credentials(const config::service& svc
   }
 }
 
+namespace {
+
+// One reload of every source: the files read and the contexts built on a thread of its own
+// (a hung network mount must not stall this loop: UDP flows, the status endpoint and
+// SIGTERM run on it), then installed here.
+asio::awaitable<void> reload_sources(std::vector<std::shared_ptr<tls::context_source>> sources, bool periodic) {
+  const auto why = periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal;
+  auto built = std::make_shared<std::vector<tls::context_source::prepared>>(sources.size());
+  for (auto& b : *built) b.failure = "no thread could be started to read the files";
+  // (When no thread could be started, each source reports the failure set above.) Named,
+  // not converted inside the co_await: GCC 12 destroyed that temporary std::function's
+  // captures twice.
+  std::function<void()> work = [sources, built, why] {
+    for (std::size_t i = 0; i < sources.size(); ++i)
+      if (sources[i]) (*built)[i] = sources[i]->prepare(why);
+  };
+  co_await net::run_off_loop(std::move(work));
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    if (sources[i]) sources[i]->install(std::move((*built)[i]), why);
+}
+
+// After a reload: `action` when `source` has a new context since the last look.
+struct change_watch {
+  std::shared_ptr<tls::context_source> source;
+  std::function<void()> action;
+  std::shared_ptr<const tls::tls_context> seen;
+};
+
+asio::awaitable<void> act_on_change(std::shared_ptr<change_watch> w) {
+  if (w->source->current() == w->seen) co_return;
+  w->seen = w->source->current();
+  w->action();
+}
+
+}  // namespace
+
 void maintain_credentials(runtime& rt, const config::settings& cfg,
                           const std::vector<std::shared_ptr<tls::context_source>>& sources) {
-  rt.on_reload([&sources](bool periodic) {
-    for (const auto& source : sources)
-      if (source) source->reload(periodic ? tls::reload_trigger::interval : tls::reload_trigger::signal);
-  });
+  rt.on_reload([&sources](bool periodic) { return reload_sources(sources, periodic); });
   rt.reload_every(cfg.process().reload_interval);
   // A context a reload replaced has erased its secrets at the reload (tls_context::retire).
   rt.every(secret_sweep_interval, [&sources] {
@@ -98,11 +132,8 @@ void maintain_credentials(runtime& rt, const config::settings& cfg,
 }
 
 void on_credentials_changed(runtime& rt, std::shared_ptr<tls::context_source> source, std::function<void()> action) {
-  rt.on_reload([source, action = std::move(action), seen = source->current()](bool) mutable {
-    if (source->current() == seen) return;
-    seen = source->current();
-    action();
-  });
+  auto w = std::make_shared<change_watch>(change_watch{source, std::move(action), source->current()});
+  rt.on_reload([w](bool) { return act_on_change(w); });
 }
 
 namespace {
@@ -205,6 +236,26 @@ readiness_check all_of(std::vector<readiness_check> checks) {
   return [checks = std::move(checks)] { return all_checks(checks); };
 }
 
+namespace {
+
+// After a reload: systemd's notify-reload protocol (RELOADING=1, then READY=1) for one the
+// manager asked for, with STATUS saying whether it worked (a failed one keeps the old
+// credentials). The credential hooks, registered first, have finished by now.
+asio::awaitable<void> tell_the_service_manager(std::shared_ptr<std::uint64_t> failures_seen, bool periodic) {
+  const auto failures = metrics::get().reload_failures.load(std::memory_order_relaxed);
+  const bool failed = failures != *failures_seen;
+  *failures_seen = failures;
+  if (periodic) co_return;  // a timed content check is not a reload the manager asked for
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
+  systemd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
+  systemd::notify(failed ? "READY=1\nSTATUS=credential reload failed; old credentials kept (see the log)"
+                         : "READY=1\nSTATUS=credentials reloaded");
+}
+
+}  // namespace
+
 operations::operations(runtime& rt, const config::service& svc, readiness_check extra)
     : rt_(rt), extra_(std::move(extra)) {
   if (svc.status) {
@@ -219,20 +270,8 @@ operations::operations(runtime& rt, const config::service& svc, readiness_check 
     info("dropped privileges").kv("user", svc.user);
   }
   rt.on_shutdown([] { systemd::notify("STOPPING=1"); });
-  rt.on_reload([failures_seen = metrics::get().reload_failures.load()](bool periodic) mutable {
-    const auto failures = metrics::get().reload_failures.load(std::memory_order_relaxed);
-    const bool failed = failures != failures_seen;
-    failures_seen = failures;
-    if (periodic) return;  // a timed content check is not a reload the manager asked for
-    // The reload itself ran synchronously just before this hook (hooks run in order on the
-    // main context): report the RELOADING=1 / READY=1 pair the notify-reload protocol wants,
-    // and in STATUS whether it worked (a failed one keeps the old credentials).
-    timespec now{};
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
-    systemd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
-    systemd::notify(failed ? "READY=1\nSTATUS=credential reload failed; old credentials kept (see the log)"
-                           : "READY=1\nSTATUS=credentials reloaded");
+  rt.on_reload([failures_seen = std::make_shared<std::uint64_t>(metrics::get().reload_failures.load())](bool periodic) {
+    return tell_the_service_manager(failures_seen, periodic);
   });
   if (auto interval = systemd::watchdog_interval())
     asio::co_spawn(rt.main_context(), watchdog_loop(*interval), asio::detached);

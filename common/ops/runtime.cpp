@@ -114,8 +114,7 @@ asio::awaitable<void> runtime::watch_signals() {
     if (ec) co_return;
     if (sig == SIGHUP) {
       if (reload_hooks_.empty()) info("SIGHUP received; nothing to reload in this version");
-      else info("SIGHUP received; reloading");
-      run_reload_hooks(false);
+      else request_reload(false);
       continue;
     }
     stopping_ = true;
@@ -135,18 +134,40 @@ asio::awaitable<void> runtime::watch_signals() {
 }
 
 void runtime::reload_every(std::chrono::milliseconds interval) {
-  // On the main context, like SIGHUP: the hooks never run concurrently with each other.
-  every(interval, [this] { run_reload_hooks(true); });
+  every(interval, [this] { request_reload(true); });
 }
 
-void runtime::run_reload_hooks(bool periodic) {
-  for (auto& hook : reload_hooks_) {
-    try {
-      hook(periodic);
-    } catch (const std::exception& e) {  // one failing hook must not stop the others, nor SIGTERM's handling
-      error("reload failed unexpectedly").kv("error", e.what());
-    }
+void runtime::request_reload(bool periodic) {
+  if (reloading_) {
+    if (periodic) return;  // the next tick looks again
+    reload_again_ = true;
+    const auto running = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                               reload_started_);
+    warn("SIGHUP received while a reload is still under way; another reload follows it")
+        .kv("under_way_ms", static_cast<std::int64_t>(running.count()));
+    return;
   }
+  if (!periodic) info("SIGHUP received; reloading");
+  reloading_ = true;
+  reload_started_ = std::chrono::steady_clock::now();
+  asio::co_spawn(main_context(), run_reloads(periodic), asio::detached);
+}
+
+asio::awaitable<void> runtime::run_reloads(bool periodic) {
+  for (;;) {
+    for (auto& hook : reload_hooks_) {
+      try {
+        co_await hook(periodic);
+      } catch (const std::exception& e) {  // one failing hook must not stop the others, nor SIGTERM's handling
+        error("reload failed unexpectedly").kv("error", e.what());
+      }
+    }
+    if (!reload_again_ || stopping_) break;
+    reload_again_ = false;
+    periodic = false;
+    reload_started_ = std::chrono::steady_clock::now();
+  }
+  reloading_ = false;
 }
 
 void runtime::every(std::chrono::milliseconds interval, std::function<void()> task) {

@@ -102,9 +102,12 @@ class runtime {
   void hold_shutdown_while(std::function<bool()> busy) { busy_.push_back(std::move(busy)); }
 
   // Registers `hook` to run on the main context on SIGHUP (periodic = false) and, after
-  // reload_every(), once per interval (periodic = true). Call before run(); the hook must
-  // not throw. Without hooks SIGHUP is only logged.
-  void on_reload(std::function<void(bool periodic)> hook) { reload_hooks_.push_back(std::move(hook)); }
+  // reload_every(), once per interval (periodic = true). A reload runs the hooks in the
+  // order registered, each awaited before the next (one may wait for work off the loop),
+  // and reloads never overlap: a SIGHUP during one makes one more run after it, a periodic
+  // tick during one is skipped. Call before run(). Without hooks SIGHUP is only logged.
+  using reload_hook = std::function<asio::awaitable<void>(bool periodic)>;
+  void on_reload(reload_hook hook) { reload_hooks_.push_back(std::move(hook)); }
   // Each worker's event loop, e.g. to check that all of them still make progress.
   std::vector<asio::io_context*> worker_contexts() {
     std::vector<asio::io_context*> out;
@@ -135,7 +138,9 @@ class runtime {
   void spawn(worker& w, net::accepted conn, const handler& on_connection,
              std::shared_ptr<std::atomic<std::size_t>> listener_count);
   asio::awaitable<void> watch_signals();
-  void run_reload_hooks(bool periodic);
+  // Starts a reload, or notes that one more must follow the one under way.
+  void request_reload(bool periodic);
+  asio::awaitable<void> run_reloads(bool periodic);
   asio::awaitable<void> repeat(std::chrono::milliseconds interval, std::function<void()> task);
   asio::awaitable<void> drain();
   void cancel_all();
@@ -144,7 +149,12 @@ class runtime {
   std::unique_ptr<asio::signal_set> signals_;
   std::list<net::generic_acceptor> acceptors_;
   std::vector<std::function<void()>> shutdown_hooks_;
-  std::vector<std::function<void(bool)>> reload_hooks_;
+  std::vector<reload_hook> reload_hooks_;
+  // A reload under way since reload_started_ (main context only), and whether a SIGHUP
+  // came during it.
+  bool reloading_ = false;
+  bool reload_again_ = false;
+  std::chrono::steady_clock::time_point reload_started_{};
   std::vector<std::function<bool()>> busy_;
   std::atomic<std::size_t> active_{0};  // accepted connections (the drain waits for them)
   std::shared_ptr<connection_budget> budget_ = std::make_shared<connection_budget>();

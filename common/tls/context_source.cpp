@@ -47,21 +47,30 @@ std::shared_ptr<const tls_context> context_source::build() const {
   return std::make_shared<const tls_context>(options_, std::move(creds));
 }
 
-bool context_source::reload(reload_trigger why) {
-  const char* trigger = why == reload_trigger::signal ? "SIGHUP" : "interval";
-  const bool changed = detector_.changed(digest_files(watched_files()));
-  if (why == reload_trigger::interval && !changed) return false;
-  auto& m = ops::metrics::get();
-  std::shared_ptr<const tls_context> fresh;
+context_source::prepared context_source::prepare(reload_trigger why) {
+  prepared out;
   try {
-    fresh = build();
+    const bool changed = detector_.changed(digest_files(watched_files()));
+    if (why == reload_trigger::interval && !changed) return out;
+    out.fresh = build();
   } catch (const std::exception& e) {
+    out.failure = e.what();
+  }
+  return out;
+}
+
+bool context_source::install(prepared p, reload_trigger why) {
+  const char* trigger = why == reload_trigger::signal ? "SIGHUP" : "interval";
+  auto& m = ops::metrics::get();
+  if (!p.failure.empty()) {
     m.reload_failures.fetch_add(1, std::memory_order_relaxed);
     ops::error("credential reload failed; keeping the previous credentials")
         .kv("trigger", trigger)
-        .kv("reason", e.what());
+        .kv("reason", p.failure);
     return false;
   }
+  if (!p.fresh) return false;
+  std::shared_ptr<const tls_context> fresh = std::move(p.fresh);
   {
     std::lock_guard lock(mutex_);
     current_.swap(fresh);

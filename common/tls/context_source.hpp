@@ -26,13 +26,21 @@ class context_source : public std::enable_shared_from_this<context_source> {
   // The context for a new connection. Thread-safe, cheap (one locked shared_ptr copy).
   std::shared_ptr<const tls_context> current() const;
 
-  // Re-reads every file and swaps on success. `signal` always rebuilds; `interval` only
-  // when the files' content (not their mtime) differs from the last attempt. A failure
-  // (unreadable file, key not matching, expired CA, parse error, ...) keeps the current
-  // context, logs why and counts ops::metrics::reload_failures; a success logs, counts
-  // ops::metrics::reloads and re-checks our certificate's expiry. Returns true when a new
-  // context was installed. Never throws (std::bad_alloc aside). Call from one thread.
-  bool reload(reload_trigger why);
+  // A reload in two halves. prepare() re-reads every file and builds a new context: it
+  // may block on the files (a hung network mount), so it runs off the event loop, and
+  // reloads of one source never overlap (the content check is its state). `signal` always
+  // rebuilds; `interval` only when the files' content (not their mtime) differs from the
+  // last attempt. install(), on the event loop, swaps the new context in, or keeps the
+  // current one on a failure (unreadable file, key not matching, expired CA, parse error,
+  // ...), logs either and counts ops::metrics::reloads or reload_failures; a success
+  // re-checks our certificate's expiry. It returns true when a new context was installed.
+  // Neither throws (std::bad_alloc aside).
+  struct prepared {
+    std::shared_ptr<const tls_context> fresh;  // null: unchanged, or failed
+    std::string failure;                       // why it failed ("" when it did not)
+  };
+  prepared prepare(reload_trigger why);
+  bool install(prepared p, reload_trigger why);
 
   // The files a reload reads, in a fixed order.
   std::vector<std::string> watched_files() const;
@@ -45,7 +53,7 @@ class context_source : public std::enable_shared_from_this<context_source> {
   const credential_files files_;
   mutable std::mutex mutex_;                    // guards current_ only
   std::shared_ptr<const tls_context> current_;
-  change_detector detector_;                    // reload()'s thread only
+  change_detector detector_;                    // prepare()'s only
 };
 
 }  // namespace tunnel::tls

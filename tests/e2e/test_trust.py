@@ -14,11 +14,13 @@ import stat
 import subprocess
 import time
 import types
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import harness
+import open_gate
 import trust_tools as tt
 from harness import TUNNEL_IN, TUNNEL_OUT, connect, echo_roundtrip, recv_all, run_cli, sha256
 
@@ -354,6 +356,43 @@ def test_revoked_client_is_refused_with_crl(pki, ca, procs, servers, tmp_dir):
     assert failed["identity"].startswith("CN=client-b")
     assert failed["chain_verified"] is False  # the CA no longer vouches for it
     assert target.connection_count == 1
+
+
+def test_a_reload_stuck_reading_a_file_stalls_nothing_else(pki, procs, servers, server_files, tmp_dir):
+    """The key file's opens hang (fanotify holds them, as a hung network mount would) while
+    a SIGHUP reload reads it. The event loops go on: the status endpoint answers and
+    connections are served; a second SIGHUP says a reload is under way and runs once it
+    ends; and SIGTERM during another stuck reload still stops the process at once."""
+    open_gate.skip_unless_available(tmp_dir)
+    crt, key, _ = server_files
+    status = f"127.0.0.1:{harness.free_tcp_port()}"
+    out = start_out(procs, servers.echo(), crt, key, "--status", status)
+    out.wait_for_log("status endpoint listening")
+    tin = tunnel_in_raw(procs, out.listen)
+    assert_echo(tin.address)
+    gate = open_gate.OpenGate(key)
+    try:
+        out.signal(signal.SIGHUP)
+        gate.wait_for_held()
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"http://{status}/healthz", timeout=3) as r:
+            assert r.status == 200
+        assert_echo(tin.address)
+        out.signal(signal.SIGHUP)
+        out.wait_for_log("SIGHUP received while a reload is still under way; another reload follows it")
+        assert not out.logs_with_msg("credentials reloaded")
+        gate.release()
+        reloaded(out, "SIGHUP")
+        reloaded(out, "SIGHUP", after=1)  # the one the second SIGHUP asked for
+
+        gate.hold()
+        out.signal(signal.SIGHUP)
+        gate.wait_for_held(gate.held_total + 1)
+        started = time.monotonic()
+        assert out.stop(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        gate.close()
 
 
 def test_crl_reloaded_on_sighup_applies_to_new_connections(pki, ca, procs, servers, tmp_dir):
@@ -940,7 +979,6 @@ def test_udp_new_flows_use_reloaded_certificate(pki, ca, procs, server_files):
 
 
 def _metrics(address: str) -> dict[str, float]:
-    import urllib.request
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as r:
         text = r.read().decode()
     out = {}

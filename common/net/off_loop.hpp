@@ -1,0 +1,37 @@
+#pragma once
+// Blocking work kept off an event loop: a name lookup (getaddrinfo), or reading files that
+// may sit on a hung network mount. The work runs on a thread of its own; the event loop
+// that waits for it keeps serving, and is woken once the work is done.
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+namespace tunnel::net {
+
+// Whether an event loop still takes wake-ups from other threads: closed (under m) when its
+// io_context starts being destroyed, before its queues are torn down unguarded. A thread
+// posts to it only under m while open.
+struct wakeup_gate {
+  std::mutex m;
+  bool closed = false;
+};
+
+// The gate of the event loop `ex` runs on (one per io_context, made on first use).
+std::shared_ptr<wakeup_gate> gate_of(const asio::any_io_executor& ex);
+
+// For a thread that blocks outside any event loop: signals sent to the process (SIGTERM,
+// SIGHUP) then always go to a thread that can handle them at once.
+void block_signals_in_this_thread();
+
+// Runs `work` on a new thread and returns once it has finished; the caller's event loop
+// serves others meanwhile. The caller's io_context must be run by a single thread. `work`
+// must own (or share) everything it touches: if the caller goes (its io_context destroyed
+// at exit), the thread finishes alone and wakes no one. False, at once and without running
+// `work`, when no thread could be made. An exception from `work` is swallowed: report
+// failures through what it fills in. The wait cannot be given up: it lasts as long as
+// `work` does, for ever if that hangs, while the loop goes on serving.
+asio::awaitable<bool> run_off_loop(std::function<void()> work);
+
+}  // namespace tunnel::net
