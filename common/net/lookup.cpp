@@ -143,11 +143,8 @@ std::shared_ptr<lookup> join_or_start(const std::string& host) {
   if (table.by_host.size() >= max_lookups_in_flight) return nullptr;
   auto l = std::make_shared<lookup>();
   try {
-    std::thread([host, l] {
-      block_signals_in_this_thread();
-      resolve(host, *l);
-    }).detach();
-  } catch (const std::system_error&) {
+    start_detached([host, l] { resolve(host, *l); });
+  } catch (...) {  // no thread (std::system_error) or no memory for one
     return nullptr;
   }
   table.by_host.emplace(host, l);

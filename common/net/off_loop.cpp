@@ -37,10 +37,19 @@ struct job {
 
 }  // namespace
 
-void block_signals_in_this_thread() {
-  sigset_t all;
+void start_detached(std::function<void()> body) {
+  // The new thread inherits the mask in force when it is made: blocked from its first
+  // instruction, not from some moment after it started.
+  sigset_t all, before;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  pthread_sigmask(SIG_BLOCK, &all, &before);
+  try {
+    std::thread(std::move(body)).detach();
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &before, nullptr);
+    throw;
+  }
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
 }
 
 std::shared_ptr<wakeup_gate> gate_of(const asio::any_io_executor& ex) {
@@ -53,8 +62,7 @@ asio::awaitable<bool> run_off_loop(std::function<void()> work) {
   auto wake = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
   auto state = std::make_shared<job>();
   try {
-    std::thread([work = std::move(work), state, gate, ex, weak = std::weak_ptr<asio::steady_timer>(wake)]() noexcept {
-      block_signals_in_this_thread();
+    start_detached([work = std::move(work), state, gate, ex, weak = std::weak_ptr<asio::steady_timer>(wake)]() noexcept {
       try {
         work();
       } catch (...) {
@@ -69,8 +77,8 @@ asio::awaitable<bool> run_off_loop(std::function<void()> work) {
         });
       } catch (...) {  // out of memory: the waiter is never woken (it ends with its loop)
       }
-    }).detach();
-  } catch (const std::system_error&) {
+    });
+  } catch (...) {  // no thread (std::system_error) or no memory for one
     co_return false;
   }
   // The post that wakes us runs on this (single-threaded) loop, so not before this

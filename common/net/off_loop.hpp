@@ -21,9 +21,10 @@ struct wakeup_gate {
 // The gate of the event loop `ex` runs on (one per io_context, made on first use).
 std::shared_ptr<wakeup_gate> gate_of(const asio::any_io_executor& ex);
 
-// For a thread that blocks outside any event loop: signals sent to the process (SIGTERM,
-// SIGHUP) then always go to a thread that can handle them at once.
-void block_signals_in_this_thread();
+// Starts `body` on a detached thread that takes no signals, so that signals sent to the
+// process (SIGTERM, SIGHUP) always go to an event loop that can handle them at once.
+// Throws what std::thread throws (std::system_error, std::bad_alloc).
+void start_detached(std::function<void()> body);
 
 // Runs `work` on a new thread and returns once it has finished; the caller's event loop
 // serves others meanwhile. The caller's io_context must be run by a single thread. `work`

@@ -238,18 +238,14 @@ readiness_check all_of(std::vector<readiness_check> checks) {
 
 namespace {
 
-// After a reload: systemd's notify-reload protocol (RELOADING=1, then READY=1) for one the
-// manager asked for, with STATUS saying whether it worked (a failed one keeps the old
-// credentials). The credential hooks, registered first, have finished by now.
+// The end of a reload the manager asked for (the runtime said RELOADING=1 at its start):
+// READY=1, with STATUS saying whether it worked (a failed one keeps the old credentials).
+// The credential hooks, registered first, have finished by now.
 asio::awaitable<void> tell_the_service_manager(std::shared_ptr<std::uint64_t> failures_seen, bool periodic) {
   const auto failures = metrics::get().reload_failures.load(std::memory_order_relaxed);
   const bool failed = failures != *failures_seen;
   *failures_seen = failures;
   if (periodic) co_return;  // a timed content check is not a reload the manager asked for
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
-  systemd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
   systemd::notify(failed ? "READY=1\nSTATUS=credential reload failed; old credentials kept (see the log)"
                          : "READY=1\nSTATUS=credentials reloaded");
 }

@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <thread>
+#include <utility>
 
 #include <asio/co_spawn.hpp>
 #include <asio/bind_cancellation_slot.hpp>
@@ -20,6 +21,7 @@
 #include "ops/event_loop.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
+#include "ops/systemd.hpp"
 
 namespace tunnel::ops {
 namespace {
@@ -137,6 +139,15 @@ void runtime::reload_every(std::chrono::milliseconds interval) {
   every(interval, [this] { request_reload(true); });
 }
 
+namespace {
+void log_reload_exception(std::exception_ptr e) noexcept {
+  try {
+    error("reload failed unexpectedly").kv("error", what_of(e));
+  } catch (...) {  // out of memory even for the line
+  }
+}
+}  // namespace
+
 void runtime::request_reload(bool periodic) {
   if (reloading_) {
     if (periodic) return;  // the next tick looks again
@@ -148,25 +159,31 @@ void runtime::request_reload(bool periodic) {
     return;
   }
   if (!periodic) info("SIGHUP received; reloading");
-  reloading_ = true;
   reload_started_ = std::chrono::steady_clock::now();
-  asio::co_spawn(main_context(), run_reloads(periodic), asio::detached);
+  reloading_ = true;  // (before the spawn, which may run the reload at once)
+  try {
+    asio::co_spawn(main_context(), run_reloads(periodic), asio::detached);
+  } catch (...) {  // out of memory: the next trigger tries again
+    reloading_ = false;
+    log_reload_exception(std::current_exception());
+  }
 }
 
 asio::awaitable<void> runtime::run_reloads(bool periodic) {
-  for (;;) {
+  // Nothing escapes the loop, so reloading_ is always cleared at its end.
+  do {
+    if (!periodic) systemd::notify_reloading();  // the notify-reload protocol's start
     for (auto& hook : reload_hooks_) {
+      if (stopping_) break;  // a reload that ends during the drain acts on nothing more
       try {
         co_await hook(periodic);
-      } catch (const std::exception& e) {  // one failing hook must not stop the others, nor SIGTERM's handling
-        error("reload failed unexpectedly").kv("error", e.what());
+      } catch (...) {  // one failing hook must not stop the others, nor SIGTERM's handling
+        log_reload_exception(std::current_exception());
       }
     }
-    if (!reload_again_ || stopping_) break;
-    reload_again_ = false;
     periodic = false;
     reload_started_ = std::chrono::steady_clock::now();
-  }
+  } while (std::exchange(reload_again_, false) && !stopping_);
   reloading_ = false;
 }
 

@@ -48,6 +48,13 @@ bool notify(std::string_view state) {
   return sent == static_cast<ssize_t>(state.size());
 }
 
+bool notify_reloading() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const auto usec = static_cast<long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
+  return notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
+}
+
 std::optional<std::chrono::microseconds> watchdog_interval() {
   if (!for_this_process("WATCHDOG_PID")) return std::nullopt;
   const auto usec = env_number("WATCHDOG_USEC");

@@ -13,6 +13,10 @@ namespace tunnel::ops::systemd {
 // "STATUS=...". Returns false when $NOTIFY_SOCKET is unset or the send failed. Thread-safe.
 bool notify(std::string_view state);
 
+// "RELOADING=1" with the MONOTONIC_USEC of now, as the notify-reload protocol wants at the
+// start of a reload (its end is a READY=1).
+bool notify_reloading();
+
 // The watchdog interval systemd expects pings within ($WATCHDOG_USEC, for this process),
 // or nullopt when the watchdog is off.
 std::optional<std::chrono::microseconds> watchdog_interval();

@@ -88,6 +88,7 @@ bool context_source::install(prepared p, reload_trigger why) {
 
 void context_source::describe_loaded(const tls_context& c, const char* message, const char* trigger) const {
   const auto& creds = c.creds();
+  warn_if_key_readable_by_others(creds, files_);
   if (creds.psk()) {
     auto e = ops::info(message);
     if (trigger) e.kv("trigger", trigger);

@@ -83,19 +83,6 @@ mode_t read_credential(file_text& out, const std::string& flag, const std::strin
   return r.info.st_mode;
 }
 
-// A private key every user may read is used (a Kubernetes secret mounts as 0644 unless told
-// otherwise), but said, each time it is loaded. (Group access, 0640 root:tunnel, is the
-// usual way to let a process running as --user read it again on reload: not warned of.)
-void warn_if_readable_by_others(mode_t mode, const std::string& flag, const std::string& path) {
-  if ((mode & 007) == 0) return;
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  ops::warn("private key file readable by every user: chmod o-rwx it")
-      .kv("flag", flag)
-      .kv("path", path)
-      .kv("mode", std::string(text));
-}
-
 // A DER file is one object: bytes after it are not part of it.
 void require_whole_der(const file_text& f, std::size_t parsed, const std::string& flag, const std::string& path) {
   if (!f.pem() && parsed != f.bytes.size())
@@ -125,6 +112,16 @@ credentials::~credentials() {
   mbedtls_x509_crl_free(&crl_);
 }
 
+void warn_if_key_readable_by_others(const credentials& c, const credential_files& files) {
+  if ((c.key_mode() & 007) == 0) return;
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(c.key_mode() & 07777));
+  ops::warn("private key file readable by every user: chmod o-rwx it")
+      .kv("flag", files.flag_prefix + "key")
+      .kv("path", files.key)
+      .kv("mode", std::string(text));
+}
+
 std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   if (!files.psk.empty()) {
     std::shared_ptr<credentials> c(new credentials());
@@ -137,7 +134,7 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   if (files.need_own_cert || !files.cert.empty() || !files.key.empty()) {
     file_text cert, key;
     read_credential(cert, cert_flag, files.cert);
-    warn_if_readable_by_others(read_credential(key, key_flag, files.key), key_flag, files.key);
+    c->key_mode_ = read_credential(key, key_flag, files.key);
     if (int rc = mbedtls_x509_crt_parse(&c->chain_, cert.data(), cert.size()); rc != 0)
       throw credential_error(cert_flag + " " + files.cert + ": not a valid certificate (" +
                              (rc > 0 ? std::to_string(rc) + " certificates unparsable" : mbedtls_text(rc)) + ")");

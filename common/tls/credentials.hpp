@@ -1,6 +1,8 @@
 #pragma once
 // Our certificate chain, private key and trust anchors, loaded from files and checked
 // before any connection uses them. Immutable once loaded; shared by every connection.
+#include <sys/types.h>
+
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
@@ -56,6 +58,8 @@ class credentials {
   mbedtls_x509_crl* crl() { return crl_loaded_ ? &crl_ : nullptr; }
   // Set in PSK mode, where there are no certificates at all.
   const std::optional<psk_entry>& psk() const { return psk_; }
+  // The private key file's mode as loaded (0 without one).
+  mode_t key_mode() const { return key_mode_; }
 
  private:
   credentials();
@@ -65,7 +69,14 @@ class credentials {
   mbedtls_x509_crl crl_;
   bool crl_loaded_ = false;
   std::optional<psk_entry> psk_;
+  mode_t key_mode_ = 0;
 };
+
+// A private key every user may read is used (a Kubernetes secret mounts as 0644 unless told
+// otherwise), but said, each time it is loaded; by the caller of load(), which may run off
+// the event loop and so logs nothing itself. (Group access, 0640 root:tunnel, is the usual
+// way to let a process running as --user read it again on reload: not warned of.)
+void warn_if_key_readable_by_others(const credentials& c, const credential_files& files);
 
 // Throws credential_error (naming the flag and the file) when our own certificate cannot
 // authenticate the side it is presented from: its extended key usage leaves out serverAuth

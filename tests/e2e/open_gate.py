@@ -1,6 +1,6 @@
 """Holding other processes' open() of one file, as a hung network mount would: fanotify
-permission events (FAN_OPEN_PERM) on the file's inode. Every open of it by another process
-waits until release(); this process's own opens pass at once.
+permission events (FAN_OPEN_PERM) on the file's inode. Every open of it by the given process
+waits until release(); anyone else's passes at once.
 
 Linux only; needs root (CAP_SYS_ADMIN) and a kernel with fanotify access permissions.
 """
@@ -30,7 +30,8 @@ _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ct
 
 
 class OpenGate:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, pid: int):
+        self.pid = pid
         self.fd = _libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY)
         if self.fd < 0:
             err = ctypes.get_errno()
@@ -52,9 +53,10 @@ class OpenGate:
         os.close(event_fd)
 
     def _serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
         while not self._stop:
-            ready, _, _ = select.select([self.fd], [], [], 0.05)
-            if not ready:
+            if not poller.poll(50):
                 continue
             try:
                 data = os.read(self.fd, 4096)
@@ -65,12 +67,15 @@ class OpenGate:
                 event_len, _, _, _, _, event_fd, pid = METADATA.unpack_from(data, offset)
                 offset += event_len
                 with self._cond:
-                    if self._holding and pid != os.getpid():
+                    if self._holding and pid == self.pid:
                         self._held.append(event_fd)
                         self.held_total += 1
                         self._cond.notify_all()
                         continue
-                self._answer(event_fd)
+                try:
+                    self._answer(event_fd)
+                except OSError:
+                    pass  # that opener is gone
 
     def wait_for_held(self, count: int = 1, timeout: float = 10.0) -> None:
         with self._cond:
@@ -87,7 +92,10 @@ class OpenGate:
             self._holding = False
             held, self._held = self._held, []
         for event_fd in held:
-            self._answer(event_fd)
+            try:
+                self._answer(event_fd)
+            except OSError:
+                pass  # that opener is gone
 
     def close(self) -> None:
         self.release()
@@ -100,6 +108,6 @@ def skip_unless_available(tmp_dir: Path) -> None:
     probe = tmp_dir / "gate-probe"
     probe.write_text("x")
     try:
-        OpenGate(probe).close()
+        OpenGate(probe, os.getpid()).close()
     except OSError as e:
         pytest.skip(f"cannot hold opens with fanotify here: {e}")

@@ -359,10 +359,12 @@ def test_revoked_client_is_refused_with_crl(pki, ca, procs, servers, tmp_dir):
 
 
 def test_a_reload_stuck_reading_a_file_stalls_nothing_else(pki, procs, servers, server_files, tmp_dir):
-    """The key file's opens hang (fanotify holds them, as a hung network mount would) while
-    a SIGHUP reload reads it. The event loops go on: the status endpoint answers and
-    connections are served; a second SIGHUP says a reload is under way and runs once it
-    ends; and SIGTERM during another stuck reload still stops the process at once."""
+    """The key file's opens hang (fanotify holds tunnel-out's, as a hung network mount
+    would) while a SIGHUP reload reads it. The event loops go on: the status endpoint
+    answers and connections are served; a second SIGHUP says a reload is under way and runs
+    once it ends; and SIGTERM during another stuck reload still stops the process at once.
+    (Under the sanitizers the process is killed after its "stopped" line: LeakSanitizer, at
+    exit, waits for every thread, and the stuck one cannot be stopped.)"""
     open_gate.skip_unless_available(tmp_dir)
     crt, key, _ = server_files
     status = f"127.0.0.1:{harness.free_tcp_port()}"
@@ -370,7 +372,7 @@ def test_a_reload_stuck_reading_a_file_stalls_nothing_else(pki, procs, servers, 
     out.wait_for_log("status endpoint listening")
     tin = tunnel_in_raw(procs, out.listen)
     assert_echo(tin.address)
-    gate = open_gate.OpenGate(key)
+    gate = open_gate.OpenGate(key, out.proc.pid)
     try:
         out.signal(signal.SIGHUP)
         gate.wait_for_held()
@@ -388,9 +390,12 @@ def test_a_reload_stuck_reading_a_file_stalls_nothing_else(pki, procs, servers, 
         gate.hold()
         out.signal(signal.SIGHUP)
         gate.wait_for_held(gate.held_total + 1)
-        started = time.monotonic()
-        assert out.stop(timeout=10) == 0
-        assert time.monotonic() - started < 5
+        out.signal(signal.SIGTERM)
+        out.wait_for_log("stopped", timeout=5)
+        if os.environ.get("TUNNEL_SANITIZED"):
+            out.kill()
+        else:
+            assert out.wait(timeout=5) == 0
     finally:
         gate.close()
 
