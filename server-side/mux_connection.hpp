@@ -21,15 +21,16 @@ struct connection_info {
   std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
   // Stream and flow coroutines still running: the connection's last line waits for them.
   std::size_t live_streams = 0;
-  // One per stream coroutine, emitted when the session ends to those still dialling their
-  // target: they stop there instead of connecting for a tunnel that is gone. (A stream
-  // already relaying is left alone: what it has received still goes to the target.)
+  // One per stream coroutine (so also what the per-connection stream limit counts),
+  // emitted when its stream fails — tunnel-in's RESET or the session's end — while its
+  // target is still being dialled: the dial stops there instead of connecting for a stream
+  // that is gone. (A stream already relaying is left alone: what it has received still
+  // goes to the target.)
   struct stream_cancel {
     asio::cancellation_signal signal;
     bool dialling = true;
   };
   std::list<stream_cancel> stream_cancels;
-  bool ended = false;  // the session has ended
   net::drop_counter flows_refused_at_limit{ops::udp_drop::flow_limit};  // rate-limits its warning
   // Bytes its flows hold for targets still being looked up (net::held_datagrams).
   std::shared_ptr<std::size_t> held_bytes = std::make_shared<std::size_t>(0);

@@ -82,12 +82,15 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
 
   // Mux mode: the client is the legacy client tunnel-in accepted (the stream's origin).
   std::optional<target_connection> target;
-  if (!conn->ended) target = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
+  if (!st->failed()) target = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
   dialling = false;
-  // (A dial that won the race with the connection's end left this coroutine marked cancelled.)
+  // (A dial that won the race with the stream's end left this coroutine marked cancelled.)
   co_await asio::this_coro::reset_cancellation_state();
-  if (!target || (!target->ok && conn->ended)) {  // the mux connection ended first
-    ops::log_closed(rec, 0, 0, "mux connection ended while dialling the target", false);
+  if (st->failed()) {  // tunnel-in reset the stream, or the mux connection ended, first
+    ops::log_closed(rec, 0, 0,
+                    mux::ended_with_connection(st->error()) ? "mux connection ended while dialling the target"
+                                                            : "reset by tunnel-in while dialling the target",
+                    false);
     co_return;
   }
   auto& dialed = *target;
@@ -171,9 +174,20 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   // take a while, so allow it the keepalive bound (at least 5 s) before refusing OPENs.
   settings.drain_limit = std::max<std::chrono::milliseconds>(std::chrono::seconds(5), svc.mux.keepalive);
   mux::session session(secure, settings);
-  session.on_accept([&host, conn, ex](std::unique_ptr<mux::stream> st) {
+  session.on_accept([&host, conn, ex, max_streams = settings.max_streams](std::unique_ptr<mux::stream> st) {
+    // Streams count until their coroutine ends, not only while the session knows them: a
+    // stream reset at once must not let its peer start dial after dial.
+    if (conn->stream_cancels.size() >= max_streams) {
+      st->reset(mux::reset_code::limit, "too many streams on this connection");
+      return;
+    }
     ++conn->live_streams;
     auto it = conn->stream_cancels.emplace(conn->stream_cancels.end());
+    // A stream that fails while its target is being dialled (tunnel-in reset it, or the
+    // connection ended) stops the dial there.
+    st->on_failed([it] {
+      if (it->dialling) it->signal.emit(asio::cancellation_type::terminal);
+    });
     asio::co_spawn(ex, serve_stream(host, conn, std::move(st), it->dialling),
                    asio::bind_cancellation_slot(it->signal.slot(), [conn, it, ex](std::exception_ptr e) {
                      if (e) ops::error("stream failed unexpectedly").kv("peer", conn->rec.peer).kv("error", ops::what_of(e));
@@ -188,9 +202,6 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   if (secure.tls().context().replaced()) session.goaway(mux::reset_code::shutdown, "credentials reloaded");
   const std::string reason = co_await session.run();
   host.remove(&session);
-  conn->ended = true;
-  for (auto& c : conn->stream_cancels)
-    if (c.dialling) c.signal.emit(asio::cancellation_type::terminal);
   // Let the streams log their end (they fail at once now) before this connection counts as
   // gone: the shutdown drain waits for connections, not for stream coroutines.
   asio::steady_timer tick(ex);

@@ -34,6 +34,11 @@ const std::error_category& mux_category() {
   return instance;
 }
 
+bool ended_with_connection(const std::error_code& ec) {
+  return ec == errc::connection_lost || ec == errc::keepalive_timeout || ec == errc::protocol ||
+         ec == errc::cut_at_shutdown;
+}
+
 std::error_code error_for(reset_code code) {
   switch (code) {
     case reset_code::cancel: return errc::reset_by_peer;

@@ -26,6 +26,9 @@ const std::error_category& mux_category();
 inline std::error_code make_error_code(errc e) { return {static_cast<int>(e), mux_category()}; }
 // The error a RESET frame with `code` becomes on the receiving side.
 std::error_code error_for(reset_code code);
+// Whether a stream's error is its whole connection's end (lost, timed out, broken, cut),
+// rather than its own RESET.
+bool ended_with_connection(const std::error_code& ec);
 
 }  // namespace tunnel::mux
 

@@ -8,6 +8,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstring>
+#include <utility>
 
 #include "mux/session.hpp"
 
@@ -57,8 +58,10 @@ asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
       if (session_) session_->consumed(*this, n);
       co_return net::io_result{{}, n};
     }
-    if (fin_received_) co_return net::io_result{asio::error::eof, 0};
+    // The error first: a RESET after the FIN dropped what was unread, and the relay must
+    // not take that for a clean end.
     if (error_) co_return net::io_result{error_, 0};
+    if (fin_received_) co_return net::io_result{asio::error::eof, 0};
     if (!session_) co_return net::io_result{errc::connection_lost, 0};
     co_await readable_.async_wait(as_result);
     if (co_await cancelled()) co_return net::io_result{asio::error::operation_aborted, 0};
@@ -122,15 +125,16 @@ void stream::leave(reset_code code, std::string_view reason) {
 }
 
 void stream::deliver(std::span<const std::byte> data) {
-  if (in_begin_ > 0 && in_begin_ >= in_.size() / 2) {
+  // The taken prefix goes once it is half of the buffer, or before the buffer would grow.
+  if (in_begin_ > 0 && (in_begin_ >= in_.size() / 2 || in_.size() + data.size() > in_.capacity())) {
     in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_begin_));
     in_begin_ = 0;
   }
-  // Capacity doubles as usual, but not past twice the window: what is unread is at most the
-  // window, and the taken prefix is compacted once it is half of the buffer.
+  // Capacity doubles as usual, but not past the window: what is unread is at most the
+  // window (a peer sending more is a protocol error before it gets here).
   const std::size_t needed = in_.size() + data.size();
   if (needed > in_.capacity())
-    in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), 2 * std::size_t{window_})));
+    in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), std::size_t{window_})));
   in_.insert(in_.end(), data.begin(), data.end());
   recv_window_ -= static_cast<std::int64_t>(data.size());
   readable_.cancel();
@@ -145,6 +149,7 @@ void stream::fail(std::error_code ec) {
   if (!error_) error_ = ec;
   session_ = nullptr;
   wake();
+  if (auto call = std::exchange(on_failed_, nullptr)) call();
 }
 
 void stream::wake() {

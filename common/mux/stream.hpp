@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,14 @@ class stream {
 
   // Ends the stream with a reason the peer sees (refused, unreachable, timeout, ...).
   void reset(reset_code code, std::string_view reason);
+
+  // `call` runs once, on the session's thread, when the stream fails from outside: the
+  // peer's RESET or the session's end (not this side's own close or reset). E.g. to stop
+  // dialling a target for a stream already gone.
+  void on_failed(std::function<void()> call) { on_failed_ = std::move(call); }
+  // It has: what the relay reads or writes next fails, with error().
+  bool failed() const { return static_cast<bool>(error_); }
+  std::error_code error() const { return error_; }
 
   std::uint32_t id() const { return id_; }
   const std::string& service() const { return service_; }
@@ -71,6 +80,7 @@ class stream {
   bool fin_sent_ = false;
   bool waiting_for_room_ = false;  // listed in the session's waiting_for_room_
   std::error_code error_;
+  std::function<void()> on_failed_;
   // Woken (cancelled) when data, credit, FIN or an error arrives; waits never expire.
   asio::steady_timer readable_, writable_;
 };

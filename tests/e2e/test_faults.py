@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -409,6 +410,32 @@ def test_a_silent_name_server_holds_connections_no_longer_than_the_connect_timeo
         assert dns.count("silent.tunnel.test") == 1, dict(dns.queries)
         out.wait_for_log(lambda r: r.get("msg") == "target unreachable" and r.get("error") == "name lookup timeout")
         assert out.stop() == 0  # with that lookup still blocked in getaddrinfo
+    finally:
+        dns.close()
+
+
+def test_a_stream_reset_while_its_target_is_dialled_stops_the_dial(procs, tmp_dir):
+    """A legacy client resets its connection (RST) while tunnel-out is still dialling the
+    stream's target (its name server is silent): tunnel-in's RESET stops that dial at once,
+    rather than the dial going on for the whole --connect-timeout (and a peer opening and
+    resetting streams in a loop starting dial after dial)."""
+    fake_dns.skip_unless_available(tmp_dir)
+    dns = fake_dns.FakeDns(tmp_dir, answers={}, silent={"silent.tunnel.test"})
+    try:
+        out = procs.tunnel_out("silent.tunnel.test:9", "--connect-timeout", "20s", level="info",
+                               preexec_fn=dns.preexec())
+        tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
+        tin.wait_for_log("mux connection up")
+        s = connect(tin.address)
+        dns.wait_for_query("silent.tunnel.test")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        started = time.monotonic()
+        out.wait_for_log(lambda r: r.get("msg") == "connection closed"
+                         and r.get("reason") == "reset by tunnel-in while dialling the target", timeout=10)
+        assert time.monotonic() - started < 5
+        assert not out.logs_with_msg("target unreachable")
+        assert not out.logs_with_msg("mux connection closed")  # the connection carries on
     finally:
         dns.close()
 

@@ -506,3 +506,71 @@ TEST_CASE("an OPEN with a stream id above 2^31-1 is a protocol error") {
   CHECK(p.server->failure().find("id above 2^31-1") != std::string::npos);
   CHECK(p.streams.empty());
 }
+
+namespace {
+
+asio::awaitable<void> read_result(mux::stream& st, std::error_code& ec, std::size_t& got, bool& done) {
+  std::vector<std::byte> buffer(64 * 1024);
+  for (;;) {
+    const auto r = co_await st.read_some(buffer);
+    got += r.bytes;
+    if (r.ec) {
+      ec = r.ec;
+      break;
+    }
+  }
+  done = true;
+}
+
+asio::awaitable<void> send_then_fin(mux::stream& st, std::string data, bool& done) {
+  co_await st.write_all(bytes(data));
+  co_await st.shutdown_send();
+  done = true;
+}
+
+}  // namespace
+
+TEST_CASE("DATA, FIN, then RESET before the relay read: it reads the reset, not a clean end") {
+  session_pair p;
+  auto st = p.client->open("syslog", "127.0.0.1:4023");
+  REQUIRE(st);
+  bool sent = false;
+  asio::co_spawn(p.io, send_then_fin(*st, std::string(100000, 'r'), sent), asio::detached);
+  REQUIRE(p.run_until([&] { return sent && p.streams.size() == 1; }));
+  p.run_until([&] { return false; }, 50ms);  // the FIN arrives; nobody reads yet
+  st->close();                               // not ended cleanly: RESET
+  p.run_until([&] { return false; }, 50ms);
+  std::error_code ec;
+  std::size_t got = 0;
+  bool done = false;
+  asio::co_spawn(p.io, read_result(*p.streams.front(), ec, got, done), asio::detached);
+  REQUIRE(p.run_until([&] { return done; }));
+  CHECK(ec == mux::errc::reset_by_peer);  // (before: eof, after 0 bytes: a truncated request ended "cleanly")
+  CHECK(got == 0);
+}
+
+TEST_CASE("a stream's receive buffer stays within its window while its relay reads a little at a time") {
+  session_pair p;
+  auto st = p.client->open("syslog", "127.0.0.1:4023");
+  REQUIRE(st);
+  bool written = false;
+  const std::size_t total = 4 * mux::initial_stream_window;
+  asio::co_spawn(p.io, write(*st, std::string(total, 'w'), written), asio::detached);
+  REQUIRE(p.run_until([&] { return p.streams.size() == 1; }));
+  mux::stream& in = *p.streams.front();
+  std::size_t got = 0, largest = 0;
+  while (got < total) {
+    // A little at a time: the taken prefix stays under half of the buffer while the peer,
+    // given back credit, sends more.
+    const std::size_t want = std::min(got + 20 * 1024, total);
+    asio::co_spawn(p.io, read_exactly(in, want, got), asio::detached);
+    REQUIRE(p.run_until([&] { return got == want; }));
+    p.run_until([&] { return false; }, 5ms);
+    largest = std::max(largest, in.receive_buffer_capacity());
+  }
+  CHECK(written);
+  // (Its window may have grown meanwhile: the bound is the largest window granted.)
+  CHECK(largest <= p.server->stats().receive_window);  // (before: up to twice the window)
+  st->close();
+  p.run_until([&] { return false; }, 50ms);
+}
