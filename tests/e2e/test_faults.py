@@ -414,6 +414,16 @@ def test_a_silent_name_server_holds_connections_no_longer_than_the_connect_timeo
         dns.close()
 
 
+def mux_pair_to_a_silent_name(procs, dns):
+    """A mux pair whose tunnel-out target is a name `dns` never answers for (a dial waits
+    out --connect-timeout, 20 s, in the lookup), once its pool connection is up."""
+    out = procs.tunnel_out("silent.tunnel.test:9", "--connect-timeout", "20s", level="info",
+                           preexec_fn=dns.preexec())
+    tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
+    tin.wait_for_log("mux connection up")
+    return out, tin
+
+
 def test_a_stream_reset_while_its_target_is_dialled_stops_the_dial(procs, tmp_dir):
     """A legacy client resets its connection (RST) while tunnel-out is still dialling the
     stream's target (its name server is silent): tunnel-in's RESET stops that dial at once,
@@ -422,10 +432,7 @@ def test_a_stream_reset_while_its_target_is_dialled_stops_the_dial(procs, tmp_di
     fake_dns.skip_unless_available(tmp_dir)
     dns = fake_dns.FakeDns(tmp_dir, answers={}, silent={"silent.tunnel.test"})
     try:
-        out = procs.tunnel_out("silent.tunnel.test:9", "--connect-timeout", "20s", level="info",
-                               preexec_fn=dns.preexec())
-        tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
-        tin.wait_for_log("mux connection up")
+        out, tin = mux_pair_to_a_silent_name(procs, dns)
         s = connect(tin.address)
         dns.wait_for_query("silent.tunnel.test")
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -447,10 +454,7 @@ def test_a_stream_still_dialling_stops_when_its_mux_connection_ends(procs, serve
     fake_dns.skip_unless_available(tmp_dir)
     dns = fake_dns.FakeDns(tmp_dir, answers={}, silent={"silent.tunnel.test"})
     try:
-        out = procs.tunnel_out("silent.tunnel.test:9", "--connect-timeout", "20s", level="info",
-                               preexec_fn=dns.preexec())
-        tin = procs.tunnel_in(out.listen, "--mode", "mux", "--pool", "1", "--threads", "1", level="info")
-        tin.wait_for_log("mux connection up")
+        out, tin = mux_pair_to_a_silent_name(procs, dns)
         with connect(tin.address):
             dns.wait_for_query("silent.tunnel.test")
             tin.kill()
