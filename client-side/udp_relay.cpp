@@ -95,11 +95,21 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
       return;
     }
     auto flow = std::make_unique<udp_flow>(io_, from, held_bytes_);
-    f = flow.get();
-    f->rec.peer = net::describe(from);
-    f->rec.target = svc_.target.to_string();
-    flows_[key] = f;
-    asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
+    udp_flow& fresh = *flow;
+    fresh.rec.peer = net::describe(from);
+    fresh.rec.target = svc_.target.to_string();
+    if (!fresh.queued.push(d))
+      net::log_drop(queue_full_, "datagram dropped: queue full while the DTLS handshake runs", from, d.size());
+    flows_[key] = &fresh;
+    // The flow is not touched after this: co_spawn starts it at once, and it may have
+    // ended (and been freed) before co_spawn returns, e.g. when no connection can carry it.
+    try {
+      asio::co_spawn(io_, run_flow(std::move(flow)), asio::detached);
+    } catch (...) {
+      if (auto it = flows_.find(key); it != flows_.end() && it->second == &fresh) flows_.erase(it);
+      throw;  // (out of memory: the receive loop logs it and loses this datagram)
+    }
+    return;
   }
   if (!f->ready) {
     if (!f->queued.push(d))
@@ -314,10 +324,11 @@ asio::awaitable<void> udp_relay::secure_to_legacy(udp_flow& f) {
       std::error_code rec;
       const std::size_t n = f.secure.receive(asio::buffer(datagram_), 0, rec);
       if (rec == asio::error::would_block) break;
-      // An ICMP port unreachable is no proof that the session is gone: anyone can send one
-      // (spraying the port range ends every flow), so an established flow carries on and
-      // ends, if tunnel-out is really gone, at its idle timeout.
-      if (rec == asio::error::connection_refused) continue;
+      // An ICMP error (port or host unreachable, prohibited, ...) is no proof that the
+      // session is gone: anyone can send one (spraying the port range would end every
+      // flow), so an established flow carries on and ends, if tunnel-out is really gone,
+      // at its idle timeout.
+      if (net::is_icmp_report(rec)) continue;
       if (rec) {
         end(f, rec.message(), false);
         co_return;

@@ -51,9 +51,10 @@ inline void log_oversize(drop_counter& c, const char* what, const std::string& p
 
 // A connected socket's read loop (a flow's socket towards its target): waits for
 // readability, then reads up to `batch` datagrams without blocking into `buffer` and hands
-// each to `on_datagram(span)`. An ICMP error for an earlier send (connection_refused: the
-// target's port is closed for now, it may come back) is skipped. Returns when `stopped`
-// is set, or the socket's error once it fails or is closed.
+// each to `on_datagram(span)`. An ICMP error for an earlier send (is_icmp_report: the
+// target's port is closed for now, a host unreachable, ...; it may come back, and anyone
+// can forge one) is skipped. Returns when `stopped` is set, or the socket's error once it
+// fails or is closed.
 template <class Handler>
 asio::awaitable<std::error_code> receive_connected(udp::socket& socket, std::span<unsigned char> buffer,
                                                    const bool& stopped, int batch, Handler on_datagram) {
@@ -64,7 +65,7 @@ asio::awaitable<std::error_code> receive_connected(udp::socket& socket, std::spa
       std::error_code rec;
       const std::size_t n = socket.receive(asio::buffer(buffer.data(), buffer.size()), 0, rec);
       if (rec == asio::error::would_block) break;
-      if (rec == asio::error::connection_refused) continue;
+      if (is_icmp_report(rec)) continue;
       if (rec) co_return rec;
       on_datagram(std::span<const unsigned char>(buffer.data(), n));
     }

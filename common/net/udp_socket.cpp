@@ -1,6 +1,8 @@
 #include "net/udp_socket.hpp"
 
 #include <asio/buffer.hpp>
+#include <asio/error.hpp>
+#include <cerrno>
 #include <stdexcept>
 #include <vector>
 
@@ -86,6 +88,26 @@ asio::awaitable<std::error_code> connect_udp(udp::socket& s, const address& to, 
 
 std::string connect_udp_error(const std::error_code& ec) {
   return ec == asio::error::timed_out ? "name lookup timeout" : ec.message();
+}
+
+bool is_icmp_report(const std::error_code& ec) {
+  // (Asio reports socket errors in its own system category, not std::system_category.)
+  if (ec.category() != asio::error::get_system_category() && ec.category() != std::system_category()) return false;
+  switch (ec.value()) {  // what Linux makes of ICMP and ICMPv6 errors (icmp_err_convert, icmpv6_err_convert)
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENONET:
+    case ENOPROTOOPT:
+    case EMSGSIZE:
+    case EOPNOTSUPP:
+    case EACCES:
+    case EPROTO:
+      return true;
+    default:
+      return false;
+  }
 }
 
 std::string endpoint_key(const udp::endpoint& ep) {

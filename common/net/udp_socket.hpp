@@ -46,6 +46,12 @@ asio::awaitable<std::error_code> connect_udp(udp::socket& s, const address& to, 
 // What a failed connect_udp says in a log line ("name lookup timeout", as TCP's dial).
 std::string connect_udp_error(const std::error_code& ec);
 
+// Whether `ec`, from a connected UDP socket, reports an ICMP error about an earlier
+// datagram (port or host unreachable, administratively prohibited, fragmentation needed,
+// parameter problem, ...) rather than a fault of the socket. Anyone who can guess the
+// addresses and ports can send one, so it ends nothing.
+bool is_icmp_report(const std::error_code& ec);
+
 // A compact, hashable key for an endpoint: family, address bytes, port. Also what DTLS
 // cookies bind to (mbedtls_ssl_set_client_transport_id). Equal endpoints give equal keys.
 std::string endpoint_key(const udp::endpoint& ep);

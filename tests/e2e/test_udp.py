@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +96,55 @@ def test_a_named_target_is_looked_up_for_every_flow(procs, tmp_dir):
         dns.close()
         first.close()
         second.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _forged_unreachable(code: int, sport: int, dport: int) -> bytes:
+    """An ICMP destination-unreachable with `code`, quoting a UDP datagram from
+    127.0.0.1:sport to 127.0.0.1:dport, as a router on the path (or anyone) could send."""
+    lo = socket.inet_aton("127.0.0.1")
+    inner_ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + 8, 0, 0, 64, socket.IPPROTO_UDP, 0, lo, lo)
+    inner_ip = inner_ip[:10] + struct.pack("!H", _checksum(inner_ip)) + inner_ip[12:]
+    quoted = inner_ip + struct.pack("!HHHH", sport, dport, 16, 0) + b"\0" * 8
+    header = struct.pack("!BBHI", 3, code, 0, 0)
+    return struct.pack("!BBHI", 3, code, _checksum(header + quoted), 0) + quoted
+
+
+def _connected_udp_ports(to_port: int) -> list[int]:
+    """Local ports of the loopback UDP sockets connected to 127.0.0.1:to_port."""
+    ports = []
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if remote == f"0100007F:{to_port:04X}":
+            ports.append(int(local.split(":")[1], 16))
+    return ports
+
+
+@dtls_only("ICMP errors about DTLS datagrams; over TLS the path is TCP")
+def test_forged_icmp_errors_do_not_end_an_established_flow(procs, echo, client):
+    """ICMP errors quoting a flow's datagrams to tunnel-out (host unreachable,
+    administratively prohibited, protocol unreachable: each makes the kernel fail the next
+    receive) are no proof the session is gone, and anyone can send them: the flow carries
+    on."""
+    out, tin = udp_pair(procs, echo.address, level="info")
+    assert ping(client, tin.listen, b"before") == b"before"
+    out_port = int(out.listen.rpartition(":")[2])
+    ports = _connected_udp_ports(out_port)
+    assert len(ports) == 1, ports
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw:
+        for code in (1, 13, 2):
+            raw.sendto(_forged_unreachable(code, ports[0], out_port), ("127.0.0.1", 0))
+            time.sleep(0.1)
+            assert ping(client, tin.listen, f"after {code}".encode()) == f"after {code}".encode()
+    assert count(tin, "flow closed") == 0
 
 
 @dtls_only("a lossy UDP path between the tunnels; over TLS that path is TCP")
