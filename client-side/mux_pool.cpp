@@ -28,6 +28,10 @@ using clock = std::chrono::steady_clock;
 // Reconnect backoff after failures: doubling from 200 ms to 10 s, each wait drawn from
 // [half, whole] so that many tunnel-ins restarting together do not reconnect in step.
 constexpr std::chrono::milliseconds backoff_min = 200ms, backoff_max = 10s;
+// A connection tunnel-out ends (or sends GOAWAY on) sooner than this after it came up does
+// not reset the backoff: a broken or hostile tunnel-out that answers the first ping and
+// then hangs up must not have every slot handshake again in a tight loop.
+constexpr std::chrono::milliseconds least_healthy_life = 1s;
 
 std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
   static thread_local std::mt19937 rng{std::random_device{}()};
@@ -210,6 +214,7 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
             .kv("cipher", attempt.secure->tls().ciphersuite());
         auto ended = std::make_shared<bool>(false);
         mux::session* s = launch(ws, std::move(attempt.secure), svc, sl, ended);
+        const auto up_at = std::chrono::steady_clock::now();
         bool was_ready = false;
         // Wait until the session stops taking streams; it then finishes its streams on its
         // own while this slot brings up the replacement (make before break).
@@ -225,6 +230,8 @@ asio::awaitable<void> run_slot(std::shared_ptr<worker_state> ws, std::shared_ptr
         if (!*ended) was_ready = was_ready || s->ready();
         // (Logged as it closed: "mux connection closed".)
         if (!was_ready) failure = "session failed before tunnel-out answered", session_failed = true;
+        else if ((*ended || s->retired_by_peer()) && std::chrono::steady_clock::now() - up_at < least_healthy_life)
+          failure = "tunnel-out ended the connection within a second of its start", session_failed = true;
       }
     } catch (const std::exception& e) {
       // (Out of memory setting up TLS or a session.) The slot carries on after a backoff.

@@ -109,6 +109,7 @@ class session {
   bool usable() const;                   // open() would succeed
   bool ended() const { return ended_; }
   bool retiring() const { return goaway_sent_ || goaway_received_; }
+  bool retired_by_peer() const { return goaway_received_ && !goaway_sent_; }
   std::size_t stream_count() const { return streams_.size(); }
   std::size_t flow_count() const { return flows_.size(); }
   // Why the session failed ("" while it has not).

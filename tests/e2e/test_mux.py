@@ -249,6 +249,26 @@ def test_connections_arriving_while_the_pool_connects_wait_for_it(procs, servers
         assert len(out.logs_with_msg("mux connection authorized")) == 1
 
 
+def test_a_tunnel_out_that_hangs_up_at_once_is_not_redialled_in_a_tight_loop(procs, servers):
+    """tunnel-out retires every connection moments after it comes up (a SIGHUP reload every
+    100 ms sends GOAWAY on all of them, as a broken or hostile tunnel-out might): tunnel-in's
+    slots back off instead of handshaking again at once each time, and traffic still
+    flows."""
+    target = servers.echo()
+    out, tin = mux_pair(procs, target, pool=1)
+    before = len(out.logs_with_msg("mux connection authorized"))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        out.signal(signal.SIGHUP)
+        time.sleep(0.1)
+    handshakes = len(out.logs_with_msg("mux connection authorized")) - before
+    # At once after each of some 30 GOAWAYs, it would be about 30; backing off from 200 ms
+    # and doubling, it is a handful.
+    print(f"\n{handshakes} handshakes in 3 s of reloads")
+    assert handshakes <= 10, handshakes
+    assert echo_roundtrip(tin.address, b"still carried") == b"still carried"
+
+
 def test_raw_mode_client_still_gets_plain_tls(procs, servers):
     target = servers.echo()
     out = procs.tunnel_out(target.address, level="info")
