@@ -15,6 +15,7 @@
 #include "net/udp_socket.hpp"
 #include "ops/flow_log.hpp"
 #include "tls/dtls_engine.hpp"
+#include "tls/handshake_flight.hpp"
 
 namespace tunnel::client {
 
@@ -33,6 +34,7 @@ struct udp_flow {
   // Wakes the flow's coroutine when a deadline may have moved or the flow has ended.
   asio::steady_timer wake;
   net::held_datagrams queued;  // legacy datagrams awaiting the handshake
+  tls::flight_guard flights;   // a flight a copied or forged record asked for again is not resent
   clock::time_point started = clock::now();
   clock::time_point last_activity = clock::now();
   bool ready = false;  // handshake done: datagrams go straight through

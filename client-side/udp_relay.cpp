@@ -262,6 +262,8 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
       break;
     }
     const int rc = f.tls->handshake();
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ && !f.tls->output().empty() && !f.flights.allow(f.tls->output()))
+      f.tls->output().clear();
     flush(f);
     if (rc == 0 && f.tls->overtaken_by_reload()) {
       failure = tls::tls_context::overtaken_refusal;

@@ -15,6 +15,7 @@
 #include "net/udp_socket.hpp"
 #include "ops/flow_log.hpp"
 #include "tls/dtls_engine.hpp"
+#include "tls/handshake_flight.hpp"
 
 namespace tunnel::server {
 
@@ -45,10 +46,7 @@ struct udp_flow {
   clock::time_point started = clock::now();
   clock::time_point last_activity = clock::now();
   bool authorized = false;
-  // The last handshake flight sent (record sequence numbers left out) and when: the same
-  // flight again within a moment is a resend a copied record asked for (handshake_flight.hpp).
-  std::uint64_t last_flight = 0;
-  clock::time_point last_flight_at{};
+  tls::flight_guard flights;  // a flight a copied record asked for again is not resent
   bool holds_slot = false;  // counted in --max-flows (from authorization on)
   // While the handshake runs: this flow's place among the relay's half-open ones.
   std::optional<std::list<udp_flow*>::iterator> half_open;

@@ -36,9 +36,6 @@ void warn_handshake_failed(const udp_flow& f, std::string_view reason) {
 constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
-// The same handshake flight is sent again at most this often (mbedTLS's own retransmission
-// timer starts at 1 s, so its resends are never held back).
-constexpr auto resend_interval = std::chrono::milliseconds(500);
 
 // Datagrams handled per wake-up of one socket before yielding, so one busy flow cannot
 // starve the others on the thread.
@@ -336,19 +333,10 @@ void udp_relay::send_to_target(udp_flow& f, std::span<const unsigned char> d) {
 }
 
 void udp_relay::send_to_peer(udp_flow& f) {
-  if (!f.tls->handshake_done() && !f.tls->output().empty()) {
-    // mbedTLS resends its whole last flight for every copy of the peer's last handshake
-    // record, and anyone can copy one (the address passed the cookie, so only that peer is
-    // hit). A real peer asks again only after its retransmission timer (1 s and up); the
-    // same flight again sooner than that is not sent.
-    const auto now = clock::now();
-    const std::uint64_t flight = tls::flight_fingerprint(f.tls->output());
-    if (flight == f.last_flight && now - f.last_flight_at < resend_interval) {
-      f.tls->output().clear();
-      return;
-    }
-    f.last_flight = flight;
-    f.last_flight_at = now;
+  // (The peer's address passed the cookie, so copied records can aim resends at it only.)
+  if (!f.tls->handshake_done() && !f.tls->output().empty() && !f.flights.allow(f.tls->output())) {
+    f.tls->output().clear();
+    return;
   }
   for (const auto& out : f.tls->output())
     if (net::send_datagram(socket_, out, f.peer)) net::log_drop(send_failed_, "datagram dropped: send failed", f.peer, out.size());

@@ -130,6 +130,23 @@ class LossyRelay(_Threaded):
         with self._lock:
             return sum(1 for g in self.gated if g[0] == direction)
 
+    def pass_kept(self) -> list[bytes]:
+        """Sends what the gates kept, in order, and keeps them closed; returns what went."""
+        with self._lock:
+            kept, self.gated = self.gated, []
+            for direction, *_ in kept:
+                self.passed[direction] += 1
+                self.gates[direction] += 1
+        for _, sock, data, to in kept:
+            sock.sendto(data, to)
+        return [data for _, _, data, _ in kept]
+
+    def send_to_client(self, data: bytes) -> None:
+        """Sends `data` to the (one) client as if from upstream."""
+        with self._lock:
+            (client,) = self.clients
+        self.down.sendto(data, client)
+
     def release(self) -> None:
         """Opens the gates and sends what they kept, in order."""
         with self._lock:

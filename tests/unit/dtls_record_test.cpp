@@ -118,3 +118,27 @@ TEST_CASE("a resent handshake flight has the fingerprint of the first; another f
   CHECK(tunnel::tls::flight_fingerprint(first) != tunnel::tls::flight_fingerprint(other));
   CHECK(tunnel::tls::flight_fingerprint({}) == 0);
 }
+
+TEST_CASE("a resent flight's encrypted Finished counts by its length, and the guard lets one resend through per interval") {
+  const auto record = [](unsigned char epoch, unsigned char seq, std::vector<unsigned char> body) {
+    std::vector<unsigned char> r = {22, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, seq, 0, static_cast<unsigned char>(body.size())};
+    r.insert(r.end(), body.begin(), body.end());
+    return r;
+  };
+  const auto flight = [&](unsigned char seq, std::vector<unsigned char> finished) {
+    auto d = record(0, seq, {11, 0, 1});  // a Certificate, in clear
+    const auto fin = record(1, 0, std::move(finished));  // encrypted afresh in every resend
+    d.insert(d.end(), fin.begin(), fin.end());
+    return std::vector<std::vector<unsigned char>>{d};
+  };
+  using tunnel::tls::flight_fingerprint;
+  CHECK(flight_fingerprint(flight(1, {0xaa, 0xbb})) == flight_fingerprint(flight(5, {0x17, 0x42})));
+  CHECK(flight_fingerprint(flight(1, {0xaa, 0xbb})) != flight_fingerprint(flight(1, {0xaa, 0xbb, 0xcc})));
+
+  tunnel::tls::flight_guard guard;
+  const auto t0 = tunnel::tls::flight_guard::clock::now();
+  CHECK(guard.allow(flight(1, {1, 2}), t0));
+  CHECK_FALSE(guard.allow(flight(2, {3, 4}), t0 + std::chrono::milliseconds(100)));  // a copy asked again
+  CHECK(guard.allow(flight(3, {5, 6}), t0 + std::chrono::milliseconds(600)));        // after the interval
+  CHECK(guard.allow(flight(4, {7, 8, 9}), t0 + std::chrono::milliseconds(650)));     // another flight
+}
