@@ -130,11 +130,13 @@ void stream::deliver(std::span<const std::byte> data) {
     in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_begin_));
     in_begin_ = 0;
   }
-  // Capacity doubles as usual, but not past the window: what is unread is at most the
-  // window (a peer sending more is a protocol error before it gets here).
+  // Capacity doubles as usual, up to one and a half windows: what is unread is at most the
+  // window (a peer sending more is a protocol error before it gets here), and the half
+  // window of room spares a relay that lags by most of a window from moving all it has
+  // not read for every frame that arrives.
   const std::size_t needed = in_.size() + data.size();
   if (needed > in_.capacity())
-    in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), std::size_t{window_})));
+    in_.reserve(std::max(needed, std::min<std::size_t>(2 * in_.capacity(), std::size_t{window_} * 3 / 2)));
   in_.insert(in_.end(), data.begin(), data.end());
   recv_window_ -= static_cast<std::int64_t>(data.size());
   readable_.cancel();

@@ -549,7 +549,7 @@ TEST_CASE("DATA, FIN, then RESET before the relay read: it reads the reset, not 
   CHECK(got == 0);
 }
 
-TEST_CASE("a stream's receive buffer stays within its window while its relay reads a little at a time") {
+TEST_CASE("a stream's receive buffer stays within one and a half windows while its relay reads a little at a time") {
   session_pair p;
   auto st = p.client->open("syslog", "127.0.0.1:4023");
   REQUIRE(st);
@@ -569,8 +569,8 @@ TEST_CASE("a stream's receive buffer stays within its window while its relay rea
     largest = std::max(largest, in.receive_buffer_capacity());
   }
   CHECK(written);
-  // (Its window may have grown meanwhile: the bound is the largest window granted.)
-  CHECK(largest <= p.server->stats().receive_window);  // (before: up to twice the window)
+  // (Its window may have grown meanwhile: the bound is from the largest window granted.)
+  CHECK(largest <= p.server->stats().receive_window * 3 / 2);  // (before: up to twice the window)
   st->close();
   p.run_until([&] { return false; }, 50ms);
 }
