@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -121,16 +120,7 @@ void resolve(const std::string& host, lookup& l) noexcept {
   // Each waiter's timer is cancelled on its own executor, where its coroutine runs; a
   // coroutine already gone took its entry out (waiter_entry's destructor, under l.m), and
   // an event loop being destroyed has closed its gate.
-  for (auto& w : l.waiters) {
-    std::lock_guard open(w.gate->m);
-    if (w.gate->closed) continue;
-    try {
-      asio::post(w.executor, [wake = w.wake] {
-        if (auto t = wake.lock()) t->cancel();
-      });
-    } catch (const std::exception&) {  // out of memory: that waiter waits out its timeout
-    }
-  }
+  for (auto& w : l.waiters) wake_waiter(*w.gate, w.executor, w.wake);  // (out of memory: it waits out its timeout)
   l.waiters.clear();
 }
 

@@ -56,6 +56,17 @@ std::shared_ptr<wakeup_gate> gate_of(const asio::any_io_executor& ex) {
   return asio::use_service<wakeup_gate_service>(asio::query(ex, asio::execution::context)).gate;
 }
 
+void wake_waiter(wakeup_gate& gate, const asio::any_io_executor& ex, const std::weak_ptr<asio::steady_timer>& timer) noexcept {
+  std::lock_guard open(gate.m);
+  if (gate.closed) return;
+  try {
+    asio::post(ex, [timer] {
+      if (auto t = timer.lock()) t->cancel();
+    });
+  } catch (...) {
+  }
+}
+
 asio::awaitable<bool> run_off_loop(std::function<void()> work) {
   const auto ex = co_await asio::this_coro::executor;
   auto gate = gate_of(ex);
@@ -69,14 +80,7 @@ asio::awaitable<bool> run_off_loop(std::function<void()> work) {
       }
       std::lock_guard lk(state->m);
       state->done = true;
-      std::lock_guard open(gate->m);
-      if (gate->closed) return;
-      try {
-        asio::post(ex, [weak] {
-          if (auto t = weak.lock()) t->cancel();
-        });
-      } catch (...) {  // out of memory: the waiter is never woken (it ends with its loop)
-      }
+      wake_waiter(*gate, ex, weak);  // (out of memory: never woken; it ends with its loop)
     });
   } catch (...) {  // no thread (std::system_error) or no memory for one
     co_return false;

@@ -4,6 +4,7 @@
 // that waits for it keeps serving, and is woken once the work is done.
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,10 @@ struct wakeup_gate {
 
 // The gate of the event loop `ex` runs on (one per io_context, made on first use).
 std::shared_ptr<wakeup_gate> gate_of(const asio::any_io_executor& ex);
+
+// From another thread: cancels `timer` (what a coroutine on `ex`'s loop waits on) by a post
+// to that loop, unless its gate has closed or the timer is gone. Nothing when out of memory.
+void wake_waiter(wakeup_gate& gate, const asio::any_io_executor& ex, const std::weak_ptr<asio::steady_timer>& timer) noexcept;
 
 // Starts `body` on a detached thread that takes no signals, so that signals sent to the
 // process (SIGTERM, SIGHUP) always go to an event loop that can handle them at once.
