@@ -201,6 +201,7 @@ void session::forget(stream& s) {
   const std::size_t unread = s.in_.size() - s.in_begin_;
   streams_.erase(s.id());
   if (unread > 0 && !ended_) return_connection_credit(unread);
+  if (!ended_) wake_streams();  // it may have been woken for credit it never used
   changed();
   maybe_finish();
 }
@@ -466,13 +467,19 @@ void session::on_data(const frame& f) {
     return;
   }
   auto it = streams_.find(f.stream);
-  if (it == streams_.end() || it->second->fin_received_) {
+  if (it == streams_.end()) {
     // A stream we already dropped: its bytes still used connection credit; give it back.
     // (Not measured by the tuner: only bytes a reader will take may grow windows.)
     return_connection_credit(static_cast<std::size_t>(n));
     return;
   }
   stream& s = *it->second;
+  if (s.fin_received_) {
+    // The peer said its direction had ended: bytes after that are no part of the stream,
+    // and a peer that sends them is not following the protocol.
+    protocol_error("DATA after FIN on stream " + std::to_string(f.stream));
+    return;
+  }
   if (n > s.recv_window_) {
     protocol_error("peer exceeded a stream window");
     return;
@@ -529,7 +536,12 @@ void session::on_window(const frame& f) {
 }
 
 void session::on_goaway(const frame& f) {
+  // Only a GOAWAY that says something new is acted on: the first, or one that takes back
+  // streams an earlier one let through. A peer repeating it costs no scan of the streams.
+  const bool news = !goaway_received_ || f.last_stream < goaway_last_stream_ || f.code == reset_code::protocol;
+  if (!news) return;
   goaway_received_ = true;
+  goaway_last_stream_ = f.last_stream;
   // The peer found us breaking the protocol (an older peer meeting frames it does not know,
   // most likely): say so, rather than "closed" when it hangs up.
   if (f.code == reset_code::protocol) {
@@ -572,15 +584,22 @@ void session::wait_for_room(stream& s) {
 }
 
 void session::wake_streams() {
-  if (waiting_for_room_.empty()) return;
-  std::vector<std::uint32_t> waiting;
-  waiting.swap(waiting_for_room_);
-  for (const std::uint32_t id : waiting) {
+  // As many streams as the connection credit can serve, a frame's worth each and first come
+  // first served: a peer that grants credit a few bytes at a time wakes one stream per
+  // WINDOW frame, not every stream that waits. A woken stream that finds nothing left waits
+  // again at the back; the writer wakes the next ones after each send (and forget() when a
+  // woken stream goes without writing), so credit left over is never stranded.
+  if (send_credit_ <= 0) return;
+  auto budget = static_cast<std::size_t>((send_credit_ + max_payload - 1) / max_payload);
+  while (budget > 0 && !waiting_for_room_.empty()) {
+    const std::uint32_t id = waiting_for_room_.front();
+    waiting_for_room_.pop_front();
     auto it = streams_.find(id);
     if (it == streams_.end()) continue;
     it->second->waiting_for_room_ = false;
     it->second->writable_.cancel();
     ++stats_.room_wakeups;
+    --budget;
   }
 }
 

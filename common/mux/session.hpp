@@ -12,6 +12,7 @@
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -177,7 +178,7 @@ class session {
   std::unordered_map<std::uint32_t, stream*> streams_;
   // Streams waiting for room, by id (an id is never reused, so one that has gone is
   // skipped). Waking only these keeps a write's cost independent of the idle streams.
-  std::vector<std::uint32_t> waiting_for_room_;
+  std::deque<std::uint32_t> waiting_for_room_;
   std::unordered_map<std::uint32_t, flow*> flows_;
   std::uint32_t next_flow_id_ = 1;   // client: next flow id
   std::uint32_t last_peer_flow_ = 0; // server: highest flow id opened by the peer
@@ -206,6 +207,7 @@ class session {
   std::uint64_t ping_counter_ = 0;
   bool ready_ = false, running_ = false, ended_ = false, closing_ = false;
   bool goaway_sent_ = false, goaway_received_ = false;
+  std::uint32_t goaway_last_stream_ = 0;  // the peer's GOAWAY: the lowest last stream id it gave
   bool close_sent_ = false, peer_closed_ = false;  // close_notify each way
   std::chrono::steady_clock::time_point close_sent_at_;
   std::string failure_;              // the first failure, which ends the session

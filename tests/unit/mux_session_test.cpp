@@ -574,3 +574,72 @@ TEST_CASE("a stream's receive buffer stays within one and a half windows while i
   st->close();
   p.run_until([&] { return false; }, 50ms);
 }
+
+TEST_CASE("DATA after the peer's FIN on a stream is a protocol error") {
+  session_pair p({}, {}, false, session_pair::raw_side::client);
+  std::vector<std::byte> frames;
+  mux::encode_open(frames, 1, "syslog", "127.0.0.1:4051");
+  mux::encode_data(frames, 1, bytes("before"));
+  mux::encode_fin(frames, 1);
+  mux::encode_data(frames, 1, bytes("after the end"));
+  bool sent = false;
+  asio::co_spawn(p.io, send_raw(*p.client_tls, frames, sent), asio::detached);
+  REQUIRE(p.run_until([&] { return !p.server->failure().empty(); }));
+  CHECK(p.server->failure().find("DATA after FIN on stream 1") != std::string::npos);
+}
+
+TEST_CASE("a repeated GOAWAY changes nothing; one that takes back streams fails those") {
+  session_pair p({}, {}, false, session_pair::raw_side::server);
+  std::vector<std::unique_ptr<mux::stream>> open;
+  for (int i = 0; i < 4; ++i) open.push_back(p.client->open("syslog", "127.0.0.1:4052"));
+  std::vector<std::byte> frames;
+  for (int i = 0; i < 1000; ++i) mux::encode_goaway(frames, 3, mux::reset_code::shutdown, "going");
+  bool sent = false;
+  asio::co_spawn(p.io, send_raw(*p.server_tls, frames, sent), asio::detached);
+  REQUIRE(p.run_until([&] { return sent && p.client->stream_count() == 3; }));
+  p.run_until([&] { return false; }, 50ms);
+  CHECK(p.client->stream_count() == 3);  // streams 1-3 stay: the server saw them
+  CHECK(p.client->failure().empty());
+  std::vector<std::byte> lower;
+  mux::encode_goaway(lower, 1, mux::reset_code::shutdown, "going sooner");
+  bool sent_lower = false;
+  asio::co_spawn(p.io, send_raw(*p.server_tls, lower, sent_lower), asio::detached);
+  CHECK(p.run_until([&] { return p.client->stream_count() == 1; }));
+}
+
+TEST_CASE("connection credit granted a few bytes at a time wakes one waiting stream per grant, and none is stranded") {
+  // (Declared before the pair: the writers refer to them until the pair's end stops them.)
+  std::array<bool, 116> done{};
+  std::vector<std::unique_ptr<mux::stream>> streams;
+  session_pair p({}, {}, false, session_pair::raw_side::server);
+  std::vector<seen_frame> seen;
+  asio::co_spawn(p.io, collect_frames(*p.server_tls, seen), asio::detached);
+  const auto start = [&](std::size_t i, std::size_t size) {
+    streams.push_back(p.client->open("syslog", "127.0.0.1:4053"));
+    REQUIRE(streams.back());
+    asio::co_spawn(p.io, write(*streams.back(), std::string(size, 'x'), done[i]), asio::detached);
+  };
+  // Sixteen streams use up the connection's 4 MiB of credit; a hundred more then wait for it.
+  for (std::size_t i = 0; i < 16; ++i) start(i, mux::initial_stream_window);
+  REQUIRE(p.run_until([&] { return std::all_of(done.begin(), done.begin() + 16, [](bool d) { return d; }); }));
+  REQUIRE(p.client->connection_credit() == 0);
+  for (std::size_t i = 16; i < done.size(); ++i) start(i, 100);
+  p.run_until([&] { return false; }, 50ms);
+  const auto before = p.client->stats().room_wakeups;
+  std::vector<std::byte> grants;
+  for (int i = 0; i < 50; ++i) mux::encode_window(grants, 0, 1);
+  bool sent = false;
+  asio::co_spawn(p.io, send_raw(*p.server_tls, grants, sent), asio::detached);
+  REQUIRE(p.run_until([&] { return sent; }));
+  p.run_until([&] { return false; }, 100ms);
+  // One stream per grant (each takes its byte); waking all who wait would be 100 per grant.
+  CHECK(p.client->stats().room_wakeups - before <= 50);
+  CHECK(p.client->connection_credit() == 0);
+  // Then enough credit for all: every waiting stream gets its bytes out.
+  std::vector<std::byte> enough;
+  mux::encode_window(enough, 0, 100 * 100);
+  bool sent_enough = false;
+  asio::co_spawn(p.io, send_raw(*p.server_tls, enough, sent_enough), asio::detached);
+  CHECK(p.run_until([&] { return std::all_of(done.begin(), done.end(), [](bool d) { return d; }); }));
+  CHECK(p.client->failure().empty());
+}
