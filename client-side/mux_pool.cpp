@@ -364,6 +364,14 @@ mux::session* mux_pool::pick(const asio::any_io_executor& ex) {
   return best;
 }
 
+mux::session* mux_pool::still_usable(const asio::any_io_executor& ex, const mux::session* s) {
+  auto* ws = local(ex);
+  if (!ws || !s) return nullptr;
+  for (auto& e : ws->sessions)
+    if (e.session == s) return e.session->usable() ? e.session : nullptr;
+  return nullptr;
+}
+
 namespace {
 // A free coroutine, not a capturing coroutine lambda: GCC 12 mishandles the latter.
 asio::awaitable<void> wait_for_settling(mux_pool::worker_state& ws) {

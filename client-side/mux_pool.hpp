@@ -60,6 +60,9 @@ class mux_pool {
   // On the calling worker's thread: a ready session with room (pool slots before
   // adopted ones, then fewest streams and flows), or nullptr.
   mux::session* pick(const asio::any_io_executor& ex);
+  // On the calling worker's thread: `s` if it is still one of this worker's sessions and
+  // takes new streams (answered or not), else nullptr. For a session found before a wait.
+  mux::session* still_usable(const asio::any_io_executor& ex, const mux::session* s);
   // Like pick, but while a pool connection on this worker is being set up (start-up,
   // reconnect), waits for it up to `limit` rather than paying for a connection of its own.
   asio::awaitable<mux::session*> pick_or_wait(std::chrono::milliseconds limit);

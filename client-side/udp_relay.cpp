@@ -40,7 +40,8 @@ udp_relay::udp_relay(asio::io_context& io, const config::service& svc, std::shar
       tls_leg_(tls.leg),
       tls_source_(std::move(tls.source)),
       pool_(tls.pool),
-      on_tls_(svc.udp.over_tls) {}
+      on_tls_(svc.udp.over_tls),
+      tls_attempt_done_(io_, asio::steady_timer::time_point::max()) {}
 
 udp_relay::~udp_relay() = default;
 
@@ -253,6 +254,8 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
   using namespace asio::experimental::awaitable_operators;
   const auto limit = f.started + svc_.limits.handshake;
   std::string failure;
+  std::string icmp;  // an ICMP error reported meanwhile (no proof of anything on its own)
+  bool fed = false;  // a datagram from tunnel-out went to mbedTLS since its last step
   int taken = 0;  // receive attempts: every batch-th waits instead
   while (!f.ended) {
     // Another flow found UDP blocked and the service moved to TLS: a flow that has heard
@@ -262,6 +265,12 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
       break;
     }
     const int rc = f.tls->handshake();
+    // Heard from tunnel-out: its first handshake message was taken, or what it sent ended
+    // the handshake (an alert, a certificate refused). Junk from its address is no answer:
+    // it must not keep a flow whose UDP path is blocked from falling back to TLS.
+    if (f.tls->server_answered() || (fed && rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_TIMEOUT))
+      f.heard = true;
+    fed = false;
     if (rc == MBEDTLS_ERR_SSL_WANT_READ && !f.tls->output().empty() && !f.flights.allow(f.tls->output()))
       f.tls->output().clear();
     flush(f);
@@ -278,6 +287,7 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
     const auto now = clock::now();
     if (now >= limit) {
       failure = f.heard ? std::string("handshake timeout") : no_answer(svc_.limits.handshake);
+      if (!f.heard && !icmp.empty()) failure += " (" + icmp + ")";
       break;
     }
     // Take what has already arrived before waiting, a batch at a time: datagrams that keep
@@ -287,12 +297,24 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
     std::size_t n = 0;
     if (++taken % batch != 0) n = f.secure.receive(asio::buffer(datagram_), 0, rec);
     if (!rec) {
-      f.heard = true;
       f.tls->feed(std::span<const unsigned char>(datagram_.data(), n));
+      fed = true;
+      continue;
+    }
+    if (net::is_icmp_report(rec)) {
+      icmp = rec == asio::error::connection_refused ? "ICMP: port closed" : "ICMP: " + rec.message();
+      // With a TLS leg, at once over TLS: still tunnel-out, still authenticated, so a forged
+      // ICMP error can move the flow but not expose it. Without one, anyone could end every
+      // handshake by spraying ICMP errors over the port range: carry on to the deadline.
+      if (tls_leg_ && !f.heard) {
+        failure = "tunnel-out refused (port closed)";
+        if (rec != asio::error::connection_refused) failure = icmp;
+        break;
+      }
       continue;
     }
     if (rec != asio::error::would_block) {
-      failure = rec == asio::error::connection_refused ? "tunnel-out refused (port closed)" : rec.message();
+      failure = rec.message();
       break;
     }
     f.wake.expires_at(std::min(limit, std::max(f.tls->timer_deadline(), now + timer_recheck)));

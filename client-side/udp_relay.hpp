@@ -76,6 +76,10 @@ class udp_relay {
   void send_over_tls(udp_flow& f, std::span<const unsigned char> d);
   void from_tunnel(udp_flow& f, std::span<const std::byte> d);
   void tls_failed(udp_flow& f, const std::string& reason, const std::string& identity);
+  // acquire_session for a flow, one attempt at a time for the whole service: a flow that
+  // needs a connection while another's attempt is under way waits for it and shares its
+  // outcome (the session, or the failure) instead of dialling one of its own.
+  asio::awaitable<acquired_session> shared_session(udp_flow& f);
 
   asio::io_context& io_;
   const config::service& svc_;
@@ -87,6 +91,13 @@ class udp_relay {
   std::shared_ptr<tls::context_source> tls_source_;
   mux_pool* pool_;
   bool on_tls_ = false;  // new flows go over TLS: --udp-over-tls, or since a fallback
+  // shared_session: the attempt under way, how many have ended, and the last one's failure
+  // ("" when it gave a session). tls_attempt_done_ wakes its waiters when it ends.
+  bool tls_attempt_under_way_ = false;
+  std::uint64_t tls_attempts_ended_ = 0;
+  tunnel_attempt last_tls_failure_;
+  const mux::session* last_tls_session_ = nullptr;  // what the last attempt gave (maybe gone since)
+  asio::steady_timer tls_attempt_done_;
   std::unordered_map<std::string, udp_flow*> flows_;
   // One thread, and each datagram is finished before the next wait: one buffer per
   // direction serves every flow.

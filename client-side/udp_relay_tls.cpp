@@ -7,6 +7,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -53,8 +54,7 @@ asio::awaitable<mux::session*> udp_relay::fall_back(udp_flow& f) {
       .kv("connect", f.rec.target)
       .kv("tls", tls_leg_->target.to_string())
       .kv("reason", f.silence);
-  const auto context = tls_source_->current();  // named: see acquire_session
-  auto got = co_await acquire_session(*pool_, *tls_leg_, context);
+  auto got = co_await shared_session(f);
   if (f.ended) {
     if (got.attempt.secure) got.attempt.secure->close();
     co_return nullptr;
@@ -72,6 +72,52 @@ asio::awaitable<mux::session*> udp_relay::fall_back(udp_flow& f) {
   }
   // The service switches once this flow is authorized over TLS (run_tls_flow).
   co_return got.session;
+}
+
+asio::awaitable<acquired_session> udp_relay::shared_session(udp_flow& f) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  using namespace asio::experimental::awaitable_operators;
+  // A new flow costs its sender one datagram, from any address it cares to forge: a burst
+  // of them must not become a burst of TLS handshakes (nor of connections kept afterwards).
+  if (tls_attempt_under_way_) {
+    const std::uint64_t ended_before = tls_attempts_ended_;
+    f.wake.expires_at(asio::steady_timer::time_point::max());  // (the handshake left a deadline on it)
+    while (tls_attempts_ended_ == ended_before && !f.ended)
+      co_await (tls_attempt_done_.async_wait(as_result) || f.wake.async_wait(as_result));
+    acquired_session shared;
+    if (f.ended) co_return shared;
+    // The attempt's session (its flows wait for its first answer themselves), else any.
+    const auto ex = co_await asio::this_coro::executor;
+    shared.session = pool_->still_usable(ex, last_tls_session_);
+    if (!shared.session) shared.session = pool_->pick(ex);
+    if (!shared.session) {
+      shared.attempt.unreachable = last_tls_failure_.unreachable;
+      shared.attempt.reason = last_tls_failure_.reason;
+      shared.attempt.identity = last_tls_failure_.identity;
+      if (shared.attempt.reason.empty()) shared.attempt.reason = "no mux connection available";
+    }
+    co_return shared;
+  }
+  tls_attempt_under_way_ = true;
+  struct settle {  // however the attempt ends: the next flow may try, the waiters look
+    udp_relay& r;
+    ~settle() {
+      r.tls_attempt_under_way_ = false;
+      ++r.tls_attempts_ended_;
+      r.tls_attempt_done_.cancel();
+    }
+  } settled{*this};
+  const auto context = tls_source_->current();  // named: see acquire_session
+  auto got = co_await acquire_session(*pool_, *tls_leg_, context);
+  last_tls_failure_ = {};
+  last_tls_session_ = got.session;
+  if (!got.session) {
+    last_tls_failure_.unreachable = got.attempt.unreachable;
+    last_tls_failure_.identity = got.attempt.identity;
+    last_tls_failure_.reason =
+        got.attempt.secure ? "tunnel-out does not offer mux mode (ALPN tunnel-mux/1)" : got.attempt.reason;
+  }
+  co_return got;
 }
 
 void udp_relay::switch_to_tls(const std::string& why) {
@@ -119,8 +165,7 @@ asio::awaitable<void> udp_relay::run_tls_flow(udp_flow& f, mux::session* session
   f.rec.target = tls_leg_->target.to_string();
   f.rec.over_tls = true;
   if (!session) {
-    const auto context = tls_source_->current();  // named: see acquire_session
-    auto got = co_await acquire_session(*pool_, *tls_leg_, context);
+    auto got = co_await shared_session(f);
     if (got.attempt.secure && !got.session) got.attempt.secure->close();
     if (f.ended) co_return;
     if (!got.session) {

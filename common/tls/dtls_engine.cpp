@@ -47,6 +47,7 @@ int dtls_engine::reset() {
   out_.clear();
   peer_.reset();
   refused_by_policy_ = false;
+  server_answered_ = false;
   handshake_cpu_ = {};
   return mbedtls_ssl_session_reset(&ssl_);
 }
@@ -124,7 +125,17 @@ int dtls_engine::get_timer_cb(void* self) {
 
 int dtls_engine::handshake() {
   const auto cpu_before = thread_cpu();
-  const int rc = mbedtls_ssl_handshake(&ssl_);
+  // mbedtls_ssl_handshake()'s loop, step by step, to see the server's answer taken.
+  const bool client = mbedtls_ssl_conf_get_endpoint(ssl_.MBEDTLS_PRIVATE(conf)) == MBEDTLS_SSL_IS_CLIENT;
+  int rc = 0;
+  while (!mbedtls_ssl_is_handshake_over(&ssl_)) {
+    const int state = ssl_.MBEDTLS_PRIVATE(state);
+    rc = mbedtls_ssl_handshake_step(&ssl_);
+    if (rc != 0) break;
+    // Out of SERVER_HELLO: a well-formed ServerHello or HelloVerifyRequest was taken (a
+    // datagram that is not one is discarded, and the step waits for more).
+    if (client && state == MBEDTLS_SSL_SERVER_HELLO) server_answered_ = true;
+  }
   handshake_cpu_ += thread_cpu() - cpu_before;
   // PSK mode: no certificate, so the key's identity is the peer's identity.
   if (rc == 0 && !peer_ && context_->creds().psk()) {

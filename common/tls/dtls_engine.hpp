@@ -84,6 +84,9 @@ class dtls_engine {
   bool overtaken_by_reload() const;
 
   bool handshake_done() const;
+  // Client: the server's first answer (a HelloVerifyRequest or a ServerHello) has been
+  // taken, so datagrams get through both ways; bytes that are no such message do not count.
+  bool server_answered() const { return server_answered_; }
   // True when both sides agreed to use connection IDs.
   bool cid_in_use() const;
   const std::optional<policy::peer_identity>& peer() const { return peer_; }
@@ -118,6 +121,7 @@ class dtls_engine {
   std::function<void()> timer_changed_;
   std::optional<policy::peer_identity> peer_;
   bool refused_by_policy_ = false;
+  bool server_answered_ = false;
   std::chrono::nanoseconds handshake_cpu_{0};
 };
 

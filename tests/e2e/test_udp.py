@@ -147,6 +147,25 @@ def test_forged_icmp_errors_do_not_end_an_established_flow(procs, echo, client):
     assert count(tin, "flow closed") == 0
 
 
+@dtls_only("the DTLS handshake; over TLS there is none per flow")
+def test_an_icmp_error_during_a_handshake_does_not_end_it(procs, echo, client):
+    """Without a TLS fallback, an ICMP error met by a flow's DTLS handshake is no reason to
+    give up (anyone can send one, and spraying the port range would end every handshake):
+    the handshake goes on, and its retransmission reaches a tunnel-out that has come up
+    meanwhile."""
+    probe = udp_tools.udp_socket()
+    port = probe.getsockname()[1]
+    probe.close()
+    tin = procs.tunnel_in(f"127.0.0.1:{port}", "--udp", "--tls-fallback", "off")
+    host, lport = harness.split_address(tin.listen)
+    client.sendto(b"early", (host, lport))
+    time.sleep(0.5)  # the ClientHello met the closed port: ICMP port unreachable
+    procs.tunnel_out(echo.address, "--udp", listen=f"127.0.0.1:{port}")
+    client.settimeout(10)
+    assert client.recv(100) == b"early"  # (before: the flow ended at once, "port closed")
+    assert count(tin, "handshake with tunnel-out failed") == 0
+
+
 @dtls_only("a lossy UDP path between the tunnels; over TLS that path is TCP")
 def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(procs, echo, relays):
     relay = None

@@ -127,6 +127,60 @@ def test_flows_fall_back_to_tls_when_udp_is_silently_dropped(procs, echo):
             s.close()
 
 
+def test_junk_from_tunnel_outs_udp_address_does_not_stop_the_fallback(procs, echo):
+    """Datagrams from tunnel-out's UDP address that are no DTLS answer (a stray service, a
+    forger) are not "an answer": the flow still falls back to TLS."""
+    blocker, port = udp_blocker_with_free_tcp_twin()
+    stop = threading.Event()
+
+    def answer_with_junk():
+        while not stop.is_set():
+            try:
+                _, sender = blocker.recvfrom(65535)
+                blocker.sendto(b"junk" * 20, sender)
+            except BlockingIOError:
+                time.sleep(0.01)
+
+    junk = threading.Thread(target=answer_with_junk)
+    junk.start()
+    a = udp_tools.udp_socket()
+    try:
+        procs.tunnel_out(echo.address, "--udp", "--udp-over-tls", "--tls-listen", f"127.0.0.1:{port}")
+        tin = procs.tunnel_in(f"127.0.0.1:{port}", "--udp", "--handshake-timeout", "2s")
+        assert ping(a, tin.listen, b"through junk", timeout=8) == b"through junk"
+        switched = tin.wait_for_log(SWITCHED)
+        assert "no answer from tunnel-out's UDP port within 2s" in switched["reason"]
+    finally:
+        stop.set()
+        junk.join(5)
+        blocker.close()
+        a.close()
+
+
+def test_flows_falling_back_together_share_one_tls_attempt(procs, echo):
+    """A burst of new flows (spoofed sources cost one datagram each) whose handshakes all
+    hear nothing falls back together: one TLS connection is made for them, not one each."""
+    blocker, port = udp_blocker_with_free_tcp_twin()
+    clients = [udp_tools.udp_socket() for _ in range(20)]
+    try:
+        out = procs.tunnel_out(echo.address, "--udp", "--udp-over-tls", "--tls-listen", f"127.0.0.1:{port}")
+        tin = procs.tunnel_in(f"127.0.0.1:{port}", "--udp", "--handshake-timeout", "2s")
+        host, lport = harness.split_address(tin.listen)
+        for i, c in enumerate(clients):
+            c.sendto(b"burst %d" % i, (host, lport))
+        for i, c in enumerate(clients):
+            c.settimeout(10)
+            assert c.recv(100) == b"burst %d" % i
+        tin.wait_for_logs("flow authorized", len(clients))
+        # The flows' shared attempt, adopted into the pool, and the pool's own connection.
+        conns = out.logs_with_msg("mux connection authorized")
+        assert len(conns) <= 2, conns  # (before: one per flow, 20)
+    finally:
+        blocker.close()
+        for c in clients:
+            c.close()
+
+
 def test_returns_to_dtls_once_udp_answers_again(procs, echo, relays, client):
     out = procs.tunnel_out(echo.address, "--udp", "--udp-over-tls")  # DTLS and TLS on one host:port
     relay = relays(out.listen, drop=1.0)  # UDP between the sites: blocked for now
