@@ -86,6 +86,8 @@ void udp_relay::on_legacy_datagram(std::span<const unsigned char> d, const net::
   if (auto it = flows_.find(key); it != flows_.end()) {
     f = it->second;
   } else {
+    // DTLS cannot carry it, so it opens no flow: no handshake for a datagram to be dropped.
+    if (d.empty() && !on_tls_) return net::log_drop(empty_, "datagram dropped: empty", from, 0);
     if (flows_.size() >= svc_.udp.max_flows) {
       if (flow_limit_.count())
         ops::warn("flow refused: limit reached")

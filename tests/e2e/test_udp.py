@@ -166,6 +166,19 @@ def test_an_icmp_error_during_a_handshake_does_not_end_it(procs, echo, client):
     assert count(tin, "handshake with tunnel-out failed") == 0
 
 
+@dtls_only("DTLS cannot carry an empty datagram; over TLS it is carried")
+def test_an_empty_datagram_from_a_new_client_costs_no_handshake(procs, echo, client):
+    out, tin = udp_pair(procs, echo.address)
+    host, port = harness.split_address(tin.listen)
+    client.sendto(b"", (host, port))
+    dropped = tin.wait_for_log("datagram dropped: empty")
+    assert dropped["size"] == 0
+    time.sleep(1.0)  # a handshake on loopback takes milliseconds
+    assert count(out, "flow authorized") == 0  # (before: the empty datagram opened a flow)
+    assert ping(client, tin.listen, b"then data") == b"then data"
+    assert len(out.wait_for_logs("flow authorized", 1)) == 1
+
+
 @dtls_only("a lossy UDP path between the tunnels; over TLS that path is TCP")
 def test_lossy_duplicating_reordering_path_keeps_datagrams_intact_and_unique(procs, echo, relays):
     relay = None
