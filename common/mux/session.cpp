@@ -36,6 +36,10 @@ std::uint64_t random_nonzero() {
 session::session(tls::tls_stream& tls, session_settings settings)
     : tls_(tls),
       settings_(settings),
+      // tunnel-out serves many clients: each one's sessions grow their windows within its
+      // share. (tunnel-in's sessions all face the same tunnel-out: no share to keep.)
+      peer_budget_(settings.client || !tls.tls().peer() ? nullptr : window_budget::for_peer(tls.tls().peer()->describe())),
+      tuner_(peer_budget_ ? *peer_budget_ : window_budget::process()),
       writer_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       reader_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       started_(clock::now()),

@@ -191,6 +191,7 @@ class session {
   std::int64_t recv_window_ = initial_connection_window;
   std::uint32_t consumed_unacked_ = 0;
   std::uint32_t window_ = initial_connection_window;  // granted so far (grows with the tuner)
+  std::shared_ptr<window_budget> peer_budget_;  // tunnel-out: the peer's share (window_budget::for_peer)
   window_tuner tuner_;
   std::uint64_t probe_ping_ = 0;  // opaque value of the tuner's unanswered ping (0: none)
   std::int64_t growth_reported_ = 0;  // in ops::metrics' mux_window_growth_bytes

@@ -1,6 +1,8 @@
 #include "mux/window_tuner.hpp"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 namespace tunnel::mux {
 
@@ -51,7 +53,7 @@ bool window_tuner::probe_answered(clock::time_point now) {
   return true;
 }
 
-std::uint64_t window_budget::take(std::uint64_t wanted) {
+std::uint64_t window_budget::take_here(std::uint64_t wanted) {
   std::uint64_t used = used_.load(std::memory_order_relaxed);
   for (;;) {
     const std::uint64_t got = std::min(wanted, limit_ > used ? limit_ - used : 0);
@@ -59,9 +61,36 @@ std::uint64_t window_budget::take(std::uint64_t wanted) {
   }
 }
 
+std::uint64_t window_budget::take(std::uint64_t wanted) {
+  const std::uint64_t got = take_here(wanted);
+  if (!parent_ || got == 0) return got;
+  const std::uint64_t granted = parent_->take(got);
+  used_.fetch_sub(got - granted, std::memory_order_relaxed);  // what the parent had not
+  return granted;
+}
+
+void window_budget::give_back(std::uint64_t n) {
+  used_.fetch_sub(n, std::memory_order_relaxed);
+  if (parent_) parent_->give_back(n);
+}
+
 window_budget& window_budget::process() {
   static window_budget budget(process_limit);
   return budget;
+}
+
+std::shared_ptr<window_budget> window_budget::for_peer(const std::string& identity) {
+  static std::mutex lock;
+  static std::map<std::string, std::weak_ptr<window_budget>> shares;
+  const std::lock_guard held(lock);
+  std::erase_if(shares, [](const auto& e) { return e.second.expired(); });  // peers with no session left
+  auto& slot = shares[identity];
+  auto share = slot.lock();
+  if (!share) {
+    share = std::make_shared<window_budget>(peer_limit, &process());
+    slot = share;
+  }
+  return share;
 }
 
 }  // namespace tunnel::mux

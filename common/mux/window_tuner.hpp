@@ -19,34 +19,47 @@
 // window was then. The connection window stays four times the stream window (at least its
 // initial 4 MiB), which bounds the whole session's receive buffers. And all sessions of a
 // process together grow by at most a fixed budget (window_budget), so many connections
-// (or a peer that makes them grow, then stalls them) cannot multiply that bound.
+// (or a peer that makes them grow, then stalls them) cannot multiply that bound. On
+// tunnel-out, the sessions of one peer (one client identity) together take at most a quarter
+// of that budget (window_budget::for_peer): one client cannot leave the others none.
 //
 // Pure: no clock of its own, no I/O (the session sends the pings); unit-tested.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <string>
 
 #include "mux/frame.hpp"
 
 namespace tunnel::mux {
 
 // What all sessions' connection windows may have grown beyond their initial 4 MiB, together.
+// A budget with a parent is a share of it: what is taken counts against both.
 class window_budget {
  public:
-  explicit window_budget(std::uint64_t limit) : limit_(limit) {}
+  explicit window_budget(std::uint64_t limit, window_budget* parent = nullptr) : limit_(limit), parent_(parent) {}
   window_budget(const window_budget&) = delete;
   window_budget& operator=(const window_budget&) = delete;
 
-  // Takes up to `wanted` bytes of the budget; returns how many it got (any thread).
+  // Takes up to `wanted` bytes of the budget (and its parent's); returns how many it got
+  // (any thread).
   std::uint64_t take(std::uint64_t wanted);
-  void give_back(std::uint64_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  void give_back(std::uint64_t n);
   std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
 
   static constexpr std::uint64_t process_limit = 256u << 20;
+  static constexpr std::uint64_t peer_limit = process_limit / 4;
   static window_budget& process();  // the one every session uses
+  // The share of process() that all sessions of the peer `identity` use together: the same
+  // one while any of them holds it (any thread).
+  static std::shared_ptr<window_budget> for_peer(const std::string& identity);
 
  private:
+  std::uint64_t take_here(std::uint64_t wanted);
+
   const std::uint64_t limit_;
+  window_budget* const parent_;
   std::atomic<std::uint64_t> used_{0};
 };
 

@@ -137,3 +137,50 @@ TEST_CASE("window tuner: probes are spaced, and only DATA starts one") {
   CHECK_FALSE(idle.probe_answered(t));
   CHECK(idle.stream_window() == initial_stream_window);
 }
+
+TEST_CASE("window tuner: one peer's sessions grow within its share, and another peer's still grow") {
+  window_budget process(2 * initial_connection_window);
+  window_budget peer_a(initial_connection_window, &process), peer_b(initial_connection_window, &process);
+  auto t = clock_type::time_point{} + 1h;
+  {
+    window_tuner a1(peer_a), a2(peer_a), b(peer_b);
+    while (probe(a1, t, a1.stream_window(), 50ms)) {
+    }
+    while (probe(a2, t, a2.stream_window(), 50ms)) {
+    }
+    // Peer a's two sessions together took its share (4 MiB), not the whole budget (8 MiB).
+    CHECK(peer_a.used() == initial_connection_window);
+    CHECK(process.used() == initial_connection_window);
+    CHECK(a2.refused() > 0);
+    // Peer b still grows, into what peer a could not take.
+    while (probe(b, t, b.stream_window(), 50ms)) {
+    }
+    CHECK(b.connection_window() == 2 * initial_connection_window);
+    CHECK(process.used() == 2 * initial_connection_window);
+  }
+  CHECK(peer_a.used() == 0);
+  CHECK(peer_b.used() == 0);
+  CHECK(process.used() == 0);
+}
+
+TEST_CASE("window budget: a share takes no more than its parent has left") {
+  window_budget parent(1000);
+  window_budget share(800, &parent);
+  CHECK(parent.take(500) == 500);
+  CHECK(share.take(800) == 500);  // the parent had 500 left
+  CHECK(share.used() == 500);
+  CHECK(parent.used() == 1000);
+  share.give_back(500);
+  CHECK(parent.used() == 500);
+  CHECK(share.used() == 0);
+}
+
+TEST_CASE("window budget: the sessions of one peer share one budget while any holds it") {
+  auto first = window_budget::for_peer("CN=client-a");
+  auto second = window_budget::for_peer("CN=client-a");
+  auto other = window_budget::for_peer("CN=client-b");
+  CHECK(first == second);
+  CHECK(first != other);
+  CHECK(first->take(window_budget::peer_limit + 1) == window_budget::peer_limit);
+  first->give_back(window_budget::peer_limit);
+}
