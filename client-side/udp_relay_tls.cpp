@@ -147,8 +147,9 @@ asio::awaitable<void> udp_relay::probe_dtls() {
     probe.rec.target = svc_.target.to_string();
     if (!co_await open_session(probe)) continue;
     const auto hs = co_await handshake(probe);
-    if (hs == handshake_end::done && !stopping_) {
+    if (hs == handshake_end::done) {
       end(probe, "probe done", true);  // close_notify: tunnel-out frees it at once
+      if (stopping_) co_return;  // (shutting down: still said goodbye)
       on_tls_ = false;
       ops::info("tunnel-out answers over UDP again: new flows use DTLS")
           .kv("connect", svc_.target.to_string())
