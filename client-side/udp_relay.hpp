@@ -98,6 +98,9 @@ class udp_relay {
   tunnel_attempt last_tls_failure_;
   const mux::session* last_tls_session_ = nullptr;  // what the last attempt gave (maybe gone since)
   asio::steady_timer tls_attempt_done_;
+  // Expires with the relay: a flow's frame destroyed later (with its io_context, after the
+  // relay at shutdown) must not touch the relay from a destructor.
+  std::shared_ptr<const bool> alive_ = std::make_shared<const bool>(true);
   std::unordered_map<std::string, udp_flow*> flows_;
   // One thread, and each datagram is finished before the next wait: one buffer per
   // direction serves every flow.

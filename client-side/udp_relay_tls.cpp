@@ -99,14 +99,20 @@ asio::awaitable<acquired_session> udp_relay::shared_session(udp_flow& f) {
     co_return shared;
   }
   tls_attempt_under_way_ = true;
+  // What waiters find if the attempt ends without an answer (it threw).
+  last_tls_session_ = nullptr;
+  last_tls_failure_ = {};
+  last_tls_failure_.reason = "no mux connection available";
   struct settle {  // however the attempt ends: the next flow may try, the waiters look
     udp_relay& r;
+    std::weak_ptr<const bool> alive;
     ~settle() {
+      if (alive.expired()) return;  // destroyed at shutdown, after the relay
       r.tls_attempt_under_way_ = false;
       ++r.tls_attempts_ended_;
       r.tls_attempt_done_.cancel();
     }
-  } settled{*this};
+  } settled{*this, alive_};
   const auto context = tls_source_->current();  // named: see acquire_session
   auto got = co_await acquire_session(*pool_, *tls_leg_, context);
   last_tls_failure_ = {};

@@ -2,6 +2,7 @@
 
 #include "net/cancelled.hpp"
 #include "ops/metrics.hpp"
+#include "policy/peer_identity.hpp"
 
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
@@ -31,14 +32,21 @@ std::uint64_t random_nonzero() {
   return v;
 }
 
+// tunnel-out serves many clients: each one's sessions grow their windows within its share,
+// by the client's key (clients with one key are one client). tunnel-in's sessions all face
+// the same tunnel-out, and in PSK mode clients cannot be told apart: no share then.
+std::shared_ptr<window_budget> peer_share(const session_settings& settings, const tls::tls_stream& tls) {
+  const auto& peer = tls.tls().peer();
+  if (settings.client || !peer || !peer->psk.empty()) return nullptr;
+  return window_budget::for_peer(policy::to_hex(peer->spki));
+}
+
 }  // namespace
 
 session::session(tls::tls_stream& tls, session_settings settings)
     : tls_(tls),
       settings_(settings),
-      // tunnel-out serves many clients: each one's sessions grow their windows within its
-      // share. (tunnel-in's sessions all face the same tunnel-out: no share to keep.)
-      peer_budget_(settings.client || !tls.tls().peer() ? nullptr : window_budget::for_peer(tls.tls().peer()->describe())),
+      peer_budget_(peer_share(settings, tls)),
       tuner_(peer_budget_ ? *peer_budget_ : window_budget::process()),
       writer_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
       reader_wake_(tls.socket().get_executor(), asio::steady_timer::time_point::max()),
@@ -205,7 +213,7 @@ void session::forget(stream& s) {
   const std::size_t unread = s.in_.size() - s.in_begin_;
   streams_.erase(s.id());
   if (unread > 0 && !ended_) return_connection_credit(unread);
-  if (!ended_) wake_streams();  // it may have been woken for credit it never used
+  if (room_taken(s) && !ended_) wake_streams();  // woken for credit it never used
   changed();
   maybe_finish();
 }
@@ -581,29 +589,43 @@ void session::protocol_error(std::string reason) {
 
 void session::wake_writer() { writer_wake_.cancel(); }
 
-void session::wait_for_room(stream& s) {
-  if (s.waiting_for_room_) return;
+void session::wait_for_room(stream& s, std::size_t wanted, bool first_in_line) {
+  s.room_wanted_ = wanted;
+  if (s.waiting_for_room_) return;  // still listed (it was woken by its own WINDOW meanwhile)
   s.waiting_for_room_ = true;
-  waiting_for_room_.push_back(s.id());
+  if (first_in_line) waiting_for_room_.push_front(s.id());
+  else waiting_for_room_.push_back(s.id());
+}
+
+bool session::room_taken(stream& s) {
+  if (s.room_promised_ == 0) return false;
+  room_promised_ -= s.room_promised_;
+  s.room_promised_ = 0;
+  return true;
 }
 
 void session::wake_streams() {
-  // As many streams as the connection credit can serve, a frame's worth each and first come
-  // first served: a peer that grants credit a few bytes at a time wakes one stream per
-  // WINDOW frame, not every stream that waits. A woken stream that finds nothing left waits
-  // again at the back; the writer wakes the next ones after each send (and forget() when a
-  // woken stream goes without writing), so credit left over is never stranded.
-  if (send_credit_ <= 0) return;
-  auto budget = static_cast<std::size_t>((send_credit_ + max_payload - 1) / max_payload);
-  while (budget > 0 && !waiting_for_room_.empty()) {
+  // First come, first served, as many as the connection credit can serve: each woken stream
+  // is counted on for what it wants to send (room_promised_) until it runs. A peer granting
+  // credit a few bytes at a time then wakes one stream per grant, not every stream that
+  // waits; and credit enough for all wakes all at once. A woken stream that finds the room
+  // gone (another stream took it) waits again at the front. The writer wakes the next ones
+  // after each send, and forget() when a woken stream goes, so credit is never stranded.
+  std::int64_t left = send_credit_ - room_promised_;
+  while (left > 0 && !waiting_for_room_.empty()) {
     const std::uint32_t id = waiting_for_room_.front();
     waiting_for_room_.pop_front();
     auto it = streams_.find(id);
     if (it == streams_.end()) continue;
-    it->second->waiting_for_room_ = false;
-    it->second->writable_.cancel();
+    stream& s = *it->second;
+    s.waiting_for_room_ = false;
+    if (!s.writer_suspended_) continue;  // listed, then woken by its own WINDOW and done
+    const std::int64_t cost = std::clamp<std::int64_t>(static_cast<std::int64_t>(s.room_wanted_), 1, left);
+    s.room_promised_ += cost;
+    room_promised_ += cost;
+    left -= cost;
+    s.writable_.cancel();
     ++stats_.room_wakeups;
-    --budget;
   }
 }
 

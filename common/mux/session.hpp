@@ -134,9 +134,13 @@ class session {
   // The peer ended `s` (RESET, or a GOAWAY it sent before seeing the stream): unread bytes
   // are dropped and credited back, the stream fails with `ec` and leaves the session.
   void drop(stream& s, std::error_code ec);
-  // `s` waits for room the whole session shares (connection credit, the outbound queue):
-  // wake_streams() wakes it. (A stream short of its own credit waits for its WINDOW frame.)
-  void wait_for_room(stream& s);
+  // `s` waits for room the whole session shares (connection credit, the outbound queue) to
+  // send `wanted` bytes: wake_streams() wakes it, first in line if `first_in_line` (it was
+  // woken and found the room taken). (A stream short of its own credit waits for its WINDOW.)
+  void wait_for_room(stream& s, std::size_t wanted, bool first_in_line);
+  // `s`'s write_all has resumed: the credit wake_streams counted on it is free again. True
+  // if wake_streams had woken it.
+  bool room_taken(stream& s);
   // From flows (same thread); session_flows.cpp.
   bool queue_datagram(flow& f, std::span<const std::byte> data);  // false: queue full, dropped
   void leave(flow& f, reset_code code, std::string_view reason);  // FLOW_CLOSE, forget
@@ -179,6 +183,7 @@ class session {
   // Streams waiting for room, by id (an id is never reused, so one that has gone is
   // skipped). Waking only these keeps a write's cost independent of the idle streams.
   std::deque<std::uint32_t> waiting_for_room_;
+  std::int64_t room_promised_ = 0;  // connection credit woken streams have yet to use (wake_streams)
   std::unordered_map<std::uint32_t, flow*> flows_;
   std::uint32_t next_flow_id_ = 1;   // client: next flow id
   std::uint32_t last_peer_flow_ = 0; // server: highest flow id opened by the peer

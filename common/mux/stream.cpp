@@ -69,6 +69,7 @@ asio::awaitable<net::io_result> stream::read_some(std::span<std::byte> buffer) {
 }
 
 asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> data) {
+  bool woken_for_room = false;  // woken by wake_streams: if it waits again, it is next in line
   while (!data.empty()) {
     if (error_) co_return error_;
     if (!session_) co_return errc::connection_lost;
@@ -86,8 +87,11 @@ asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> da
     // No credit (the peer's buffers are full: its reader is slow) or a full queue: wait to
     // be woken by a WINDOW frame, a drained queue, or the end of the stream. Short of this
     // stream's own credit only its WINDOW frame helps; else the session wakes it.
-    if (send_credit_ > 0) session_->wait_for_room(*this);
+    if (send_credit_ > 0) session_->wait_for_room(*this, data.size(), woken_for_room);
+    writer_suspended_ = true;
     co_await writable_.async_wait(as_result);
+    writer_suspended_ = false;
+    woken_for_room = session_ && session_->room_taken(*this);
     if (co_await cancelled()) co_return asio::error::operation_aborted;
   }
   co_return std::error_code{};

@@ -78,7 +78,10 @@ class stream {
   // Send side.
   std::int64_t send_credit_ = initial_stream_window;
   bool fin_sent_ = false;
-  bool waiting_for_room_ = false;  // listed in the session's waiting_for_room_
+  bool waiting_for_room_ = false;  // listed in the session's waiting_for_room_ (once at most)
+  bool writer_suspended_ = false;  // write_all waits for credit or room
+  std::size_t room_wanted_ = 0;    // what write_all had left to send when it listed itself
+  std::int64_t room_promised_ = 0; // connection credit wake_streams counted on it using
   std::error_code error_;
   std::function<void()> on_failed_;
   // Woken (cancelled) when data, credit, FIN or an error arrives; waits never expire.

@@ -79,12 +79,17 @@ window_budget& window_budget::process() {
   return budget;
 }
 
-std::shared_ptr<window_budget> window_budget::for_peer(const std::string& identity) {
+std::shared_ptr<window_budget> window_budget::for_peer(const std::string& key) {
   static std::mutex lock;
   static std::map<std::string, std::weak_ptr<window_budget>> shares;
+  static std::size_t live_after_sweep = 0;
   const std::lock_guard held(lock);
-  std::erase_if(shares, [](const auto& e) { return e.second.expired(); });  // peers with no session left
-  auto& slot = shares[identity];
+  // Peers with no session left go now and then, not on every call: a sweep per doubling.
+  if (shares.size() > 2 * live_after_sweep + 16) {
+    std::erase_if(shares, [](const auto& e) { return e.second.expired(); });
+    live_after_sweep = shares.size();
+  }
+  auto& slot = shares[key];
   auto share = slot.lock();
   if (!share) {
     share = std::make_shared<window_budget>(peer_limit, &process());

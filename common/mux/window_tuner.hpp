@@ -20,8 +20,8 @@
 // initial 4 MiB), which bounds the whole session's receive buffers. And all sessions of a
 // process together grow by at most a fixed budget (window_budget), so many connections
 // (or a peer that makes them grow, then stalls them) cannot multiply that bound. On
-// tunnel-out, the sessions of one peer (one client identity) together take at most a quarter
-// of that budget (window_budget::for_peer): one client cannot leave the others none.
+// tunnel-out, the sessions of one client (one key) together take at most half of that
+// budget (window_budget::for_peer): one client cannot leave the others none.
 //
 // Pure: no clock of its own, no I/O (the session sends the pings); unit-tested.
 #include <atomic>
@@ -49,11 +49,11 @@ class window_budget {
   std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
 
   static constexpr std::uint64_t process_limit = 256u << 20;
-  static constexpr std::uint64_t peer_limit = process_limit / 4;
+  static constexpr std::uint64_t peer_limit = process_limit / 2;
   static window_budget& process();  // the one every session uses
-  // The share of process() that all sessions of the peer `identity` use together: the same
-  // one while any of them holds it (any thread).
-  static std::shared_ptr<window_budget> for_peer(const std::string& identity);
+  // The share of process() that all sessions of the peer `key` use together: the same one
+  // while any of them holds it (any thread).
+  static std::shared_ptr<window_budget> for_peer(const std::string& key);
 
  private:
   std::uint64_t take_here(std::uint64_t wanted);
