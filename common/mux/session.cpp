@@ -608,8 +608,9 @@ void session::wake_streams() {
   // First come, first served, as many as the connection credit can serve: each woken stream
   // is counted on for what it wants to send (room_promised_) until it runs. A peer granting
   // credit a few bytes at a time then wakes one stream per grant, not every stream that
-  // waits; and credit enough for all wakes all at once. A woken stream that finds the room
-  // gone (another stream took it) waits again at the front. The writer wakes the next ones
+  // waits; and credit enough for all wakes all at once (a stream counts for at most what the
+  // outbound queue takes, so streams with much to send share the writer's passes). A woken
+  // stream that finds the credit gone (another stream took it) waits again at the front. The writer wakes the next ones
   // after each send, and forget() when a woken stream goes, so credit is never stranded.
   std::int64_t left = send_credit_ - room_promised_;
   while (left > 0 && !waiting_for_room_.empty()) {
@@ -620,7 +621,9 @@ void session::wake_streams() {
     stream& s = *it->second;
     s.waiting_for_room_ = false;
     if (!s.writer_suspended_) continue;  // listed, then woken by its own WINDOW and done
-    const std::int64_t cost = std::clamp<std::int64_t>(static_cast<std::int64_t>(s.room_wanted_), 1, left);
+    // What it wants, up to what the outbound queue takes before the writer must run.
+    const std::int64_t cost = std::clamp<std::int64_t>(static_cast<std::int64_t>(s.room_wanted_), 1,
+                                                       std::min<std::int64_t>(left, outbound_limit));
     s.room_promised_ += cost;
     room_promised_ += cost;
     left -= cost;

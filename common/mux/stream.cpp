@@ -87,7 +87,10 @@ asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> da
     // No credit (the peer's buffers are full: its reader is slow) or a full queue: wait to
     // be woken by a WINDOW frame, a drained queue, or the end of the stream. Short of this
     // stream's own credit only its WINDOW frame helps; else the session wakes it.
-    if (send_credit_ > 0) session_->wait_for_room(*this, data.size(), woken_for_room);
+    // Woken for credit that another stream took meanwhile: next in line. (Waiting for the
+    // outbound queue instead, it goes to the back: the streams share the writer's passes.)
+    if (send_credit_ > 0)
+      session_->wait_for_room(*this, data.size(), woken_for_room && session_->connection_credit() <= 0);
     writer_suspended_ = true;
     co_await writable_.async_wait(as_result);
     writer_suspended_ = false;

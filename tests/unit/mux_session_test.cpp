@@ -646,3 +646,27 @@ TEST_CASE("connection credit granted a few bytes at a time wakes one waiting str
   CHECK(p.client->stats().records_sent - records_before <= 5);
   CHECK(p.client->failure().empty());
 }
+
+TEST_CASE("streams sending at once share the connection: none waits for another to finish") {
+  std::array<bool, 4> written{};
+  std::array<std::size_t, 4> got{};
+  session_pair p;
+  std::vector<std::unique_ptr<mux::stream>> senders;
+  constexpr std::size_t each = 8 * 1024 * 1024;  // more than the connection window
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    senders.push_back(p.client->open("syslog", "127.0.0.1:4054"));
+    asio::co_spawn(p.io, write(*senders.back(), std::string(each, static_cast<char>('a' + i)), written[i]), asio::detached);
+  }
+  REQUIRE(p.run_until([&] { return p.streams.size() == written.size(); }));
+  for (std::size_t i = 0; i < written.size(); ++i)
+    asio::co_spawn(p.io, read_up_to(*p.streams[i], each, got[i]), asio::detached);
+  REQUIRE(p.run_until([&] { return std::any_of(written.begin(), written.end(), [](bool w) { return w; }); }));
+  // When the first sender is done, every other has had a fair part of the passes.
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i] >= each / 4);
+  }
+  REQUIRE(p.run_until([&] { return std::all_of(got.begin(), got.end(), [&](std::size_t g) { return g == each; }); }));
+  for (auto& st : senders) st->close();
+  p.run_until([&] { return false; }, 50ms);
+}
