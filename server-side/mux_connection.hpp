@@ -19,6 +19,7 @@ struct connection_info {
   std::optional<policy::peer_identity> peer;
   std::string version, cipher;
   std::optional<proxy::ip_endpoint> accepted_on;  // our end of the TLS connection
+  std::optional<proxy::ip_endpoint> tunnel_in;    // its other end: tunnel-in's address
   // Stream and flow coroutines still running: the connection's last line waits for them.
   std::size_t live_streams = 0;
   // One per stream coroutine (so also what the per-connection stream limit counts),

@@ -10,6 +10,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "net/plain_stream.hpp"
+#include "net/proxy_endpoint.hpp"
 #include "net/pump.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
@@ -82,7 +83,8 @@ asio::awaitable<void> serve_stream(mux_host& host, std::shared_ptr<connection_in
 
   // Mux mode: the client is the legacy client tunnel-in accepted (the stream's origin).
   std::optional<target_connection> target;
-  if (!st->failed()) target = co_await open_target(svc, {client_from_origin(st->origin()), conn->accepted_on});
+  if (!st->failed())
+    target = co_await open_target(svc, {client_from_origin(st->origin(), conn->tunnel_in), conn->accepted_on});
   dialling = false;
   // (A dial that won the race with the stream's end left this coroutine marked cancelled.)
   co_await asio::this_coro::reset_cancellation_state();
@@ -161,6 +163,9 @@ asio::awaitable<void> serve_mux(mux_host& host, tls::tls_stream& secure, ops::co
   conn->version = secure.tls().version();
   conn->cipher = secure.tls().ciphersuite();
   conn->accepted_on = accepted_on(secure.socket());
+  std::error_code no_peer;
+  if (const auto remote = secure.socket().remote_endpoint(no_peer); !no_peer)
+    if (auto ip = net::to_ip_endpoint(remote)) conn->tunnel_in = proxy::unmapped(*ip);
   ops::info("mux connection authorized")
       .kv("peer", rec.peer)
       .kv("identity", rec.identity)

@@ -37,10 +37,15 @@ asio::awaitable<net::dial_result> dial_transparent(const config::service& svc, c
 
 }  // namespace
 
-std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin) {
+std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin,
+                                                     const std::optional<proxy::ip_endpoint>& tunnel_in) {
   auto e = proxy::parse_ip_endpoint(origin);
-  if (e) *e = proxy::unmapped(*e);
-  return e;
+  if (!e) return std::nullopt;
+  // A client on tunnel-in's own host (loopback) or link (link-local): that address means
+  // another host here, and a target that trusts local addresses would take the client for
+  // one of its own. It is named by tunnel-in's address instead, as raw mode names every client.
+  if (!proxy::meaningful_elsewhere(*e)) return tunnel_in;
+  return proxy::unmapped(*e);
 }
 
 std::optional<proxy::ip_endpoint> accepted_on(const net::generic_socket& accepted) {

@@ -23,8 +23,11 @@ struct client_addresses {
   std::optional<proxy::ip_endpoint> accepted_on;  // our address the TLS connection came in on
 };
 
-// `origin` as tunnel-in wrote it in a mux stream open ("a.b.c.d:p", "[v6]:p", "unix:...").
-std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin);
+// The client of a mux stream from its `origin` as tunnel-in wrote it in the stream open
+// ("a.b.c.d:p", "[v6]:p", "unix:..."): nullopt for a non-IP one; `tunnel_in` (the TLS
+// connection's peer) for a loopback or link-local one, which names another host here.
+std::optional<proxy::ip_endpoint> client_from_origin(const std::string& origin,
+                                                     const std::optional<proxy::ip_endpoint>& tunnel_in);
 // Our address an accepted connection came in on (nullopt for a Unix socket).
 std::optional<proxy::ip_endpoint> accepted_on(const net::generic_socket& accepted);
 // The peer's and our address of an accepted connection.

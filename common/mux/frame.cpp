@@ -1,6 +1,7 @@
 #include "mux/frame.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include "codec/bytes.hpp"
 
@@ -31,13 +32,23 @@ std::string_view clamp_text(std::string_view s, std::size_t limit = max_text) {
   return s.substr(0, std::min(s.size(), limit));
 }
 
+// A text as the receiver takes it: clamped, and every byte outside printable ASCII a '?'.
+// (An origin can be a Unix peer's path, which holds any byte but NUL; a frame the peer
+// refuses would end the whole connection.)
+std::string sendable_text(std::string_view s) {
+  std::string out(clamp_text(s));
+  std::replace_if(out.begin(), out.end(), [](char c) { return c < 0x20 || c > 0x7e; }, '?');
+  return out;
+}
+
 static_assert(max_text <= 0xFF && max_service_name <= 0xFF, "texts carry a one-byte length");
 
 // OPEN and FLOW_OPEN share a payload: the service name and the legacy client's address.
 void put_open(std::vector<std::byte>& out, frame_type t, std::uint32_t id, std::string_view service,
               std::string_view origin) {
   service = clamp_text(service, max_service_name);
-  origin = clamp_text(origin);
+  const std::string origin_text = sendable_text(origin);
+  origin = origin_text;
   auto w = header(out, t, 2 + service.size() + origin.size(), id);
   // Clamped above to lengths that fit their one-byte prefix.
   w.u8(static_cast<std::uint8_t>(service.size()));
@@ -48,7 +59,8 @@ void put_open(std::vector<std::byte>& out, frame_type t, std::uint32_t id, std::
 
 // RESET and FLOW_CLOSE share a payload: a code and a reason.
 void put_reason(std::vector<std::byte>& out, frame_type t, std::uint32_t id, reset_code code, std::string_view reason) {
-  reason = clamp_text(reason);
+  const std::string reason_text = sendable_text(reason);
+  reason = reason_text;
   auto w = header(out, t, 1 + reason.size(), id);
   w.u8(static_cast<std::uint8_t>(code));
   w.raw(reason);
@@ -225,7 +237,8 @@ void encode_ping(std::vector<std::byte>& out, std::uint64_t opaque, bool pong) {
 
 void encode_goaway(std::vector<std::byte>& out, std::uint32_t last_stream, reset_code code,
                    std::string_view reason) {
-  reason = clamp_text(reason);
+  const std::string reason_text = sendable_text(reason);
+  reason = reason_text;
   auto w = header(out, frame_type::goaway, 5 + reason.size(), 0);
   w.u32(last_stream);
   w.u8(static_cast<std::uint8_t>(code));

@@ -92,6 +92,14 @@ bool usable_as_source(const ip_endpoint& e) {
   return !unspecified && a.ip[0] != 0xff;
 }
 
+bool meaningful_elsewhere(const ip_endpoint& e) {
+  const ip_endpoint a = unmapped(e);
+  if (!a.v6) return a.ip[0] != 127 && !(a.ip[0] == 169 && a.ip[1] == 254);
+  const bool loopback = std::all_of(a.ip.begin(), a.ip.end() - 1, [](std::uint8_t b) { return b == 0; }) && a.ip[15] == 1;
+  const bool link_local = a.ip[0] == 0xfe && (a.ip[1] & 0xc0) == 0x80;
+  return !loopback && !link_local;
+}
+
 ip_endpoint mapped_v6(const ip_endpoint& e) {
   if (e.v6) return e;
   ip_endpoint out;

@@ -39,5 +39,8 @@ ip_endpoint mapped_v6(const ip_endpoint& e);
 // Whether a connection can leave from this address (--transparent): not unspecified
 // (0.0.0.0/8, ::, which bind() takes as "any of ours"), multicast or IPv4 broadcast.
 bool usable_as_source(const ip_endpoint& e);
+// Whether the address names the same host seen from another one: not loopback (127.0.0.0/8,
+// ::1) or link-local (169.254.0.0/16, fe80::/10), which mean something else on each host.
+bool meaningful_elsewhere(const ip_endpoint& e);
 
 }  // namespace tunnel::proxy

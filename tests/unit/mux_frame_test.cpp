@@ -146,6 +146,22 @@ TEST_CASE("mux encoders cut texts to the protocol's bounds") {
   CHECK(r.f.origin.size() == max_text);
 }
 
+TEST_CASE("mux encoders send any text as printable ASCII, so the peer never refuses the frame") {
+  // A Unix peer's path can hold any byte but NUL: as an OPEN's origin it must not make the
+  // peer end the whole connection with a protocol error.
+  std::vector<std::byte> buf;
+  encode_open(buf, 1, "pg", std::string("unix:/tmp/\xc3\xa9\nx\x7f", 15));
+  encode_flow_open(buf, 1, "dns", std::string("unix:\x01", 6));
+  encode_reset(buf, 1, reset_code::unreachable, "bad \x80 target");
+  encode_goaway(buf, 0, reset_code::cancel, "bye\tnow");
+  frame_reader next{buf};
+  CHECK(next().origin == "unix:/tmp/???x?");
+  CHECK(next().origin == "unix:?");
+  CHECK(next().reason == "bad ? target");
+  CHECK(next().reason == "bye?now");
+  CHECK(next.done());
+}
+
 TEST_CASE("mux flow frames round-trip through the codec") {
   std::vector<std::byte> buf;
   const std::string datagram(max_payload, 'd');

@@ -280,3 +280,11 @@ TEST_CASE("addresses a connection can leave from (--transparent)") {
                               "[::]:0", "[ff02::1]:0", "[::ffff:0.0.0.0]:0", "[::ffff:224.0.0.1]:0"})
     CHECK_MESSAGE(!usable_as_source(ep(refused)), refused);
 }
+
+TEST_CASE("addresses that name the same host from another one (a mux stream's origin)") {
+  for (const char* elsewhere : {"192.0.2.1:1", "10.0.0.5:1", "[2001:db8::1]:1", "[::ffff:198.51.100.7]:1", "[fec0::1]:1"})
+    CHECK_MESSAGE(meaningful_elsewhere(ep(elsewhere)), elsewhere);
+  for (const char* local : {"127.0.0.1:1", "127.9.8.7:1", "169.254.1.2:1", "[::1]:1", "[fe80::1]:1", "[febf::2]:1",
+                            "[::ffff:127.0.0.1]:1"})
+    CHECK_MESSAGE(!meaningful_elsewhere(ep(local)), local);
+}
