@@ -607,12 +607,30 @@ TEST_CASE("a repeated GOAWAY changes nothing; one that takes back streams fails 
   CHECK(p.run_until([&] { return p.client->stream_count() == 1; }));
 }
 
+namespace {
+
+// Closes `streams` and lets their writers finish before the streams go (declare it after
+// them): a writer still suspended on a stream must not outlive it, even when a REQUIRE ends
+// the test early.
+struct close_streams {
+  session_pair& p;
+  std::vector<std::unique_ptr<mux::stream>>& streams;
+  ~close_streams() {
+    for (auto& st : streams)
+      if (st) st->close();
+    p.run_until([] { return false; }, 50ms);
+  }
+};
+
+}  // namespace
+
 TEST_CASE("connection credit granted a few bytes at a time wakes one waiting stream per grant, and none is stranded") {
-  // (Declared before the pair: the writers refer to them until the pair's end stops them.)
+  // (Before the pair: the writers and the reader use them until the pair ends.)
   std::array<bool, 116> done{};
-  std::vector<std::unique_ptr<mux::stream>> streams;
-  session_pair p({}, {}, false, session_pair::raw_side::server);
   std::vector<seen_frame> seen;
+  session_pair p({}, {}, false, session_pair::raw_side::server);
+  std::vector<std::unique_ptr<mux::stream>> streams;
+  const close_streams closer{p, streams};
   asio::co_spawn(p.io, collect_frames(*p.server_tls, seen), asio::detached);
   const auto start = [&](std::size_t i, std::size_t size) {
     streams.push_back(p.client->open("syslog", "127.0.0.1:4053"));
@@ -652,6 +670,7 @@ TEST_CASE("streams sending at once share the connection: none waits for another 
   std::array<std::size_t, 4> got{};
   session_pair p;
   std::vector<std::unique_ptr<mux::stream>> senders;
+  const close_streams closer{p, senders};
   constexpr std::size_t each = 8 * 1024 * 1024;  // more than the connection window
   for (std::size_t i = 0; i < written.size(); ++i) {
     senders.push_back(p.client->open("syslog", "127.0.0.1:4054"));
@@ -667,6 +686,4 @@ TEST_CASE("streams sending at once share the connection: none waits for another 
     CHECK(got[i] >= each / 4);
   }
   REQUIRE(p.run_until([&] { return std::all_of(got.begin(), got.end(), [&](std::size_t g) { return g == each; }); }));
-  for (auto& st : senders) st->close();
-  p.run_until([&] { return false; }, 50ms);
 }
