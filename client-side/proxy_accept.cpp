@@ -1,5 +1,7 @@
 #include "proxy_accept.hpp"
 
+#include <algorithm>
+
 #include "config/duration.hpp"
 #include "net/proxy_read.hpp"
 #include "ops/log.hpp"
@@ -11,6 +13,18 @@ asio::awaitable<bool> accept_proxy_header(const config::service& svc, net::plain
                                           ops::connection_record& rec) {
   using outcome = net::proxy_read_result::outcome;
   if (!svc.plain.accept_proxy) co_return true;
+  if (!svc.plain.proxy_from.empty()) {
+    // Whoever may send the header chooses the client's address: only the balancers may.
+    const auto sender = proxy::parse_ip_endpoint(rec.peer);
+    const auto& allowed = svc.plain.proxy_from;
+    if (!sender || std::none_of(allowed.begin(), allowed.end(), [&](const auto& r) { return proxy::contains(r, *sender); })) {
+      ops::warn("connection refused: not allowed to send a PROXY header").kv("peer", rec.peer)
+          .kv("reason", "not in --accept-proxy-from");
+      ops::metrics::get().count(ops::outcome::error);
+      plain.close();
+      co_return false;
+    }
+  }
   const auto r = co_await net::read_proxy_header(plain, svc.limits.handshake);
   if (r.result == outcome::probe) {
     ops::debug("probe connection closed before the PROXY header").kv("peer", rec.peer);

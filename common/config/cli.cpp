@@ -58,7 +58,7 @@ void assign_groups(CLI::App& app) {
       {"--udp", "UDP"}, {"--mtu", "UDP"}, {"--max-flows", "UDP"}, {"--flow-idle-timeout", "UDP"},
       {"--udp-over-tls", "UDP"}, {"--tls-fallback", "UDP"}, {"--dtls-retry", "UDP"}, {"--tls-listen", "UDP"},
       {"--proxy-protocol", "Plain legs"}, {"--transparent", "Plain legs"},
-      {"--accept-proxy-protocol", "Plain legs"}, {"--socket-mode", "Plain legs"}, {"--socket-owner", "Plain legs"},
+      {"--accept-proxy-protocol", "Plain legs"}, {"--accept-proxy-from", "Plain legs"}, {"--socket-mode", "Plain legs"}, {"--socket-owner", "Plain legs"},
       {"--mode", "Mux"}, {"--pool", "Mux"}, {"--keepalive", "Mux"}, {"--rotate-after", "Mux"},
       {"--target-tls", "TLS bridge"}, {"--target-ca", "TLS bridge"}, {"--target-server-name", "TLS bridge"},
       {"--target-cert", "TLS bridge"}, {"--target-key", "TLS bridge"}, {"--target-alpn", "TLS bridge"},

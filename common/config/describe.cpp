@@ -23,6 +23,11 @@ void describe_plain_legs(std::ostringstream& o, const service& svc) {
     return;
   }
   o << "accept_proxy_protocol = " << (p.accept_proxy ? "yes" : "no") << "\n";
+  if (p.accept_proxy && !svc.listen.is_unix()) {
+    std::string from;
+    for (const auto& r : p.proxy_from) from += (from.empty() ? "" : ",") + r.to_string();
+    o << "accept_proxy_from = " << (from.empty() ? std::string("(any)") : from) << "\n";
+  }
   if (!svc.listen.is_unix()) return;
   char mode[8] = "(umask)";
   if (p.listen_access.mode) std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(*p.listen_access.mode));

@@ -71,6 +71,16 @@ std::optional<std::string> apply_client_flags(const plain_leg_flags& f, service&
     if (s.udp.enabled) return "--accept-proxy-protocol: TCP only (not with --udp)";
     p.accept_proxy = true;
   }
+  if (!f.accept_proxy_from.empty()) {
+    if (!f.accept_proxy_protocol) return "--accept-proxy-from: only with --accept-proxy-protocol";
+    if (s.listen.is_unix()) return "--accept-proxy-from: only with an IP --listen (a Unix client has no IP address)";
+    for (const auto& text : f.accept_proxy_from) {
+      auto range = proxy::parse_ip_prefix(text);
+      if (!range)
+        return "--accept-proxy-from " + text + ": expected an IP address or range such as 10.0.0.0/8 or 2001:db8::/32";
+      p.proxy_from.push_back(*range);
+    }
+  }
   if (!s.listen.is_unix()) {
     if (!f.socket_mode.empty()) return "--socket-mode: only with --listen unix:/path";
     if (!f.socket_owner.empty()) return "--socket-owner: only with --listen unix:/path";
@@ -78,6 +88,8 @@ std::optional<std::string> apply_client_flags(const plain_leg_flags& f, service&
   if (!f.socket_mode.empty()) {
     p.listen_access.mode = parse_socket_mode(f.socket_mode);
     if (!p.listen_access.mode) return "--socket-mode " + f.socket_mode + ": expected octal permissions such as 0660";
+    if ((*p.listen_access.mode & 0222) == 0)
+      return "--socket-mode " + f.socket_mode + ": no one may write to the socket, so no client could connect";
   }
   if (!f.socket_owner.empty()) {
     if (auto why = apply_owner(f.socket_owner, p.listen_access)) return why;
@@ -101,6 +113,10 @@ void add_plain_leg_flags(CLI::App& app, plain_leg_flags& f, tls::role side) {
   app.add_flag("--accept-proxy-protocol", f.accept_proxy_protocol,
                "require a PROXY protocol header (v1 or v2) from every legacy connection, e.g. "
                "behind a load balancer; its source becomes the client's address");
+  app.add_option("--accept-proxy-from", f.accept_proxy_from,
+                 "CIDR,... only these addresses (the load balancers) may send the PROXY header; "
+                 "a connection from anywhere else is closed (default: any)")
+      ->delimiter(',');
   app.add_option("--socket-mode", f.socket_mode,
                  "MODE of the unix:/path --listen socket, octal, e.g. 0660 (default: from the umask)");
   app.add_option("--socket-owner", f.socket_owner,

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config/service.hpp"
 
@@ -14,6 +15,7 @@ struct plain_leg_flags {
   std::string proxy_protocol;          // "" = not given
   bool transparent = false;
   bool accept_proxy_protocol = false;
+  std::vector<std::string> accept_proxy_from;
   std::string socket_mode, socket_owner;  // "" = not given
 };
 

@@ -81,6 +81,41 @@ ip_endpoint unmapped(const ip_endpoint& e) {
   return out;
 }
 
+std::optional<ip_prefix> parse_ip_prefix(std::string_view text) {
+  const auto slash = text.find('/');
+  const std::string_view host = text.substr(0, slash);
+  const bool v6 = host.find(':') != std::string_view::npos;
+  auto base = parse_ip(host, v6);
+  if (!base) return std::nullopt;
+  const int width = v6 ? 128 : 32;
+  int bits = width;
+  if (slash != std::string_view::npos) {
+    const std::string_view digits = text.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string_view::npos ||
+        (digits.size() > 1 && digits[0] == '0'))
+      return std::nullopt;
+    bits = std::stoi(std::string(digits));
+    if (bits > width) return std::nullopt;
+  }
+  for (int i = bits; i < width; ++i)  // host bits set: a typo for another range
+    if (base->ip[static_cast<std::size_t>(i / 8)] & (0x80 >> (i % 8))) return std::nullopt;
+  base->port = 0;
+  return ip_prefix{*base, bits};
+}
+
+bool contains(const ip_prefix& p, const ip_endpoint& e) {
+  const ip_endpoint a = unmapped(e);
+  if (a.v6 != p.base.v6) return false;
+  for (int i = 0; i < p.bits; ++i) {
+    const auto byte = static_cast<std::size_t>(i / 8);
+    const int mask = 0x80 >> (i % 8);
+    if ((a.ip[byte] & mask) != (p.base.ip[byte] & mask)) return false;
+  }
+  return true;
+}
+
+std::string ip_prefix::to_string() const { return base.ip_string() + "/" + std::to_string(bits); }
+
 bool usable_as_source(const ip_endpoint& e) {
   const ip_endpoint a = unmapped(e);
   if (!a.v6) {

@@ -36,6 +36,18 @@ ip_endpoint unmapped(const ip_endpoint& e);
 // IPv4 as ::ffff:a.b.c.d; IPv6 unchanged.
 ip_endpoint mapped_v6(const ip_endpoint& e);
 
+// An address range: "192.0.2.0/24", "2001:db8::/32", or one address (all its bits).
+struct ip_prefix {
+  ip_endpoint base;  // port unused; bits past `bits` zero
+  int bits = 0;
+  std::string to_string() const;
+};
+// Parses "ADDRESS[/BITS]" (IPv4 or IPv6 literal; BITS up to 32 or 128; bits set past
+// the prefix are refused, so "10.0.0.1/8" is a mistake, not 10.0.0.0/8).
+std::optional<ip_prefix> parse_ip_prefix(std::string_view text);
+// Whether `e` (IPv4-mapped IPv6 counting as IPv4) is in `p`.
+bool contains(const ip_prefix& p, const ip_endpoint& e);
+
 // Whether a connection can leave from this address (--transparent): not unspecified
 // (0.0.0.0/8, ::, which bind() takes as "any of ours"), multicast or IPv4 broadcast.
 bool usable_as_source(const ip_endpoint& e);

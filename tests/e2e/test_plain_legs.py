@@ -178,6 +178,29 @@ def test_bad_or_missing_header_is_refused(procs, servers, data, words):
     assert not out.logs_with_msg("connection authorized"), "tunnel-in dialled tunnel-out anyway"
 
 
+def test_only_the_balancers_may_send_the_header(procs, servers):
+    """With --accept-proxy-from, a connection from an address outside the ranges is closed
+    before its header is read: whoever sends the header chooses the client's address."""
+    target, headers = proxy_target(servers)
+    out, tin = procs.pair(target.address, out_args=["--proxy-protocol", "v2"],
+                          in_args=["--mode", "mux", "--accept-proxy-protocol", "--accept-proxy-from", "192.0.2.0/24,10.0.0.0/8"])
+    forged = pl.v1_header(("203.0.113.66", 4000), ("192.0.2.1", 80)) + b"x"
+    with connect(tin.address) as s:
+        s.sendall(forged)
+        assert closed_by_peer(s, 5), "tunnel-in took a header from a sender not in --accept-proxy-from"
+    refused = tin.wait_for_log("connection refused: not allowed to send a PROXY header")
+    assert refused["level"] == "warning" and refused["peer"].startswith("127.0.0.1:")
+    assert not headers and not out.logs_with_msg("connection authorized")
+
+    # The loopback sender allowed: the header is taken and carried to the target.
+    out2, tin2 = procs.pair(target.address, out_args=["--proxy-protocol", "v2"],
+                            in_args=["--mode", "mux", "--accept-proxy-protocol", "--accept-proxy-from", "127.0.0.0/8"])
+    with connect(tin2.address) as s:
+        assert pl.echo_once(s, forged) == b"x"
+    (h,) = wait_for(lambda: list(headers), "a header")
+    assert h.source == ("203.0.113.66", 4000)
+
+
 def test_header_that_never_completes_is_refused_at_the_handshake_timeout(procs, servers):
     target = servers.counter()
     _, tin = procs.pair(target.address, in_args=["--accept-proxy-protocol", "--handshake-timeout", "1s"])
@@ -350,6 +373,14 @@ MISTAKES = [
     ("transparent-unix-target", TUNNEL_OUT, ["--transparent"], None, "unix:/tmp/t.sock", ["--transparent", "host:port"]),
     ("transparent-user", TUNNEL_OUT, ["--transparent", "--user", "nobody"], None, None, ["--transparent", "--user"]),
     ("accept-proxy-udp", TUNNEL_IN, ["--accept-proxy-protocol", "--udp"], None, None, ["--accept-proxy-protocol"]),
+    ("accept-proxy-from-alone", TUNNEL_IN, ["--accept-proxy-from", "10.0.0.0/8"], None, None,
+     ["--accept-proxy-from", "only with --accept-proxy-protocol"]),
+    ("accept-proxy-from-host-bits", TUNNEL_IN, ["--accept-proxy-protocol", "--accept-proxy-from", "10.0.0.0/8,10.0.0.1/8"],
+     None, None, ["--accept-proxy-from 10.0.0.1/8", "10.0.0.0/8"]),
+    ("accept-proxy-from-unix", TUNNEL_IN, ["--accept-proxy-protocol", "--accept-proxy-from", "10.0.0.0/8"],
+     "unix:/tmp/np.sock", None, ["--accept-proxy-from", "IP --listen"]),
+    ("socket-mode-unwritable", TUNNEL_IN, ["--socket-mode", "0444"], "unix:/tmp/np.sock", None,
+     ["--socket-mode 0444", "no one may write"]),
     ("socket-mode-tcp", TUNNEL_IN, ["--socket-mode", "0660"], None, None, ["--socket-mode", "unix:"]),
     ("socket-owner-tcp", TUNNEL_IN, ["--socket-owner", "root"], None, None, ["--socket-owner", "unix:"]),
     ("socket-mode-not-octal", TUNNEL_IN, ["--socket-mode", "0689"], "unix:/tmp/np.sock", None, ["--socket-mode 0689"]),
@@ -392,3 +423,8 @@ def test_check_config_shows_the_plain_leg_settings(pki, tmp_dir):
     assert r.returncode == 0, r.stderr
     for line in ("accept_proxy_protocol = yes", "socket_mode = 0660", "socket_owner = (unchanged)"):
         assert line + "\n" in r.stdout
+    r = run_cli(TUNNEL_IN, ["--listen", "127.0.0.1:0", "--connect", "127.0.0.1:9", "--cert", str(pki.client_a.cert),
+                            "--key", str(pki.client_a.key), "--ca", str(pki.ca_cert), "--accept-proxy-protocol",
+                            "--accept-proxy-from", "10.0.0.0/8,2001:db8::/32", "--check-config"])
+    assert r.returncode == 0, r.stderr
+    assert "accept_proxy_from = 10.0.0.0/8,2001:db8::/32\n" in r.stdout

@@ -288,3 +288,26 @@ TEST_CASE("addresses that name the same host from another one (a mux stream's or
                             "[::ffff:127.0.0.1]:1"})
     CHECK_MESSAGE(!meaningful_elsewhere(ep(local)), local);
 }
+
+TEST_CASE("address ranges: parsed strictly, matched by their prefix") {
+  const auto range = [](const char* text) {
+    auto r = parse_ip_prefix(text);
+    REQUIRE_MESSAGE(r, text);
+    return *r;
+  };
+  CHECK(contains(range("10.0.0.0/8"), ep("10.200.3.4:1")));
+  CHECK_FALSE(contains(range("10.0.0.0/8"), ep("11.0.0.1:1")));
+  CHECK(contains(range("192.0.2.7"), ep("192.0.2.7:9")));
+  CHECK_FALSE(contains(range("192.0.2.7"), ep("192.0.2.8:9")));
+  CHECK(contains(range("0.0.0.0/0"), ep("198.51.100.1:1")));
+  CHECK(contains(range("10.0.0.0/8"), ep("[::ffff:10.1.2.3]:1")));  // IPv4-mapped counts as IPv4
+  CHECK_FALSE(contains(range("10.0.0.0/8"), ep("[2001:db8::1]:1")));
+  CHECK(contains(range("2001:db8::/32"), ep("[2001:db8:ffff::1]:1")));
+  CHECK_FALSE(contains(range("2001:db8::/32"), ep("[2001:db9::1]:1")));
+  CHECK(contains(range("10.1.2.0/23"), ep("10.1.3.255:1")));
+  CHECK_FALSE(contains(range("10.1.2.0/23"), ep("10.1.4.0:1")));
+  CHECK(range("2001:db8::/32").to_string() == "2001:db8::/32");
+  for (const char* bad : {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/08", "::/129", "host/8", "10.0.0/8",
+                          "10.0.0.0/-1", "", "/8"})
+    CHECK_MESSAGE(!parse_ip_prefix(bad), bad);
+}
