@@ -14,7 +14,7 @@ namespace tunnel::config {
 
 struct bridge_flags {
   bool target_tls = false;
-  std::string ca, server_name, cert, key;  // --target-* or --listen-*
+  std::string ca, crl, server_name, cert, key;  // --target-* or --listen-*
   std::vector<std::string> alpn;
 };
 

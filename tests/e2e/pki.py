@@ -252,6 +252,7 @@ class PKI:
         # TLS bridging: the legacy ends' own PKI, apart from the tunnel's.
         legacy = _Authority(d, "legacy CA", "legacy-ca")
         self.legacy_ca_cert = legacy.cert_path
+        self.legacy_ca_key = legacy.key_path
         self.legacy_server = legacy.issue(
             d, "legacy-server", "legacy-db", [_dns("legacy-db.test"), _ip("127.0.0.1")], server_eku,
         )

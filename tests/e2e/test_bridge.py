@@ -14,6 +14,7 @@ import time
 import pytest
 
 import harness
+import trust_tools as tt
 from harness import connect, free_tcp_port, recv_all, run_cli, TUNNEL_IN, TUNNEL_OUT
 
 
@@ -103,6 +104,39 @@ def test_target_with_a_certificate_from_another_ca_is_refused(procs, pki, s_serv
     assert "not correctly signed" in rec["reason"] or "trusted CA" in rec["reason"], rec
     closed = out.wait_for_log("connection closed")
     assert closed["reason"].startswith("target TLS handshake failed") and closed["bytes_up"] == 0
+
+
+def legacy_crl(pki, tmp_dir, revoked) -> str:
+    """A CRL of the legacy CA revoking the credentials `revoked`."""
+    ca = tt.Authority.load(pki.legacy_ca_cert, pki.legacy_ca_key)
+    path = tmp_dir / f"legacy-{len(revoked)}.crl"
+    path.write_bytes(tt.make_crl(ca, [c.certificate.serial_number for c in revoked]))
+    return str(path)
+
+
+def test_a_revoked_target_certificate_is_refused_with_target_crl(procs, pki, s_servers, tmp_dir):
+    target = s_servers()
+    out, tin = procs.pair(target.address, out_args=bridge_out_args(pki, "--target-crl", legacy_crl(pki, tmp_dir, [])))
+    assert reversed_line_through(tin.address) == b"egdirb olleh"  # a CRL revoking nothing
+    out2, tin2 = procs.pair(target.address, out_args=bridge_out_args(
+        pki, "--target-crl", legacy_crl(pki, tmp_dir, [pki.legacy_server])))
+    assert reversed_line_through(tin2.address) == b""
+    rec = out2.wait_for_log("target TLS handshake failed")
+    assert "revoked" in rec["reason"].lower(), rec
+
+
+def test_a_revoked_legacy_client_is_refused_with_listen_crl(procs, pki, servers, tmp_dir):
+    echo = servers.echo()
+    out, tin = procs.pair(echo.address, in_args=listen_tls_args(
+        pki, "--listen-ca", str(pki.legacy_ca_cert), "--listen-crl", legacy_crl(pki, tmp_dir, [pki.legacy_client])))
+    try:  # TLS 1.3: the refusal arrives after the client's side of the handshake
+        got, _, _ = tls_echo(tin.address, legacy_client_context(pki, cert=pki.legacy_client), b"revoked")
+    except (ssl.SSLError, OSError):
+        got = b""
+    assert got == b"", "a revoked legacy client must not get through"
+    rec = tin.wait_for_log("legacy client TLS handshake failed")
+    assert "revoked" in rec["reason"].lower(), rec
+    assert echo.connection_count == 0
 
 
 def test_a_target_handshake_a_reload_overtakes_is_checked_against_the_new_target_ca(procs, pki, s_servers, tmp_dir):
@@ -301,6 +335,8 @@ def test_tunnel_in_resumes_tls13_sessions_with_an_openssl_server(procs, pki, s_s
     (TUNNEL_OUT, ["--target-tls", "--target-ca", "x", "--target-alpn", "bad name"], "--target-alpn bad name: not an ALPN"),
     (TUNNEL_IN, ["--listen-cert", "c"], "--listen-cert and --listen-key go together"),
     (TUNNEL_IN, ["--listen-ca", "c"], "--listen-ca: only with --listen-cert and --listen-key"),
+    (TUNNEL_IN, ["--listen-cert", "c", "--listen-key", "k", "--listen-crl", "r"], "--listen-crl: only with --listen-ca"),
+    (TUNNEL_OUT, ["--target-crl", "r"], "--target-crl: only with --target-tls"),
     (TUNNEL_IN, ["--listen-cert", "c", "--listen-key", "k", "--udp"], "--listen-cert: not with --udp"),
 ])
 def test_bridge_mistakes_exit_2_with_one_line(pki, binary, args, message):
