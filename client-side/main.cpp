@@ -1,4 +1,5 @@
 // tunnel-in: accepts plaintext legacy connections and carries them to tunnel-out over TLS.
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -45,9 +46,10 @@ void log_listening(const config::service& svc, const net::generic_acceptor& acce
 // Binds one TCP service and starts accepting; returns its readiness check.
 // `legacy`: TLS for legacy clients (--listen-cert), or null.
 // `pool`: its mux connections (null in raw mode).
+// `listeners`: how many TCP services the process has (ops::listen_or_inherit).
 ops::readiness_check serve_tcp(ops::runtime& rt, const config::service& svc, std::shared_ptr<tls::context_source> source,
-                               std::shared_ptr<tls::context_source> legacy, client::mux_pool* pool) {
-  auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen, svc.plain.listen_access);
+                               std::shared_ptr<tls::context_source> legacy, client::mux_pool* pool, std::size_t listeners) {
+  auto acceptor = ops::listen_or_inherit(rt.main_context(), svc.listen, svc.plain.listen_access, listeners);
   log_listening(svc, acceptor);
   // /readyz: tunnel-out reachable over TCP; with --mode mux also a mux connection up.
   ops::readiness_check ready = ops::next_hop_reachable(svc.target);
@@ -153,6 +155,8 @@ int main(int argc, char** argv) {
     ops::maintain_credentials(*rt, cfg, reloaded);
     std::vector<ops::readiness_check> checks;
     const auto pools = make_pools(*rt, cfg, sources, tls_legs, tls_leg_sources, live);
+    const auto tcp_services = static_cast<std::size_t>(
+        std::count_if(cfg.services.begin(), cfg.services.end(), [](const auto& svc) { return !svc.udp.enabled; }));
     for (std::size_t i = 0; i < cfg.services.size(); ++i) {
       const config::service& svc = cfg.services[i];
       if (svc.udp.enabled) {
@@ -160,9 +164,10 @@ int main(int argc, char** argv) {
         // Over TLS: ready once a connection to tunnel-out's TLS port is up.
         if (svc.udp.over_tls) checks.push_back(ops::both(ops::next_hop_reachable(svc.target), ops::mux_pool_up));
       } else {
-        checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], pools[i]));
+        checks.push_back(serve_tcp(*rt, svc, sources[i], legacy[i], pools[i], tcp_services));
       }
     }
+    ops::check_passed_sockets_taken();
     ops::readiness_check ready;
     if (!checks.empty()) ready = ops::all_of(std::move(checks));
     operations = std::make_unique<ops::operations>(*rt, proc, ready);

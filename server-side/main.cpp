@@ -65,10 +65,11 @@ std::vector<const config::service*> udp_on_tls_port(const config::settings& cfg,
 // that number for UDP, both are given back and the kernel asked for another.
 net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
                                     const std::vector<const config::service*>& same_number,
-                                    std::map<const config::service*, net::udp::socket>& udp_sockets) {
+                                    std::map<const config::service*, net::udp::socket>& udp_sockets,
+                                    std::size_t listeners) {
   constexpr int attempts = 64;
   for (int attempt = 1;; ++attempt) {
-    auto acceptor = ops::listen_or_inherit(io, p.address());
+    auto acceptor = ops::listen_or_inherit(io, p.address(), {}, listeners);
     const std::uint16_t number = bound_port(acceptor);
     std::error_code ec;
     for (const auto* svc : same_number) {
@@ -138,7 +139,7 @@ int main(int argc, char** argv) {
       for (const auto* svc : p.services)
         p.udp.push_back(svc->udp.enabled ? std::make_shared<server::udp_route>(server::udp_route{budgets[svc]})
                                          : nullptr);
-      auto acceptor = bind_tls_port(rt->main_context(), p, udp_on_tls_port(cfg, p), udp_sockets);
+      auto acceptor = bind_tls_port(rt->main_context(), p, udp_on_tls_port(cfg, p), udp_sockets, ports.size());
       log_listening(p, acceptor);
       muxes.push_back(std::make_unique<server::mux_host>(p, source, rt->budget()));
       server::mux_host* mux = muxes.back().get();
@@ -151,6 +152,7 @@ int main(int argc, char** argv) {
         return server::relay_connection(p, source->current(), std::move(c), mux);
       });
     }
+    ops::check_passed_sockets_taken();
     std::size_t next_source = ports.size();
     for (const auto& svc : cfg.services) {
       if (!svc.udp.enabled) continue;

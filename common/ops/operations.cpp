@@ -9,12 +9,15 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
 #include <vector>
 
 #include "net/dial.hpp"
+#include "net/proxy_endpoint.hpp"
+#include "proxy/ip_endpoint.hpp"
 #include "net/off_loop.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
@@ -29,38 +32,101 @@ using namespace std::chrono_literals;
 constexpr std::chrono::milliseconds secret_sweep_interval = 5s;
 }  // namespace
 
+namespace {
+
+// A listening socket systemd passed, and whether a listener has taken it.
+struct passed_socket {
+  int fd = -1;
+  net::generic_endpoint address;
+  bool known = false;  // getsockname worked
+  bool taken = false;
+};
+
+std::vector<passed_socket>& passed_sockets() {
+  static std::vector<passed_socket> all = [] {
+    std::vector<passed_socket> out;
+    for (const int fd : systemd::inherited_listeners()) {
+      passed_socket p;
+      p.fd = fd;
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+        p.address = net::generic_endpoint(&ss, len);
+        p.known = true;
+      }
+      out.push_back(p);
+    }
+    return out;
+  }();
+  return all;
+}
+
+// Whether a passed socket is the one `at` names: the same Unix path, or the same port and,
+// when `at`'s host is an IP literal other than a wildcard, that address (a name, or a
+// wildcard, matches any of the port's addresses: systemd's ListenStream= decides).
+bool matches(const passed_socket& p, const net::address& at) {
+  if (!p.known) return false;
+  if (at.is_unix()) return net::describe(p.address) == at.to_string();
+  const auto bound = net::to_ip_endpoint(p.address);
+  if (!bound || bound->port != at.port) return false;
+  const auto literal = proxy::parse_ip(at.host, at.host.find(':') != std::string::npos);
+  if (!literal) return true;
+  const bool wildcard = std::all_of(literal->ip.begin(), literal->ip.end(), [](std::uint8_t b) { return b == 0; });
+  const auto a = proxy::unmapped(*literal), b = proxy::unmapped(*bound);
+  return wildcard || (a.v6 == b.v6 && a.ip == b.ip);
+}
+
+}  // namespace
+
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
-                                        const net::unix_socket_access& access) {
-  const auto fds = systemd::inherited_listeners();
-  if (fds.empty()) return net::listen_on(io, at, access);
+                                        const net::unix_socket_access& access, std::size_t listeners) {
+  auto& passed = passed_sockets();
+  passed_socket* chosen = nullptr;
+  for (auto& p : passed)
+    if (!p.taken && matches(p, at)) {
+      chosen = &p;
+      break;
+    }
+  // One listener and one socket: it is served whatever --listen says (the .socket unit's
+  // ListenStream= is what the operator configured). With several, each takes its own.
+  if (!chosen && listeners == 1 && passed.size() == 1 && !passed.front().taken) chosen = &passed.front();
+  if (!chosen) return net::listen_on(io, at, access);
+  chosen->taken = true;
+  const int fd = chosen->fd;
+  const std::string which = "socket activation: descriptor " + std::to_string(fd);
   if (!access.empty())
     warn("--socket-mode/--socket-owner do not apply to a socket passed by systemd: set SocketMode=, "
          "SocketUser= and SocketGroup= in the .socket unit");
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getsockname(fds.front(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
-    throw std::runtime_error("socket activation: descriptor 3 is not a socket");
+  if (!chosen->known) throw std::runtime_error(which + " is not a socket");
   // Only a listening stream socket can be served; anything else (a UDP socket, one never
   // put in listening state, an Accept=yes connection) would fail every accept() for good
   // while the process reported itself ready.
   const auto option = [&](int name) {
     int value = -1;
     socklen_t size = sizeof value;
-    return ::getsockopt(fds.front(), SOL_SOCKET, name, &value, &size) == 0 ? value : -1;
+    return ::getsockopt(fd, SOL_SOCKET, name, &value, &size) == 0 ? value : -1;
   };
   if (option(SO_TYPE) != SOCK_STREAM)
-    throw std::runtime_error("socket activation: descriptor 3 is not a stream socket (ListenStream= in the .socket unit)");
-  if (option(SO_ACCEPTCONN) != 1)
-    throw std::runtime_error("socket activation: descriptor 3 is not listening (Accept=no in the .socket unit)");
-  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX)
-    throw std::runtime_error("socket activation: descriptor 3 is not an IPv4, IPv6 or Unix socket");
-  const int protocol = ss.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
-  if (protocol == IPPROTO_TCP) net::set_low_latency(fds.front());  // inherited by what it accepts
-  net::generic_acceptor acceptor(io, asio::generic::stream_protocol(ss.ss_family, protocol), fds.front());
+    throw std::runtime_error(which + " is not a stream socket (ListenStream= in the .socket unit)");
+  if (option(SO_ACCEPTCONN) != 1) throw std::runtime_error(which + " is not listening (Accept=no in the .socket unit)");
+  const int family = chosen->address.protocol().family();
+  if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+    throw std::runtime_error(which + " is not an IPv4, IPv6 or Unix socket");
+  const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
+  if (protocol == IPPROTO_TCP) net::set_low_latency(fd);  // inherited by what it accepts
+  net::generic_acceptor acceptor(io, asio::generic::stream_protocol(family, protocol), fd);
   info("using the listening socket passed by systemd instead of binding --listen")
       .kv("listen", at.to_string())
       .kv("inherited", net::bound_address(acceptor));
   return acceptor;
+}
+
+void check_passed_sockets_taken() {
+  for (const auto& p : passed_sockets())
+    if (!p.taken)
+      throw std::runtime_error("socket activation: descriptor " + std::to_string(p.fd) + " (" +
+                               (p.known ? net::describe(p.address) : std::string("not a socket")) +
+                               ") matches no --listen address: name it in a service's listen, or drop it from the .socket unit");
 }
 
 void identify_metrics(const char* program, const config::settings& cfg) {

@@ -13,10 +13,16 @@
 namespace tunnel::ops {
 
 // Binds --listen, or takes the socket systemd passed (socket activation, $LISTEN_FDS)
-// when there is one. Throws std::runtime_error like net::listen_on. `access` applies to a
-// Unix socket we bind ourselves; an inherited one is the .socket unit's business.
+// for it: the one bound to `at` (same Unix path; same port, and the same address unless
+// `at`'s host is a name or a wildcard), or, when the process has one listener (`listeners`)
+// and systemd passed one socket, that one whatever its address. Throws std::runtime_error
+// like net::listen_on. `access` applies to a Unix socket we bind ourselves; an inherited
+// one is the .socket unit's business.
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
-                                        const net::unix_socket_access& access = {});
+                                        const net::unix_socket_access& access, std::size_t listeners);
+// After every listener: throws std::runtime_error naming a passed socket none took (it
+// would sit unserved while clients connect to it).
+void check_passed_sockets_taken();
 
 // Labels the metrics with the program and its service: the one service's name ("default"
 // without --service), or "all" when the process runs several (the counters are the

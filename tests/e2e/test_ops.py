@@ -431,6 +431,62 @@ def test_socket_activation_serves_the_inherited_socket(procs, servers):
     echo_through(tin.address, b"through an inherited socket")
 
 
+def _tunnel_in_config(procs, tmp_dir, services: dict) -> Path:
+    from test_config import credential_keys, write_config
+    top = {**credential_keys(procs.pki.client_a), "ca": str(procs.pki.ca_cert), "log-format": "json",
+           "log-level": "debug", "server-name": "localhost"}
+    return write_config(tmp_dir / "in.toml", top, services)
+
+
+def _activated(listener: socket.socket, binary: Path, args: list[str]) -> str:
+    """A bash script that passes `listener` as descriptor 3, as systemd does, then execs."""
+    fd = listener.fileno()
+    return (f"exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "
+            + " ".join(shlex.quote(a) for a in [str(binary), *args]))
+
+
+def test_socket_activation_with_several_services_goes_to_the_one_listening_there(procs, servers, tmp_dir):
+    """The passed socket is served by the service whose --listen names its address, not by
+    whichever service starts first ("a" sorts before "z")."""
+    echo, silent = servers.echo(), servers.counter()
+    to_echo = procs.tunnel_out(echo.address)
+    to_silent = procs.tunnel_out(silent.address)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    config = _tunnel_in_config(procs, tmp_dir, {
+        "a": {"listen": "127.0.0.1:0", "connect": to_silent.listen},
+        "z": {"listen": f"127.0.0.1:{port}", "connect": to_echo.listen},
+    })
+    tin = procs.start(Path("/bin/bash"), ["-c", _activated(listener, TUNNEL_IN, ["--config", str(config)])],
+                      wait=False, name="tunnel-in", pass_fds=(listener.fileno(),))
+    tin.binary = TUNNEL_IN
+    used = tin.wait_for_log("using the listening socket passed by systemd instead of binding --listen")
+    assert used["listen"] == f"127.0.0.1:{port}"
+    listener.close()
+    echo_through(("127.0.0.1", port), b"to the service that listens there")
+    assert silent.connection_count == 0  # (before: service "a" took the socket)
+
+
+def test_socket_activation_with_a_socket_no_service_names_exits_2(procs, tmp_dir):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    config = _tunnel_in_config(procs, tmp_dir, {
+        "a": {"listen": "127.0.0.1:0", "connect": "127.0.0.1:9"},
+        "b": {"listen": "127.0.0.1:0", "connect": "127.0.0.1:9"},
+    })
+    try:
+        r = subprocess.run(["/bin/bash", "-c", _activated(listener, TUNNEL_IN, ["--config", str(config)])],
+                           pass_fds=(listener.fileno(),), capture_output=True, text=True, timeout=20)
+    finally:
+        listener.close()
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tunnel-in: error: socket activation: descriptor 3") and "matches no --listen" in last, r.stderr
+
+
 @pytest.mark.parametrize("kind,words", [("udp", "not a stream socket"), ("unlistened", "not listening")])
 def test_socket_activation_with_a_socket_that_cannot_accept_exits_2(pki, kind, words):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
