@@ -77,7 +77,8 @@ net::generic_acceptor bind_tls_port(asio::io_context& io, const server::port& p,
       at.port = number;
       net::udp::socket s(io);
       if ((ec = net::bind_udp(s, net::resolve_udp(io, at)))) {
-        if (ec != asio::error::address_in_use || attempt == attempts)
+        // (A port systemd passed cannot be swapped for another: no retry then.)
+        if (ec != asio::error::address_in_use || attempt == attempts || ops::inherited(acceptor))
           throw std::runtime_error("cannot listen on " + at.to_string() + " (udp): " + ec.message());
         ops::debug("port number taken for UDP; asking for another").kv("listen", at.to_string());
         break;

@@ -17,9 +17,9 @@ const std::set<std::string> process_wide = {"threads", "busy-poll",        "log-
                                             "status",  "shutdown-timeout", "reload-interval", "user"};
 // File names: relative ones are taken from the config file's directory, so a file and its
 // certificates can move together (and systemd's working directory does not matter).
-const std::set<std::string> file_keys = {"cert",        "key",        "ca",        "crl",        "psk-file",
-                                         "target-ca",   "target-cert", "target-key", "listen-cert",
-                                         "listen-key",  "listen-ca"};
+const std::set<std::string> file_keys = {"cert",       "key",         "ca",         "crl",         "psk-file",
+                                         "target-ca",  "target-crl",  "target-cert", "target-key",
+                                         "listen-cert", "listen-key", "listen-ca",  "listen-crl"};
 // Command-line only: they say how to read the settings, they are not settings.
 const std::set<std::string> not_in_file = {"config", "check-config", "help", "version"};
 

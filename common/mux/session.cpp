@@ -620,7 +620,9 @@ void session::wake_streams() {
     if (it == streams_.end()) continue;
     stream& s = *it->second;
     s.waiting_for_room_ = false;
-    if (!s.writer_suspended_) continue;  // listed, then woken by its own WINDOW and done
+    // Listed, then woken by its own WINDOW and done, or waiting for that WINDOW now: the
+    // connection's credit is no use to it (it lists itself again once it has its own).
+    if (!s.writer_suspended_ || s.send_credit_ <= 0) continue;
     // What it wants, up to what the outbound queue takes before the writer must run.
     const std::int64_t cost = std::clamp<std::int64_t>(static_cast<std::int64_t>(s.room_wanted_), 1,
                                                        std::min<std::int64_t>(left, outbound_limit));

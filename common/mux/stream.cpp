@@ -81,6 +81,7 @@ asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> da
       if (session_->queue_data(*this, data.first(n))) {
         send_credit_ -= static_cast<std::int64_t>(n);
         data = data.subspan(n);
+        woken_for_room = false;  // it had its turn: if it waits again, it queues behind the others
         continue;
       }
     }
@@ -95,7 +96,10 @@ asio::awaitable<std::error_code> stream::write_all(std::span<const std::byte> da
     co_await writable_.async_wait(as_result);
     writer_suspended_ = false;
     woken_for_room = session_ && session_->room_taken(*this);
-    if (co_await cancelled()) co_return asio::error::operation_aborted;
+    if (co_await cancelled()) {
+      if (woken_for_room && session_) session_->wake_streams();  // the credit counted on it goes to the next
+      co_return asio::error::operation_aborted;
+    }
   }
   co_return std::error_code{};
 }

@@ -61,19 +61,38 @@ std::vector<passed_socket>& passed_sockets() {
   return all;
 }
 
-// Whether a passed socket is the one `at` names: the same Unix path, or the same port and,
-// when `at`'s host is an IP literal other than a wildcard, that address (a name, or a
-// wildcard, matches any of the port's addresses: systemd's ListenStream= decides).
-bool matches(const passed_socket& p, const net::address& at) {
-  if (!p.known) return false;
-  if (at.is_unix()) return net::describe(p.address) == at.to_string();
+// How well a passed socket fits `at`: exactly (the same Unix path; the same port and IP
+// address), loosely (the same port, `at`'s host a name or a wildcard: systemd's
+// ListenStream= decides the address), or not at all.
+enum class fit { none, loose, exact };
+
+fit fit_of(const passed_socket& p, const net::address& at) {
+  if (!p.known) return fit::none;
+  if (at.is_unix()) return net::describe(p.address) == at.to_string() ? fit::exact : fit::none;
   const auto bound = net::to_ip_endpoint(p.address);
-  if (!bound || bound->port != at.port) return false;
+  if (!bound || bound->port != at.port) return fit::none;
   const auto literal = proxy::parse_ip(at.host, at.host.find(':') != std::string::npos);
-  if (!literal) return true;
-  const bool wildcard = std::all_of(literal->ip.begin(), literal->ip.end(), [](std::uint8_t b) { return b == 0; });
+  if (!literal) return fit::loose;
+  if (std::all_of(literal->ip.begin(), literal->ip.end(), [](std::uint8_t b) { return b == 0; })) return fit::loose;
   const auto a = proxy::unmapped(*literal), b = proxy::unmapped(*bound);
-  return wildcard || (a.v6 == b.v6 && a.ip == b.ip);
+  return a.v6 == b.v6 && a.ip == b.ip ? fit::exact : fit::none;
+}
+
+// The passed socket for `at`: an exact fit, else the one loose fit (several: which one the
+// operator meant cannot be told, so start-up stops), else none.
+passed_socket* socket_for(std::vector<passed_socket>& passed, const net::address& at) {
+  passed_socket* loose = nullptr;
+  std::size_t loose_count = 0;
+  for (auto& p : passed) {
+    if (p.taken) continue;
+    const fit f = fit_of(p, at);
+    if (f == fit::exact) return &p;
+    if (f == fit::loose && loose_count++ == 0) loose = &p;
+  }
+  if (loose_count > 1)
+    throw std::runtime_error("socket activation: several passed sockets have the port of --listen " + at.to_string() +
+                             ": give its IP address to tell which one it is");
+  return loose;
 }
 
 }  // namespace
@@ -81,12 +100,7 @@ bool matches(const passed_socket& p, const net::address& at) {
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
                                         const net::unix_socket_access& access, std::size_t listeners) {
   auto& passed = passed_sockets();
-  passed_socket* chosen = nullptr;
-  for (auto& p : passed)
-    if (!p.taken && matches(p, at)) {
-      chosen = &p;
-      break;
-    }
+  passed_socket* chosen = socket_for(passed, at);
   // One listener and one socket: it is served whatever --listen says (the .socket unit's
   // ListenStream= is what the operator configured). With several, each takes its own.
   if (!chosen && listeners == 1 && passed.size() == 1 && !passed.front().taken) chosen = &passed.front();
@@ -119,6 +133,12 @@ net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address
       .kv("listen", at.to_string())
       .kv("inherited", net::bound_address(acceptor));
   return acceptor;
+}
+
+bool inherited(net::generic_acceptor& acceptor) {
+  for (const auto& p : passed_sockets())
+    if (p.taken && p.fd == acceptor.native_handle()) return true;
+  return false;
 }
 
 void check_passed_sockets_taken() {

@@ -20,6 +20,8 @@ namespace tunnel::ops {
 // one is the .socket unit's business.
 net::generic_acceptor listen_or_inherit(asio::io_context& io, const net::address& at,
                                         const net::unix_socket_access& access, std::size_t listeners);
+// Whether `acceptor` is a socket systemd passed (its address cannot be chosen again).
+bool inherited(net::generic_acceptor& acceptor);
 // After every listener: throws std::runtime_error naming a passed socket none took (it
 // would sit unserved while clients connect to it).
 void check_passed_sockets_taken();

@@ -104,7 +104,9 @@ std::optional<ip_prefix> parse_ip_prefix(std::string_view text) {
 }
 
 bool contains(const ip_prefix& p, const ip_endpoint& e) {
-  const ip_endpoint a = unmapped(e);
+  // An IPv6 range sees an IPv4 client as ::ffff:a.b.c.d (so ::/0 and ::ffff:10.0.0.0/104
+  // mean what they say); an IPv4 range sees an IPv4-mapped client as IPv4.
+  const ip_endpoint a = p.base.v6 ? mapped_v6(e) : unmapped(e);
   if (a.v6 != p.base.v6) return false;
   for (int i = 0; i < p.bits; ++i) {
     const auto byte = static_cast<std::size_t>(i / 8);

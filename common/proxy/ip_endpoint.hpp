@@ -45,7 +45,8 @@ struct ip_prefix {
 // Parses "ADDRESS[/BITS]" (IPv4 or IPv6 literal; BITS up to 32 or 128; bits set past
 // the prefix are refused, so "10.0.0.1/8" is a mistake, not 10.0.0.0/8).
 std::optional<ip_prefix> parse_ip_prefix(std::string_view text);
-// Whether `e` (IPv4-mapped IPv6 counting as IPv4) is in `p`.
+// Whether `e` is in `p` (an IPv4 range takes IPv4-mapped IPv6 clients as IPv4; an IPv6
+// range takes IPv4 clients as IPv4-mapped).
 bool contains(const ip_prefix& p, const ip_endpoint& e);
 
 // Whether a connection can leave from this address (--transparent): not unspecified

@@ -103,7 +103,7 @@ void context_source::describe_loaded(const tls_context& c, const char* message, 
     if (options_.legacy_leg) e.kv("leg", options_.side == role::client ? "target" : "listener");
     if (creds.has_own_cert())
       e.kv("identity", policy::identity_of(creds.leaf()).describe()).kv("serial", serial_of(creds.leaf()));
-    if (!options_.legacy_leg) e.kv("crl", files_.crl.empty() ? "none" : files_.crl);
+    e.kv("crl", files_.crl.empty() ? "none" : files_.crl);
   }
   if (creds.has_own_cert() && !options_.legacy_leg) report_own_expiry(this, creds.leaf(), options_.expiry_warning);
 }

@@ -161,12 +161,13 @@ std::shared_ptr<credentials> credentials::load(const credential_files& files) {
   }
   if (!files.crl.empty()) {
     file_text crl;
-    read_credential(crl, "--crl", files.crl);
+    const std::string crl_flag = files.flag_prefix + "crl";
+    read_credential(crl, crl_flag, files.crl);
     // PEM or DER: mbedTLS tells them apart by the PEM header (and refuses bytes after DER).
     if (int rc = mbedtls_x509_crl_parse(&c->crl_, crl.data(), crl.size()); rc != 0)
-      throw credential_error("--crl " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");
+      throw credential_error(crl_flag + " " + files.crl + ": not a valid CRL (" + mbedtls_text(rc) + ")");
     c->crl_loaded_ = true;
-    require_usable_crls(c->crl_, c->ca_, files.crl);
+    require_usable_crls(c->crl_, c->ca_, files.crl, crl_flag, ca_flag);
   }
   return c;
 }

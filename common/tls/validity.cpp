@@ -113,15 +113,16 @@ bool signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt& ca) {
 
 }  // namespace
 
-void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path) {
+void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path,
+                         const std::string& crl_flag, const std::string& ca_flag) {
   const std::int64_t now = now_unix();
   for (const mbedtls_x509_crl* l = &crls; l != nullptr && l->raw.p != nullptr; l = l->next) {
     // A CRL without nextUpdate never goes stale (year 0 means absent in mbedTLS).
     if (l->next_update.year != 0 && unix_seconds(l->next_update) < now)
-      throw credential_error("--crl " + path + ": stale since " + iso(l->next_update) +
+      throw credential_error(crl_flag + " " + path + ": stale since " + iso(l->next_update) +
                              " (nextUpdate); every peer would be refused: publish a fresh CRL");
     if (unix_seconds(l->this_update) > now + clock_skew)
-      throw credential_error("--crl " + path + ": not valid before " + iso(l->this_update) +
+      throw credential_error(crl_flag + " " + path + ": not valid before " + iso(l->this_update) +
                              " (thisUpdate); every peer would be refused until then: check the clocks");
     const mbedtls_x509_crt* issuer = nullptr;  // a CA of that name (the last one tried)
     bool verified = false;
@@ -133,9 +134,10 @@ void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& c
       verified = signed_by(*l, *c);
     }
     if (issuer == nullptr)
-      throw credential_error("--crl " + path + ": issued by none of the CAs in --ca, so it would never be checked");
+      throw credential_error(crl_flag + " " + path + ": issued by none of the CAs in " + ca_flag +
+                             ", so it would never be checked");
     if (!verified)
-      throw credential_error("--crl " + path + ": names " + subject_of(*issuer) +
+      throw credential_error(crl_flag + " " + path + ": names " + subject_of(*issuer) +
                              " as its issuer, but its signature does not verify with that CA's key; every peer "
                              "would be refused");
   }

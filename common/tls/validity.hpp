@@ -28,7 +28,8 @@ void require_current_leaf(const mbedtls_x509_crt& leaf, const std::string& where
 // Throws credential_error when a CRL in `crls` is past its nextUpdate (mbedTLS would then
 // refuse every peer), not valid yet, not signed by the CA it names, or issued by none of the
 // CAs in `cas` (it would never be used, and revocation would silently go unchecked).
-void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path);
+void require_usable_crls(const mbedtls_x509_crl& crls, const mbedtls_x509_crt& cas, const std::string& path,
+                         const std::string& crl_flag = "--crl", const std::string& ca_flag = "--ca");
 
 // Our own leaf, as loaded by `source` (one per port or service): records its expiry for
 // ops::metrics::certificate_expiry_unix, which shows the soonest of every source's, and

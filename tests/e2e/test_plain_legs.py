@@ -65,11 +65,8 @@ def test_proxy_header_names_the_client_before_the_data(procs, servers, version, 
     # mode carries it in the stream open, but this client is on tunnel-in's loopback, an
     # address that means tunnel-out's own host there: it is named by tunnel-in's address
     # too. (A client from another host is carried: the --accept-proxy-protocol tests.)
-    if mode == "mux":  # (one of the pooled connections)
-        tls_peers = [split_address(r["peer"]) for r in out.logs_with_msg("mux connection authorized")]
-    else:
-        tls_peers = [split_address(out.wait_for_log("connection authorized")["peer"])]
-    assert h.source in tls_peers
+    msg = "mux connection authorized" if mode == "mux" else "connection authorized"  # (mux: one of the pool)
+    wait_for(lambda: h.source in [split_address(r["peer"]) for r in out.logs_with_msg(msg)], "the TLS peer's line")
     assert h.source != client
 
 
@@ -80,8 +77,9 @@ def test_proxy_header_over_ipv6(procs, servers):
     (h,) = wait_for(lambda: list(headers), "a header")
     assert h.family == "TCP6"
     # (A loopback client: named by tunnel-in's address, as above.)
-    tls_peers = [split_address(r["peer"]) for r in out.logs_with_msg("mux connection authorized")]
-    assert h.source in tls_peers and h.source != client and h.destination == ("::1", out.port)
+    wait_for(lambda: h.source in [split_address(r["peer"]) for r in out.logs_with_msg("mux connection authorized")],
+             "the TLS peer's line")
+    assert h.source != client and h.destination == ("::1", out.port)
 
 
 @pytest.mark.parametrize("version,expected", [("v1", 1), ("v2", 2)])

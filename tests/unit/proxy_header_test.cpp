@@ -307,6 +307,9 @@ TEST_CASE("address ranges: parsed strictly, matched by their prefix") {
   CHECK(contains(range("10.1.2.0/23"), ep("10.1.3.255:1")));
   CHECK_FALSE(contains(range("10.1.2.0/23"), ep("10.1.4.0:1")));
   CHECK(range("2001:db8::/32").to_string() == "2001:db8::/32");
+  CHECK(contains(range("::/0"), ep("10.1.2.3:1")));  // every address, IPv4 clients too
+  CHECK(contains(range("::ffff:10.0.0.0/104"), ep("10.1.2.3:1")));
+  CHECK_FALSE(contains(range("::ffff:10.0.0.0/104"), ep("11.1.2.3:1")));
   for (const char* bad : {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/08", "::/129", "host/8", "10.0.0/8",
                           "10.0.0.0/-1", "", "/8"})
     CHECK_MESSAGE(!parse_ip_prefix(bad), bad);
