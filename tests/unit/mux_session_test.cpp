@@ -622,21 +622,35 @@ struct close_streams {
   }
 };
 
-}  // namespace
-
-TEST_CASE("connection credit granted a few bytes at a time wakes one waiting stream per grant, and none is stranded") {
-  // (Before the pair: the writers and the reader use them until the pair ends.)
-  std::array<bool, 116> done{};
+// A client session whose peer is raw (the test speaks for it) and reads every frame into
+// `seen`, with `N` client streams started by start(). Members in this order: the writers
+// and the reader use `done` and `seen` until the pair ends, and the streams are closed (and
+// their writers finished) before they go.
+template <std::size_t N>
+struct writers_to_a_raw_peer {
+  std::array<bool, N> done{};
   std::vector<seen_frame> seen;
-  session_pair p({}, {}, false, session_pair::raw_side::server);
+  session_pair p{{}, {}, false, session_pair::raw_side::server};
   std::vector<std::unique_ptr<mux::stream>> streams;
-  const close_streams closer{p, streams};
-  asio::co_spawn(p.io, collect_frames(*p.server_tls, seen), asio::detached);
-  const auto start = [&](std::size_t i, std::size_t size) {
+  close_streams closer{p, streams};
+
+  writers_to_a_raw_peer() { asio::co_spawn(p.io, collect_frames(*p.server_tls, seen), asio::detached); }
+  // Stream `i` writes `size` bytes; done[i] once written.
+  mux::stream& start(std::size_t i, std::size_t size) {
     streams.push_back(p.client->open("syslog", "127.0.0.1:4053"));
     REQUIRE(streams.back());
     asio::co_spawn(p.io, write(*streams.back(), std::string(size, 'x'), done[i]), asio::detached);
-  };
+    return *streams.back();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("connection credit granted a few bytes at a time wakes one waiting stream per grant, and none is stranded") {
+  writers_to_a_raw_peer<116> w;
+  auto& p = w.p;
+  auto& done = w.done;
+  const auto start = [&](std::size_t i, std::size_t size) { w.start(i, size); };
   // Sixteen streams use up the connection's 4 MiB of credit; a hundred more then wait for it.
   for (std::size_t i = 0; i < 16; ++i) start(i, mux::initial_stream_window);
   REQUIRE(p.run_until([&] { return std::all_of(done.begin(), done.begin() + 16, [](bool d) { return d; }); }));
@@ -686,4 +700,48 @@ TEST_CASE("streams sending at once share the connection: none waits for another 
     CHECK(got[i] >= each / 4);
   }
   REQUIRE(p.run_until([&] { return std::all_of(got.begin(), got.end(), [&](std::size_t g) { return g == each; }); }));
+}
+
+TEST_CASE("a listed stream that used up its own window meanwhile does not take the credit another needs") {
+  // C and A wait for connection credit, A behind C and B behind A. A grant comes with a
+  // WINDOW of A's own: C is woken for the grant, A by its own WINDOW, and both send until
+  // their own windows are spent, A staying listed. What is left of the grant must then go
+  // to B, not to A, which can no longer use it (before: A was woken for it, could not
+  // send, and B waited for a writer pass that never came).
+  writers_to_a_raw_peer<20> w;
+  auto& p = w.p;
+  auto& done = w.done;
+  auto& seen = w.seen;
+  const auto start = [&](std::size_t i, std::size_t size) -> mux::stream& { return w.start(i, size); };
+  const auto finished = [&](std::size_t i) { return p.run_until([&] { return done[i]; }); };
+  // C keeps 10 bytes of its window, A 5; fillers take the rest of the connection's 4 MiB.
+  mux::stream& c = start(0, mux::initial_stream_window - 10);
+  REQUIRE(finished(0));
+  mux::stream& a = start(1, mux::initial_stream_window - 5);
+  REQUIRE(finished(1));
+  for (std::size_t i = 2; i < 16; ++i) start(i, mux::initial_stream_window);
+  start(16, 15);
+  REQUIRE(p.run_until([&] { return std::all_of(done.begin(), done.begin() + 17, [](bool d) { return d; }); }));
+  REQUIRE(p.client->connection_credit() == 0);
+  // Now C, then A, then B wait for connection credit.
+  asio::co_spawn(p.io, write(c, std::string(1000, 'c'), done[17]), asio::detached);
+  p.run_until([] { return false; }, 20ms);
+  asio::co_spawn(p.io, write(a, std::string(1000, 'a'), done[18]), asio::detached);
+  p.run_until([] { return false; }, 20ms);
+  mux::stream& b = start(19, 100);
+  p.run_until([] { return false; }, 20ms);
+  const auto data_for = [&](const mux::stream& s) {
+    return std::count_if(seen.begin(), seen.end(),
+                         [&](const seen_frame& f) { return f.type == mux::frame_type::data && f.stream == s.id(); });
+  };
+  const auto b_before = data_for(b);
+  // One batch: 100 bytes of connection credit, and 5 more of A's own window.
+  std::vector<std::byte> grants;
+  mux::encode_window(grants, 0, 100);
+  mux::encode_window(grants, a.id(), 5);
+  bool sent = false;
+  asio::co_spawn(p.io, send_raw(*p.server_tls, grants, sent), asio::detached);
+  // C sends its 10, A its 10: 80 bytes of credit are left for B.
+  CHECK(p.run_until([&] { return data_for(b) > b_before; }, 2s));
+  CHECK(p.client->failure().empty());
 }
