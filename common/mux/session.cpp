@@ -610,8 +610,9 @@ void session::wake_streams() {
   // credit a few bytes at a time then wakes one stream per grant, not every stream that
   // waits; and credit enough for all wakes all at once (a stream counts for at most what the
   // outbound queue takes, so streams with much to send share the writer's passes). A woken
-  // stream that finds the credit gone (another stream took it) waits again at the front. The writer wakes the next ones
-  // after each send, and forget() when a woken stream goes, so credit is never stranded.
+  // stream that finds the credit gone (another stream took it) waits again at the front.
+  // The writer wakes the next ones after each send, and forget() (or a woken writer that is
+  // cancelled) when a woken stream goes, so credit is never stranded.
   std::int64_t left = send_credit_ - room_promised_;
   while (left > 0 && !waiting_for_room_.empty()) {
     const std::uint32_t id = waiting_for_room_.front();
