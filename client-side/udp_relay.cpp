@@ -309,8 +309,7 @@ asio::awaitable<udp_relay::handshake_end> udp_relay::handshake(udp_flow& f) {
       // ICMP error can move the flow but not expose it. Without one, anyone could end every
       // handshake by spraying ICMP errors over the port range: carry on to the deadline.
       if (tls_leg_ && !f.heard) {
-        failure = "tunnel-out refused (port closed)";
-        if (rec != asio::error::connection_refused) failure = icmp;
+        failure = rec == asio::error::connection_refused ? std::string("tunnel-out refused (port closed)") : icmp;
         break;
       }
       continue;

@@ -18,10 +18,11 @@ codec::writer header(std::vector<std::byte>& out, frame_type t, std::size_t leng
   return w;
 }
 
-// Texts cross into log lines: printable ASCII only (the logger escapes anyway).
-bool printable(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
-}
+// Texts cross into log lines: printable ASCII only (the logger escapes anyway). The decoder
+// refuses any other byte and the encoders replace it (sendable_text), by this one rule.
+bool printable_char(char c) { return c >= 0x20 && c <= 0x7e; }
+
+bool printable(std::string_view s) { return std::all_of(s.begin(), s.end(), printable_char); }
 
 bool service_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -37,7 +38,7 @@ std::string_view clamp_text(std::string_view s, std::size_t limit = max_text) {
 // refuses would end the whole connection.)
 std::string sendable_text(std::string_view s) {
   std::string out(clamp_text(s));
-  std::replace_if(out.begin(), out.end(), [](char c) { return c < 0x20 || c > 0x7e; }, '?');
+  std::replace_if(out.begin(), out.end(), [](char c) { return !printable_char(c); }, '?');
   return out;
 }
 

@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "net/dial.hpp"
-#include "net/proxy_endpoint.hpp"
-#include "proxy/ip_endpoint.hpp"
 #include "net/off_loop.hpp"
+#include "net/proxy_endpoint.hpp"
 #include "ops/log.hpp"
 #include "ops/metrics.hpp"
 #include "ops/privileges.hpp"
 #include "ops/systemd.hpp"
+#include "proxy/ip_endpoint.hpp"
 
 namespace tunnel::ops {
 namespace {
@@ -30,9 +30,6 @@ constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitable);
 using namespace std::chrono_literals;
 // How late an expired ticket key or cached session may be erased in an idle process.
 constexpr std::chrono::milliseconds secret_sweep_interval = 5s;
-}  // namespace
-
-namespace {
 
 // A listening socket systemd passed, and whether a listener has taken it.
 struct passed_socket {

@@ -14,6 +14,11 @@ bool is_v4_mapped(const ip_endpoint& e) {
   return e.v6 && std::equal(v4_mapped_prefix.begin(), v4_mapped_prefix.end(), e.ip.begin());
 }
 
+// Bit `i` of an address, counting from the most significant.
+bool bit(const std::array<std::uint8_t, 16>& ip, int i) {
+  return (ip[static_cast<std::size_t>(i / 8)] & (0x80 >> (i % 8))) != 0;
+}
+
 }  // namespace
 
 std::string ip_endpoint::ip_string() const {
@@ -98,7 +103,7 @@ std::optional<ip_prefix> parse_ip_prefix(std::string_view text) {
     if (bits > width) return std::nullopt;
   }
   for (int i = bits; i < width; ++i)  // host bits set: a typo for another range
-    if (base->ip[static_cast<std::size_t>(i / 8)] & (0x80 >> (i % 8))) return std::nullopt;
+    if (bit(base->ip, i)) return std::nullopt;
   base->port = 0;
   return ip_prefix{*base, bits};
 }
@@ -108,11 +113,8 @@ bool contains(const ip_prefix& p, const ip_endpoint& e) {
   // mean what they say); an IPv4 range sees an IPv4-mapped client as IPv4.
   const ip_endpoint a = p.base.v6 ? mapped_v6(e) : unmapped(e);
   if (a.v6 != p.base.v6) return false;
-  for (int i = 0; i < p.bits; ++i) {
-    const auto byte = static_cast<std::size_t>(i / 8);
-    const int mask = 0x80 >> (i % 8);
-    if ((a.ip[byte] & mask) != (p.base.ip[byte] & mask)) return false;
-  }
+  for (int i = 0; i < p.bits; ++i)
+    if (bit(a.ip, i) != bit(p.base.ip, i)) return false;
   return true;
 }
 
